@@ -1,0 +1,307 @@
+// Package stream is Herald's engine: sockets, their channel subscriptions, the fan-out of each
+// published event to the sockets of its channel, cursors, and the merge of stored history with
+// live events so a subscriber never loses, repeats or reorders an event.
+//
+// It owns no transport: it knows nothing of HTTP, Echo, SSE connections or long-poll requests —
+// the server package turns sockets into those. It reads and listens to the ordered log only
+// through the store.Store interface.
+package stream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-rt/herald/store"
+)
+
+// Errors that end a socket. Compare with errors.Is.
+var (
+	// ErrLagged: the socket's queue overflowed because its client read too slowly. The client
+	// resumes from its cursor; the publisher and other sockets were never slowed down.
+	ErrLagged = errors.New("stream: socket fell behind and was disconnected")
+	// ErrShutdown: the hub is shutting down.
+	ErrShutdown = errors.New("stream: server shutting down")
+	// ErrClosed: the socket was closed.
+	ErrClosed = errors.New("stream: socket closed")
+)
+
+// Options configures a Hub. The zero value gives the defaults.
+type Options struct {
+	// QueueSize is how many live events a socket may have waiting; more and it is dropped
+	// (ErrLagged). Default 256.
+	QueueSize int
+	// ReadBatch is how many events one history read fetches. Default 256.
+	ReadBatch int
+	// Linger keeps a channel listened to for a while after its last socket leaves, so clients
+	// that reconnect or poll again do not make the store subscribe and unsubscribe each time.
+	// Default 30s.
+	Linger time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.QueueSize <= 0 {
+		o.QueueSize = 256
+	}
+	if o.ReadBatch <= 0 {
+		o.ReadBatch = 256
+	}
+	if o.Linger <= 0 {
+		o.Linger = 30 * time.Second
+	}
+	return o
+}
+
+// Hub fans events of the store out to sockets. Create it with New; it is the store's Handler.
+type Hub struct {
+	st   store.Store
+	opts Options
+	node string // the first part of this process's socket ids
+
+	mu       sync.RWMutex // guards channels
+	channels map[string]*channelState
+
+	socketsMu sync.Mutex
+	sockets   map[*Socket]struct{}
+	closing   bool
+
+	nextSocket atomic.Uint64
+	stop       chan struct{}
+	janitor    chan struct{}
+	closeOnce  sync.Once
+}
+
+// channelState is a channel this node listens to and the sockets subscribed to it.
+type channelState struct {
+	name  string
+	ready chan struct{} // closed once the store listens (or failed to)
+	err   error         // set before ready is closed
+	refs  int           // subscriptions, guarded by Hub.mu
+	idle  time.Time     // when refs dropped to zero, guarded by Hub.mu
+
+	mu   sync.RWMutex // guards subs
+	subs []*subscription
+}
+
+var _ store.Handler = (*Hub)(nil)
+
+// New returns a Hub that reads and listens to st. Call Close when done.
+func New(st store.Store, opts Options) *Hub {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	h := &Hub{
+		st:       st,
+		opts:     opts.withDefaults(),
+		node:     strconv.FormatUint(binary.BigEndian.Uint64(b[:])%1_000_000_000+1, 10),
+		channels: make(map[string]*channelState),
+		sockets:  make(map[*Socket]struct{}),
+		stop:     make(chan struct{}),
+		janitor:  make(chan struct{}),
+	}
+	go h.janitorLoop()
+	return h
+}
+
+// Store returns the store the hub reads.
+func (h *Hub) Store() store.Store { return h.st }
+
+// HandleEvent implements store.Handler: it encodes the event once and queues the same message
+// on every socket of the channel without ever blocking — a full queue marks that socket lagged.
+func (h *Hub) HandleEvent(ev *store.Event) {
+	h.mu.RLock()
+	cs := h.channels[ev.Channel]
+	h.mu.RUnlock()
+	if cs == nil {
+		return
+	}
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	if len(cs.subs) == 0 {
+		return
+	}
+	m := NewMessage(ev)
+	for _, sub := range cs.subs {
+		sub.sock.offer(m)
+	}
+}
+
+// HandleGap implements store.Handler: every socket of the channel catches up from the log.
+func (h *Hub) HandleGap(channel string) {
+	h.mu.RLock()
+	cs := h.channels[channel]
+	h.mu.RUnlock()
+	if cs == nil {
+		return
+	}
+	m := &Message{Channel: channel, gapped: true}
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	for _, sub := range cs.subs {
+		sub.sock.offer(m)
+	}
+}
+
+// acquire takes a reference on each channel, making the store listen to the ones that are new,
+// and returns once all of them are live.
+func (h *Hub) acquire(ctx context.Context, names []string) ([]*channelState, error) {
+	states := make([]*channelState, len(names))
+	var fresh []*channelState
+	var freshNames []string
+	h.mu.Lock()
+	for i, name := range names {
+		cs := h.channels[name]
+		if cs == nil {
+			cs = &channelState{name: name, ready: make(chan struct{})}
+			h.channels[name] = cs
+			fresh = append(fresh, cs)
+			freshNames = append(freshNames, name)
+		}
+		cs.refs++
+		states[i] = cs
+	}
+	h.mu.Unlock()
+	if len(fresh) > 0 {
+		err := h.st.Listen(ctx, h, freshNames...)
+		if err != nil {
+			h.mu.Lock()
+			for _, cs := range fresh {
+				if h.channels[cs.name] == cs {
+					delete(h.channels, cs.name)
+				}
+			}
+			h.mu.Unlock()
+		}
+		for _, cs := range fresh {
+			cs.err = err
+			close(cs.ready)
+		}
+	}
+	for _, cs := range states {
+		select {
+		case <-cs.ready:
+			if cs.err == nil {
+				continue
+			}
+			h.release(states)
+			return nil, cs.err
+		case <-ctx.Done():
+			h.release(states)
+			return nil, ctx.Err()
+		}
+	}
+	return states, nil
+}
+
+// release drops the references taken by acquire. The janitor stops listening to channels that
+// stay unreferenced for the linger time.
+func (h *Hub) release(states []*channelState) {
+	now := time.Now()
+	h.mu.Lock()
+	for _, cs := range states {
+		cs.refs--
+		if cs.refs == 0 {
+			cs.idle = now
+		}
+	}
+	h.mu.Unlock()
+}
+
+func (h *Hub) janitorLoop() {
+	defer close(h.janitor)
+	t := time.NewTicker(max(h.opts.Linger/2, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case now := <-t.C:
+			h.forgetIdle(now.Add(-h.opts.Linger))
+		}
+	}
+}
+
+// forgetIdle stops listening to channels nobody has used since cutoff.
+func (h *Hub) forgetIdle(cutoff time.Time) {
+	var names []string
+	h.mu.Lock()
+	for name, cs := range h.channels {
+		if cs.refs == 0 && cs.idle.Before(cutoff) && isClosed(cs.ready) && cs.err == nil {
+			delete(h.channels, name)
+			names = append(names, name)
+		}
+	}
+	h.mu.Unlock()
+	if len(names) > 0 {
+		h.st.Unlisten(names...)
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// ListenedChannels reports how many channels the hub listens to; for tests and metrics.
+func (h *Hub) ListenedChannels() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.channels)
+}
+
+// Sockets reports how many sockets are open.
+func (h *Hub) Sockets() int {
+	h.socketsMu.Lock()
+	defer h.socketsMu.Unlock()
+	return len(h.sockets)
+}
+
+func (h *Hub) newSocketID() string {
+	return h.node + "." + strconv.FormatUint(h.nextSocket.Add(1), 10)
+}
+
+// Shutdown ends every open socket with ErrShutdown and refuses new ones. Transports then
+// tell their clients to reconnect elsewhere.
+func (h *Hub) Shutdown() {
+	h.socketsMu.Lock()
+	h.closing = true
+	socks := make([]*Socket, 0, len(h.sockets))
+	for s := range h.sockets {
+		socks = append(socks, s)
+	}
+	h.socketsMu.Unlock()
+	for _, s := range socks {
+		s.kill(ErrShutdown)
+	}
+}
+
+// Close shuts the hub down and stops listening to every channel. It does not close the store.
+func (h *Hub) Close() {
+	h.closeOnce.Do(func() {
+		h.Shutdown()
+		close(h.stop)
+		<-h.janitor
+		h.mu.Lock()
+		names := make([]string, 0, len(h.channels))
+		for name, cs := range h.channels {
+			if isClosed(cs.ready) && cs.err == nil {
+				names = append(names, name)
+			}
+		}
+		clear(h.channels)
+		h.mu.Unlock()
+		if len(names) > 0 {
+			h.st.Unlisten(names...)
+		}
+	})
+}

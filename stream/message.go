@@ -1,0 +1,73 @@
+package stream
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/herald-rt/herald/store"
+)
+
+// Message is one event encoded for delivery. It is built once per published event and the same
+// bytes go to every socket of the channel; nothing in it is per-subscriber.
+type Message struct {
+	Channel  string
+	Cursor   store.Cursor
+	ID       string // Cursor's text: the envelope id
+	SocketID string // the publisher's socket, for exclusion; never sent
+
+	// frame is the whole SSE event: "id: <cursor>\nevent: <name>\ndata: <envelope>\n\n".
+	frame  []byte
+	body   int // offset of "event:" in frame
+	envlo  int // the envelope JSON is frame[envlo:envhi]
+	envhi  int
+	gapped bool // not an event: live delivery of Channel lost continuity
+}
+
+// Frame is the SSE event with its `id:` line, the channel cursor: what a one-channel stream sends.
+func (m *Message) Frame() []byte { return m.frame }
+
+// Body is the SSE event without an `id:` line, for streams that write their own composite id.
+func (m *Message) Body() []byte { return m.frame[m.body:] }
+
+// Envelope is the event's JSON envelope:
+// {"id":"<cursor>","channel":"…","event":"…","data":<json>,"ts":<unix ms>}.
+func (m *Message) Envelope() []byte { return m.frame[m.envlo:m.envhi] }
+
+// NewMessage encodes ev. The event's data must be compact JSON (no line breaks), which the
+// publishing side guarantees, so the envelope fits one `data:` line.
+func NewMessage(ev *store.Event) *Message {
+	id := appendCursor(make([]byte, 0, 32), ev.Cursor())
+	name, _ := json.Marshal(ev.Name) // a string always marshals
+	size := 4 + len(id) + 8 + len(ev.Name) + 7 + len(`{"id":"","channel":"","event":,"data":,"ts":}`) +
+		len(id) + len(ev.Channel) + len(name) + len(ev.Data) + 20 + 3
+	f := make([]byte, 0, size)
+	f = append(f, "id: "...)
+	f = append(f, id...)
+	f = append(f, '\n')
+	body := len(f)
+	f = append(f, "event: "...)
+	f = append(f, ev.Name...)
+	f = append(f, "\ndata: "...)
+	envlo := len(f)
+	f = append(f, `{"id":"`...)
+	f = append(f, id...)
+	f = append(f, `","channel":"`...)
+	f = append(f, ev.Channel...)
+	f = append(f, `","event":`...)
+	f = append(f, name...)
+	f = append(f, `,"data":`...)
+	if len(ev.Data) == 0 {
+		f = append(f, "null"...)
+	} else {
+		f = append(f, ev.Data...)
+	}
+	f = append(f, `,"ts":`...)
+	f = strconv.AppendInt(f, ev.Time, 10)
+	f = append(f, '}')
+	envhi := len(f)
+	f = append(f, "\n\n"...)
+	return &Message{
+		Channel: ev.Channel, Cursor: ev.Cursor(), ID: string(id), SocketID: ev.SocketID,
+		frame: f, body: body, envlo: envlo, envhi: envhi,
+	}
+}

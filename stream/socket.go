@@ -1,0 +1,429 @@
+package stream
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-rt/herald/store"
+)
+
+// Request says what a socket subscribes to and from where.
+type Request struct {
+	// Channels to subscribe to: valid names, at most MaxChannelsPerSocket, no duplicates.
+	Channels []string
+	// Positions resumes channels after these cursors. A channel without a position starts at
+	// its head (live only), unless FromBeginning is set.
+	Positions map[string]store.Cursor
+	// FromBeginning replays the retained history of channels without a position.
+	FromBeginning bool
+	// Composite makes the socket's cursor a composite cursor even for one channel — what a
+	// multi-channel stream or poll sends.
+	Composite bool
+	// Exclude lists socket ids whose events this socket skips (besides its own).
+	Exclude []string
+}
+
+// Delivery is one thing to send to a client: an event, or a resync notice.
+type Delivery struct {
+	// Msg is the event; nil for a resync notice.
+	Msg *Message
+	// ID is the socket's cursor after this delivery: the SSE `id:` of a composite stream.
+	// For a one-channel socket it equals Msg's cursor and Msg.Frame() already carries it.
+	ID string
+	// Resync, when set, says the retained history did not cover the socket's cursor for these
+	// channels: delivery goes on from the oldest retained event.
+	Resync *Resync
+}
+
+// Resync reports channels whose history was trimmed past the client's cursor.
+type Resync struct {
+	Channels []string `json:"channels"`
+	Reason   string   `json:"reason"`
+	Cursor   string   `json:"cursor"`
+}
+
+// Socket is one client connection's view of its channels: its queue of live events, its
+// position in each channel, and the catch-up from the log. Next must be called from one
+// goroutine at a time; Close may be called from any.
+type Socket struct {
+	hub       *Hub
+	id        string
+	composite bool
+	exclude   []string
+	subs      []*subscription // sorted by channel name
+
+	queue  chan *Message
+	lagged atomic.Bool
+	done   chan struct{}
+	errMu  sync.Mutex
+	err    error
+
+	catchingUp int // subscriptions still reading history
+	timer      *time.Timer
+	idBuf      []byte
+}
+
+// subscription is one socket's membership in one channel.
+type subscription struct {
+	sock      *Socket
+	state     *channelState
+	idx       int // position in state.subs, guarded by state.mu
+	channel   string
+	key       string // channelKey(channel)
+	pos       store.Cursor
+	catchup   bool
+	beginning bool // the first history read starts at the oldest retained event
+}
+
+// Open creates a socket subscribed to req.Channels and returns once every channel is live:
+// an event published after Open returns is certain to be delivered. History owed to the
+// socket (from a cursor, or from the beginning) comes first from Next.
+func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
+	s := &Socket{
+		hub:       h,
+		id:        h.newSocketID(),
+		composite: req.Composite || len(req.Channels) != 1,
+		exclude:   req.Exclude,
+		queue:     make(chan *Message, h.opts.QueueSize),
+		done:      make(chan struct{}),
+	}
+	names := slices.Clone(req.Channels)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	h.socketsMu.Lock()
+	if h.closing {
+		h.socketsMu.Unlock()
+		return nil, ErrShutdown
+	}
+	h.sockets[s] = struct{}{}
+	h.socketsMu.Unlock()
+
+	states, err := h.acquire(ctx, names)
+	if err != nil {
+		h.forget(s)
+		return nil, err
+	}
+	s.subs = make([]*subscription, len(names))
+	var live []int // subscriptions that start at the head
+	for i, name := range names {
+		sub := &subscription{sock: s, state: states[i], channel: name, key: channelKey(name)}
+		if pos, ok := req.Positions[name]; ok {
+			sub.pos, sub.catchup = pos, true
+		} else if req.FromBeginning {
+			sub.catchup, sub.beginning = true, true
+		} else {
+			live = append(live, i)
+		}
+		if sub.catchup {
+			s.catchingUp++
+		}
+		s.subs[i] = sub
+		st := sub.state
+		st.mu.Lock()
+		sub.idx = len(st.subs)
+		st.subs = append(st.subs, sub)
+		st.mu.Unlock()
+	}
+	if len(live) > 0 {
+		// Joined the live path first, so the head read now is a safe start: events after it
+		// are queued, events before it are skipped by sequence.
+		liveNames := make([]string, len(live))
+		for j, i := range live {
+			liveNames[j] = names[i]
+		}
+		heads, err := h.st.Heads(ctx, liveNames)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		for j, i := range live {
+			s.subs[i].pos = heads[j]
+		}
+	}
+	return s, nil
+}
+
+// ID is the socket id (Pusher's "<digits>.<digits>").
+func (s *Socket) ID() string { return s.id }
+
+// Cursor is the socket's current position: the channel cursor of a one-channel socket, or a
+// composite cursor.
+func (s *Socket) Cursor() string {
+	s.idBuf = s.appendCursor(s.idBuf[:0])
+	return string(s.idBuf)
+}
+
+func (s *Socket) appendCursor(b []byte) []byte {
+	if s.composite {
+		return appendComposite(b, s.subs)
+	}
+	return appendCursor(b, s.subs[0].pos)
+}
+
+// Done is closed when the socket ends for a reason of its own (Err tells which).
+func (s *Socket) Done() <-chan struct{} { return s.done }
+
+// Err is why the socket ended, or nil while it is open.
+func (s *Socket) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+func (s *Socket) kill(err error) {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.err == nil {
+		s.err = err
+		close(s.done)
+	}
+}
+
+// offer queues m without blocking; a full queue marks the socket lagged.
+func (s *Socket) offer(m *Message) {
+	select {
+	case s.queue <- m:
+	default:
+		s.lagged.Store(true)
+	}
+}
+
+// Close unsubscribes the socket. It is safe to call more than once.
+func (s *Socket) Close() {
+	s.kill(ErrClosed)
+	s.hub.forget(s)
+	if s.subs == nil {
+		return
+	}
+	states := make([]*channelState, 0, len(s.subs))
+	for _, sub := range s.subs {
+		st := sub.state
+		st.mu.Lock()
+		if sub.idx >= 0 {
+			last := len(st.subs) - 1
+			st.subs[sub.idx] = st.subs[last]
+			st.subs[sub.idx].idx = sub.idx
+			st.subs[last] = nil
+			st.subs = st.subs[:last]
+			sub.idx = -1
+			states = append(states, st)
+		}
+		st.mu.Unlock()
+	}
+	s.hub.release(states)
+}
+
+func (h *Hub) forget(s *Socket) {
+	h.socketsMu.Lock()
+	delete(h.sockets, s)
+	h.socketsMu.Unlock()
+}
+
+// Next appends to out what the socket has for its client: owed history first, then live
+// events, at most max deliveries. With nothing to deliver it waits up to wait and returns
+// out unchanged at the timeout (time for a heartbeat). It returns an error when ctx ends or
+// the socket ends (ErrLagged, ErrShutdown, ErrClosed); deliveries appended before the error
+// are still valid.
+func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []Delivery) ([]Delivery, error) {
+	start := len(out)
+	for {
+		select {
+		case <-s.done:
+			return out, s.Err()
+		default:
+		}
+		if s.lagged.Load() {
+			if s.catchingUp == 0 {
+				s.kill(ErrLagged)
+				return out, ErrLagged
+			}
+			// Still replaying history: what the queue dropped is in the log, read it there.
+			s.lagged.Store(false)
+			s.drain()
+			for _, sub := range s.subs {
+				if !sub.catchup {
+					sub.catchup = true
+					s.catchingUp++
+				}
+			}
+		}
+		out = s.takeQueued(out, start+max)
+		if len(out)-start >= max {
+			return out, nil
+		}
+		if s.catchingUp > 0 {
+			var err error
+			out, err = s.readHistory(ctx, out, start+max)
+			if err != nil || len(out) > start {
+				return out, err
+			}
+			continue
+		}
+		if len(out) > start {
+			return out, nil
+		}
+		if s.timer == nil {
+			s.timer = time.NewTimer(wait)
+		} else {
+			s.timer.Reset(wait)
+		}
+		select {
+		case m := <-s.queue:
+			s.timer.Stop()
+			out = s.accept(m, out)
+		case <-s.done:
+			s.timer.Stop()
+			return out, s.Err()
+		case <-ctx.Done():
+			s.timer.Stop()
+			return out, ctx.Err()
+		case <-s.timer.C:
+			return out, nil
+		}
+	}
+}
+
+// drain empties the queue.
+func (s *Socket) drain() {
+	for {
+		select {
+		case <-s.queue:
+		default:
+			return
+		}
+	}
+}
+
+// takeQueued moves queued messages to out without waiting.
+func (s *Socket) takeQueued(out []Delivery, limit int) []Delivery {
+	for len(out) < limit {
+		select {
+		case m := <-s.queue:
+			out = s.accept(m, out)
+		default:
+			return out
+		}
+	}
+	return out
+}
+
+func (s *Socket) sub(channel string) *subscription {
+	if len(s.subs) == 1 {
+		if s.subs[0].channel == channel {
+			return s.subs[0]
+		}
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(s.subs, channel, func(sub *subscription, ch string) int {
+		switch {
+		case sub.channel < ch:
+			return -1
+		case sub.channel > ch:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return nil
+	}
+	return s.subs[i]
+}
+
+// accept merges one live message into the socket's positions.
+func (s *Socket) accept(m *Message, out []Delivery) []Delivery {
+	sub := s.sub(m.Channel)
+	if sub == nil || sub.catchup {
+		// Channels still catching up read this event from the log.
+		return out
+	}
+	switch {
+	case m.gapped:
+		s.startCatchup(sub)
+		return out
+	case sub.pos.Seq == 0 && m.Cursor.Seq == 1,
+		m.Cursor.Epoch == sub.pos.Epoch && m.Cursor.Seq == sub.pos.Seq+1:
+		// The next event.
+	case m.Cursor.Epoch == sub.pos.Epoch && m.Cursor.Seq <= sub.pos.Seq:
+		return out // already delivered from history
+	default:
+		// A jump or another epoch: the log tells what was missed.
+		s.startCatchup(sub)
+		return out
+	}
+	sub.pos = m.Cursor
+	if s.excluded(m.SocketID) {
+		return out
+	}
+	return append(out, Delivery{Msg: m, ID: s.deliveryID(m)})
+}
+
+func (s *Socket) startCatchup(sub *subscription) {
+	if !sub.catchup {
+		sub.catchup = true
+		s.catchingUp++
+	}
+}
+
+func (s *Socket) deliveryID(m *Message) string {
+	if !s.composite {
+		return m.ID
+	}
+	return s.Cursor()
+}
+
+func (s *Socket) excluded(socketID string) bool {
+	if socketID == "" {
+		return false
+	}
+	return socketID == s.id || slices.Contains(s.exclude, socketID)
+}
+
+// readHistory reads one batch of owed history for the first channel still catching up.
+func (s *Socket) readHistory(ctx context.Context, out []Delivery, limit int) ([]Delivery, error) {
+	var sub *subscription
+	for _, c := range s.subs {
+		if c.catchup {
+			sub = c
+			break
+		}
+	}
+	after := sub.pos
+	if sub.beginning {
+		after = store.Beginning
+	}
+	batch := min(s.hub.opts.ReadBatch, max(limit-len(out), 1))
+	page, err := s.hub.st.Read(ctx, sub.channel, after, batch)
+	if err != nil {
+		return out, err
+	}
+	sub.beginning = false
+	if page.Expired {
+		if len(page.Events) > 0 {
+			sub.pos = store.Cursor{Epoch: page.Events[0].Epoch, Seq: page.Events[0].Seq - 1}
+		} else {
+			sub.pos = page.Head
+		}
+		out = append(out, Delivery{
+			Resync: &Resync{Channels: []string{sub.channel}, Reason: "history_expired", Cursor: s.Cursor()},
+			ID:     s.Cursor(),
+		})
+	}
+	for i := range page.Events {
+		ev := &page.Events[i]
+		sub.pos = ev.Cursor()
+		if s.excluded(ev.SocketID) {
+			continue
+		}
+		m := NewMessage(ev)
+		out = append(out, Delivery{Msg: m, ID: s.deliveryID(m)})
+	}
+	if len(page.Events) < batch {
+		// Caught up: anything newer is in the queue (the socket joined the live path first).
+		sub.catchup = false
+		s.catchingUp--
+	}
+	return out, nil
+}
