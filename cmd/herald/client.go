@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/herald-rt/herald/server"
+)
+
+func token(args []string) error {
+	fs := newFlagSet("token", "herald token — mint a token with the configured key")
+	sub := fs.String("sub", "", "subject (user id)")
+	subscribe := fs.List("subscribe", "channel pattern the token may subscribe to, repeatable (* matches anything)", false)
+	pub := fs.List("publish", "channel pattern the token may publish to, repeatable", false)
+	ttl := fs.Duration("ttl", time.Hour, "lifetime")
+	keys := addKeyFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *sub == "" {
+		return errors.New("--sub is required")
+	}
+	m, err := server.NewMinter([]byte(*keys.secret), *keys.privateKey)
+	if err != nil {
+		return fmt.Errorf("%w (set --jwt-secret / HERALD_JWT_SECRET, or --jwt-private-key)", err)
+	}
+	tok, err := m.Mint(server.TokenSpec{
+		Subject: *sub, Subscribe: *subscribe, Publish: *pub, TTL: *ttl, Issuer: *keys.issuer, Audience: *keys.audience,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}
+
+// clientFlags are the settings of the debugging clients.
+func clientFlags(fs *flagSet) (base, tok *string) {
+	return fs.String("url", "http://127.0.0.1:8081", "Herald's base URL"),
+		fs.String("token", "", "bearer token")
+}
+
+func publish(args []string) error {
+	fs := newFlagSet("publish", "herald publish CHANNEL EVENT JSON — publish one event")
+	base, tok := clientFlags(fs)
+	socket := fs.String("socket-id", "", "publisher socket id to exclude from delivery")
+	key := fs.String("idempotency-key", "", "Idempotency-Key header")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 3 {
+		return errors.New("usage: herald publish [flags] CHANNEL EVENT JSON")
+	}
+	channel, event, data := fs.Arg(0), fs.Arg(1), fs.Arg(2)
+	body := fmt.Sprintf(`{"event":%q,"data":%s`, event, data)
+	if *socket != "" {
+		body += fmt.Sprintf(`,"socket_id":%q`, *socket)
+	}
+	body += "}"
+	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(*base, "/")+"/v1/channels/"+url.PathEscape(channel)+"/events", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if *tok != "" {
+		req.Header.Set("Authorization", "Bearer "+*tok)
+	}
+	if *key != "" {
+		req.Header.Set("Idempotency-Key", *key)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	fmt.Printf("%d %s\n", resp.StatusCode, bytes.TrimSpace(out))
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("publish failed with status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// tail follows a channel's SSE stream and prints each event's envelope on its own line,
+// reconnecting from the last id it saw, until interrupted.
+func tail(args []string) error {
+	fs := newFlagSet("tail", "herald tail CHANNEL — print events as they arrive")
+	base, tok := clientFlags(fs)
+	since := fs.String("since", "", "resume after this cursor, or \"beginning\" for the retained history")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: herald tail [flags] CHANNEL")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	u := strings.TrimRight(*base, "/") + "/v1/channels/" + url.PathEscape(fs.Arg(0)) + "/events"
+	last, fromBeginning := *since, false
+	if last == "beginning" {
+		last, fromBeginning = "", true
+	}
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		target := u
+		if fromBeginning && last == "" {
+			target += "?since=beginning"
+		}
+		err := tailOnce(ctx, target, *tok, &last)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fatal *tailError
+		if errors.As(err, &fatal) {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "# disconnected (%v); reconnecting from %q\n", err, last)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+	return nil
+}
+
+type tailError struct{ msg string }
+
+func (e *tailError) Error() string { return e.msg }
+
+func tailOnce(ctx context.Context, target, tok string, last *string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return &tailError{err.Error()}
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	if *last != "" {
+		req.Header.Set("Last-Event-ID", *last)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		msg := fmt.Sprintf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+		if resp.StatusCode < 500 {
+			return &tailError{msg}
+		}
+		return errors.New(msg)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var id, event string
+	var data []string
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			if len(data) > 0 {
+				if event != "" && strings.HasPrefix(event, "herald:") {
+					fmt.Fprintf(os.Stderr, "# %s %s\n", event, strings.Join(data, "\n"))
+				} else {
+					fmt.Println(strings.Join(data, "\n"))
+				}
+			}
+			if id != "" {
+				*last = id
+			}
+			id, event, data = "", "", nil
+			continue
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "id":
+			id = value
+		case "event":
+			event = value
+		case "data":
+			data = append(data, value)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.ErrUnexpectedEOF
+}

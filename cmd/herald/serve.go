@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/herald-rt/herald/server"
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/memstore"
+	"github.com/herald-rt/herald/stream"
+)
+
+// keyFlags are the JWT settings shared by serve and token.
+type keyFlags struct {
+	secret, publicKey, privateKey, issuer, audience *string
+}
+
+func addKeyFlags(fs *flagSet) keyFlags {
+	return keyFlags{
+		secret:     fs.String("jwt-secret", "", "HS256 secret that signs tokens (at least 32 bytes)"),
+		publicKey:  fs.String("jwt-public-key", "", "PEM public key file for RS256/ES256/EdDSA tokens"),
+		privateKey: fs.String("jwt-private-key", "", "PEM private key file that `herald token` signs with (asymmetric keys)"),
+		issuer:     fs.String("jwt-issuer", "", "required iss claim, if set"),
+		audience:   fs.String("jwt-audience", "", "required aud claim, if set"),
+	}
+}
+
+type serveConfig struct {
+	addr, redisURL, redisPrefix, logLevel                  *string
+	dev                                                    *bool
+	cors                                                   *[]string
+	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
+	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
+	maxBody, historySize, queueSize, pollLimit, pollLimMax *int
+	keys                                                   keyFlags
+}
+
+func serve(args []string) error {
+	fs := newFlagSet("serve", "herald serve — run the service")
+	cfg := serveConfig{
+		addr:            fs.String("addr", "127.0.0.1:8081", "address to listen on"),
+		dev:             fs.Bool("dev", false, "INSECURE development mode: generated key, printed token, pretty logs"),
+		redisURL:        fs.String("redis-url", "", "Redis URL (redis://host:port/db); empty uses the embedded in-memory store"),
+		redisPrefix:     fs.String("redis-prefix", "herald:", "prefix of every Redis key, so deployments can share one Redis"),
+		cors:            fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
+		heartbeat:       fs.Duration("heartbeat", 15*time.Second, "interval of `: ping` on idle streams"),
+		retry:           fs.Duration("retry", 2*time.Second, "reconnect delay sent to EventSource clients"),
+		writeTimeout:    fs.Duration("write-timeout", 15*time.Second, "a stream client that takes no data for this long is cut off"),
+		pollTimeout:     fs.Duration("poll-timeout", 25*time.Second, "default long-poll wait"),
+		pollMax:         fs.Duration("poll-timeout-max", 60*time.Second, "longest long-poll wait a client may ask for"),
+		pollLimit:       fs.Int("poll-limit", 100, "default events per long-poll answer"),
+		pollLimMax:      fs.Int("poll-limit-max", 1000, "most events per long-poll answer a client may ask for"),
+		maxBody:         fs.Int("max-body-bytes", 64<<10, "largest request body"),
+		historySize:     fs.Int("history-size", 1000, "events kept per channel for resuming"),
+		historyTTL:      fs.Duration("history-ttl", 24*time.Hour, "how long events are kept for resuming"),
+		idempotencyTTL:  fs.Duration("idempotency-ttl", 24*time.Hour, "how long Idempotency-Keys are remembered"),
+		queueSize:       fs.Int("queue-size", 256, "live events a socket may have waiting before it is disconnected as too slow"),
+		linger:          fs.Duration("linger", 30*time.Second, "how long a channel stays listened to after its last subscriber leaves"),
+		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight"),
+		logLevel:        fs.String("log-level", "info", "debug, info, warn or error"),
+		keys:            addKeyFlags(fs),
+	}
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+
+	log := newLogger(*cfg.dev, *cfg.logLevel)
+	secret := []byte(*cfg.keys.secret)
+	if *cfg.dev {
+		log.Warn().Msg("DEV MODE: insecure settings for local development only — do not expose this server")
+		if len(secret) == 0 && *cfg.keys.publicKey == "" {
+			secret = randomSecret()
+			log.Warn().Msg("DEV MODE: generated a throwaway JWT secret; tokens die with this process")
+		}
+	}
+	auth, err := server.NewAuthenticator(server.AuthConfig{
+		Secret: secret, PublicKeyFile: *cfg.keys.publicKey, Issuer: *cfg.keys.issuer, Audience: *cfg.keys.audience,
+	})
+	if err != nil {
+		if len(secret) == 0 && *cfg.keys.publicKey == "" {
+			return errors.New("refusing to start without a JWT key: set --jwt-secret (HERALD_JWT_SECRET) or --jwt-public-key (HERALD_JWT_PUBLIC_KEY), or run with --dev for a throwaway key")
+		}
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ret := store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
+	st, err := openStore(ctx, *cfg.redisURL, *cfg.redisPrefix, ret)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	hub := stream.New(st, stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger})
+	defer hub.Close()
+
+	srv := server.New(server.Config{
+		Auth:           auth,
+		CORSOrigins:    *cfg.cors,
+		Heartbeat:      *cfg.heartbeat,
+		Retry:          *cfg.retry,
+		WriteTimeout:   *cfg.writeTimeout,
+		MaxBodyBytes:   int64(*cfg.maxBody),
+		PollTimeout:    *cfg.pollTimeout,
+		PollTimeoutMax: *cfg.pollMax,
+		PollLimit:      *cfg.pollLimit,
+		PollLimitMax:   *cfg.pollLimMax,
+		HistorySize:    *cfg.historySize,
+		Version:        version,
+	}, hub, log)
+
+	ln, err := net.Listen("tcp", *cfg.addr)
+	if err != nil {
+		return err
+	}
+	log.Info().Str("addr", ln.Addr().String()).Str("store", st.Kind()).Str("version", version).Msg("herald listening")
+	if *cfg.dev {
+		printDevHelp(secret, ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info().Msg("shutting down: ending streams with a jittered retry")
+	sctx, cancel := context.WithTimeout(context.Background(), *cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("shutdown")
+	}
+	return <-errc
+}
+
+func openStore(ctx context.Context, redisURL, prefix string, ret store.Retention) (store.Store, error) {
+	if redisURL == "" {
+		return memstore.New(memstore.Options{Retention: ret}), nil
+	}
+	return openRedisStore(ctx, redisURL, prefix, ret)
+}
+
+func newLogger(dev bool, level string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	var log zerolog.Logger
+	if dev {
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"})
+	} else {
+		log = zerolog.New(os.Stderr)
+	}
+	return log.Level(lvl).With().Timestamp().Logger()
+}
+
+func randomSecret() []byte {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return []byte(hex.EncodeToString(b))
+}
+
+// printDevHelp prints a ready token and copy-paste curl lines for the dev server.
+func printDevHelp(secret []byte, addr string) {
+	if len(secret) == 0 {
+		return
+	}
+	m, err := server.NewMinter(secret, "")
+	if err != nil {
+		return
+	}
+	tok, err := m.Mint(server.TokenSpec{Subject: "dev", Subscribe: []string{"*"}, Publish: []string{"*"}, TTL: 24 * time.Hour})
+	if err != nil {
+		return
+	}
+	base := "http://" + addr
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nHerald dev server on %s (in-memory unless --redis-url is set)\n\n", base)
+	fmt.Fprintf(&b, "Dev token (24h, may subscribe and publish anywhere):\n  export HERALD_TOKEN=%s\n\n", tok)
+	fmt.Fprintf(&b, "Subscribe (SSE):\n  curl -N %s/v1/channels/demo/events\n\n", base)
+	fmt.Fprintf(&b, "Publish:\n  curl -X POST %s/v1/channels/demo/events -H \"Authorization: Bearer $HERALD_TOKEN\" -H 'Content-Type: application/json' -d '{\"event\":\"MessageSent\",\"data\":{\"text\":\"hello\"}}'\n\n", base)
+	fmt.Fprintf(&b, "Long-poll (history from the beginning, then wait up to 25 s):\n  curl '%s/v1/channels/demo/poll?since=beginning'\n\n", base)
+	os.Stdout.WriteString(b.String())
+}

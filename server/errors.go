@@ -1,0 +1,82 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// apiError is every error the API answers with: {"error":{"code":"…","message":"…"}}.
+type apiError struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(status int, code, message string) *apiError {
+	return &apiError{Status: status, Code: code, Message: message}
+}
+
+// Error codes and statuses of the v1 API (docs/protocol.md lists them).
+var (
+	errTokenMissing      = errorf(http.StatusUnauthorized, "token_missing", "this request needs a token: Authorization: Bearer <JWT> or ?token=")
+	errTokenInvalid      = errorf(http.StatusUnauthorized, "token_invalid", "the token is invalid or expired")
+	errStoreUnavailable  = errorf(http.StatusServiceUnavailable, "store_unavailable", "the event store is unavailable; nothing was appended, retrying with the same Idempotency-Key is safe")
+	errShuttingDown      = errorf(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect")
+	errPayloadTooLarge   = errorf(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is over the limit")
+	errIdempotencyReused = errorf(http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used with a different request")
+)
+
+// writeError is the Echo error handler: API errors as they are, Echo's own (404, 405, 413 …)
+// mapped to the same JSON shape, anything else a 500 that hides internals.
+func (s *Server) writeError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var ae *apiError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &he):
+		ae = errorf(he.Code, codeForStatus(he.Code), http.StatusText(he.Code))
+		if msg, ok := he.Message.(string); ok && msg != "" {
+			ae.Message = msg
+		}
+	default:
+		s.log.Error().Err(err).Str("path", c.Path()).Msg("internal error")
+		ae = errorf(http.StatusInternalServerError, "internal", "internal server error")
+	}
+	h := c.Response().Header()
+	h.Set("Cache-Control", "no-store")
+	if c.Request().Method == http.MethodHead {
+		c.NoContent(ae.Status)
+		return
+	}
+	c.JSON(ae.Status, map[string]*apiError{"error": ae})
+}
+
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case http.StatusRequestEntityTooLarge:
+		return "payload_too_large"
+	case http.StatusUnauthorized:
+		return "token_invalid"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	if status >= 500 {
+		return "internal"
+	}
+	return "bad_request"
+}

@@ -1,0 +1,102 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/herald-rt/herald/stream"
+)
+
+// Long-poll: the fallback for clients and proxies that cannot hold a stream. Each poll is a
+// short-lived socket on the same engine, so it gets the same history/live merge; the cursor it
+// answers with is all the state there is, so any node can serve the next poll.
+
+func (s *Server) channelPoll(c echo.Context) error { return s.servePoll(c, true) }
+func (s *Server) multiPoll(c echo.Context) error   { return s.servePoll(c, false) }
+
+// pollResponse is the answer to a poll. Events are envelopes, as in an SSE data line.
+type pollResponse struct {
+	Events []json.RawMessage `json:"events"`
+	Cursor string            `json:"cursor"`
+	Resync []*stream.Resync  `json:"resync,omitempty"`
+}
+
+func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
+	timeout, err := s.durationParam(c, "timeout", s.cfg.PollTimeout, s.cfg.PollTimeoutMax)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(c, "limit", s.cfg.PollLimit, s.cfg.PollLimitMax)
+	if err != nil {
+		return err
+	}
+	cursor := c.QueryParam("cursor")
+	sub, err := s.parseSubscribe(c, oneChannel, cursor)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if !sub.expires.IsZero() {
+		if until := time.Until(sub.expires); until < timeout {
+			timeout = max(until, 0)
+		}
+	}
+	sock, err := s.open(ctx, sub)
+	if err != nil {
+		return err
+	}
+	defer sock.Close()
+	c.Response().Header().Set("Cache-Control", "no-store")
+
+	resp := pollResponse{Events: []json.RawMessage{}}
+	if cursor != "" || sub.req.FromBeginning {
+		batch, err := sock.Next(ctx, limit, timeout, nil)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil // the client left
+			}
+			if len(batch) == 0 {
+				return storeError(err)
+			}
+		}
+		for _, d := range batch {
+			if d.Resync != nil {
+				resp.Resync = append(resp.Resync, d.Resync)
+				continue
+			}
+			resp.Events = append(resp.Events, d.Msg.Envelope())
+		}
+	}
+	resp.Cursor = sock.Cursor()
+	return c.JSON(http.StatusOK, resp)
+}
+
+func (s *Server) durationParam(c echo.Context, name string, def, limit time.Duration) (time.Duration, error) {
+	raw := c.QueryParam(name)
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 0 || time.Duration(n)*time.Second > limit {
+		return 0, badRequest("invalid_"+name, name+" must be whole seconds from 0 to "+strconv.Itoa(int(limit/time.Second)))
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func intParam(c echo.Context, name string, def, limit int) (int, error) {
+	raw := c.QueryParam(name)
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 1 || n > limit {
+		return 0, badRequest("invalid_"+name, name+" must be from 1 to "+strconv.Itoa(limit))
+	}
+	return n, nil
+}

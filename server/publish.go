@@ -1,0 +1,299 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/stream"
+)
+
+// PublishRequest is the body of POST /v1/channels/{channel}/events.
+type PublishRequest struct {
+	Event    string          `json:"event"`
+	Data     json.RawMessage `json:"data"`
+	SocketID string          `json:"socket_id,omitempty"`
+}
+
+// MaxIdempotencyKeyLen bounds an Idempotency-Key header.
+const MaxIdempotencyKeyLen = 255
+
+// ParsePublish decodes and checks a publish body. The data is returned compacted to one line,
+// so every stored envelope fits a single SSE `data:` line.
+func ParsePublish(body []byte) (PublishRequest, error) {
+	var req PublishRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, badRequest("invalid_json", "the body must be a JSON object {\"event\":…,\"data\":…}: "+jsonProblem(err))
+	}
+	if dec.More() {
+		return req, badRequest("invalid_json", "the body must hold one JSON object")
+	}
+	if err := stream.ValidEventName(req.Event); err != nil {
+		return req, badRequest("invalid_event", err.Error())
+	}
+	if req.SocketID != "" && !ValidSocketID(req.SocketID) {
+		return req, badRequest("invalid_socket_id", "socket_id must look like 1234.5678")
+	}
+	if len(req.Data) == 0 {
+		req.Data = json.RawMessage("null")
+	} else {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, req.Data); err != nil {
+			return req, badRequest("invalid_json", "data is not valid JSON")
+		}
+		req.Data = buf.Bytes()
+	}
+	return req, nil
+}
+
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	}
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "json: ")
+	return msg
+}
+
+// ValidSocketID checks Pusher's socket id form, digits.digits.
+func ValidSocketID(id string) bool {
+	dot := strings.IndexByte(id, '.')
+	if dot <= 0 || dot == len(id)-1 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; i != dot && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func badRequest(code, message string) *apiError {
+	return errorf(http.StatusBadRequest, code, message)
+}
+
+// channelParam returns the validated :channel path parameter.
+func channelParam(c echo.Context) (string, error) {
+	raw := c.Param("channel")
+	name, err := url.PathUnescape(raw)
+	if err != nil {
+		name = raw
+	}
+	if err := stream.ValidChannel(name); err != nil {
+		return "", errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
+	}
+	return name, nil
+}
+
+// readBody reads the request body up to the configured limit.
+func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	req := c.Request()
+	if req.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, errPayloadTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, errPayloadTooLarge
+		}
+		return nil, badRequest("bad_body", "could not read the request body")
+	}
+	return body, nil
+}
+
+// claims returns the verified token of the request, or nil when it carries none.
+func (s *Server) claims(c echo.Context) (*Claims, error) {
+	req := c.Request()
+	token := bearer(req.Header.Get("Authorization"))
+	if token == "" {
+		token = c.QueryParam("token")
+	}
+	if token == "" {
+		return nil, nil
+	}
+	if s.cfg.Auth == nil {
+		return nil, errTokenInvalid
+	}
+	cl, err := s.cfg.Auth.Verify(token)
+	if err != nil {
+		return nil, errTokenInvalid
+	}
+	return cl, nil
+}
+
+func (s *Server) authorizePublish(c echo.Context, channel string) error {
+	cl, err := s.claims(c)
+	if err != nil {
+		return err
+	}
+	if cl == nil {
+		return errTokenMissing
+	}
+	if !cl.CanPublish(channel) {
+		return errorf(http.StatusForbidden, "forbidden", "the token may not publish to "+channel)
+	}
+	return nil
+}
+
+// PublishResponse is the answer to a publish.
+type PublishResponse struct {
+	ID      string `json:"id"`
+	Channel string `json:"channel"`
+}
+
+func (s *Server) publish(c echo.Context) error {
+	channel, err := channelParam(c)
+	if err != nil {
+		return err
+	}
+	if err := s.authorizePublish(c, channel); err != nil {
+		return err
+	}
+	key := c.Request().Header.Get("Idempotency-Key")
+	if len(key) > MaxIdempotencyKeyLen || !printableASCII(key) {
+		return badRequest("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	req, err := ParsePublish(body)
+	if err != nil {
+		return err
+	}
+	return s.appendAndAnswer(c, store.AppendRequest{
+		Channel: channel, Name: req.Event, Data: req.Data, SocketID: req.SocketID, IdempotencyKey: key,
+	})
+}
+
+func (s *Server) appendAndAnswer(c echo.Context, req store.AppendRequest) error {
+	// The append must not be cut short by a client that goes away mid-request: either it
+	// happens and is acknowledged, or the client retries with its Idempotency-Key.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), 10*time.Second)
+	defer cancel()
+	res, err := s.hub.Store().Append(ctx, req)
+	switch {
+	case errors.Is(err, store.ErrIdempotencyConflict):
+		return errIdempotencyReused
+	case err != nil:
+		s.log.Warn().Err(err).Str("channel", req.Channel).Msg("append failed")
+		return storeError(err)
+	}
+	status := http.StatusCreated
+	if res.Duplicate {
+		status = http.StatusOK
+	}
+	return c.JSON(status, PublishResponse{ID: res.Event.Cursor().String(), Channel: req.Channel})
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// testMessage is POST /v1/test: publishes a TestMessage, the hook the users' apps had at
+// /api/websocket/test.
+func (s *Server) testMessage(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Channel string          `json:"channel"`
+		Message json.RawMessage `json:"message"`
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return badRequest("invalid_json", "the body must be {\"channel\":…,\"message\":…}: "+jsonProblem(err))
+		}
+	}
+	if req.Channel == "" {
+		req.Channel = "test"
+	}
+	if err := stream.ValidChannel(req.Channel); err != nil {
+		return errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
+	}
+	if err := s.authorizePublish(c, req.Channel); err != nil {
+		return err
+	}
+	msg := req.Message
+	if len(msg) == 0 {
+		msg = json.RawMessage(`"Hello from Herald"`)
+	}
+	data, err := json.Marshal(map[string]any{"message": msg, "sent_at": time.Now().UTC().Format(time.RFC3339Nano)})
+	if err != nil {
+		return badRequest("invalid_json", "message is not valid JSON")
+	}
+	return s.appendAndAnswer(c, store.AppendRequest{Channel: req.Channel, Name: "TestMessage", Data: data})
+}
+
+func (s *Server) health(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	st := s.hub.Store()
+	c.Response().Header().Set("Cache-Control", "no-store")
+	if err := st.Ping(ctx); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": st.Kind()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "store": st.Kind()})
+}
+
+func (s *Server) config(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{
+		"version":   s.cfg.Version,
+		"protocol":  "herald.v1",
+		"store":     s.hub.Store().Kind(),
+		"heartbeat": int(s.cfg.Heartbeat / time.Second),
+		"retry_ms":  s.cfg.Retry.Milliseconds(),
+		"transports": []string{
+			"sse", "long-poll",
+		},
+		"endpoints": map[string]string{
+			"publish":        "/v1/channels/{channel}/events",
+			"channel_stream": "/v1/channels/{channel}/events",
+			"stream":         "/v1/stream?channel={channel}",
+			"channel_poll":   "/v1/channels/{channel}/poll",
+			"poll":           "/v1/poll?channel={channel}",
+			"health":         "/v1/health",
+			"test":           "/v1/test",
+		},
+		"limits": map[string]any{
+			"max_channels_per_stream": stream.MaxChannelsPerSocket,
+			"max_channel_name":        stream.MaxChannelLen,
+			"max_event_name":          stream.MaxEventNameLen,
+			"max_body_bytes":          s.cfg.MaxBodyBytes,
+			"poll_timeout_default":    int(s.cfg.PollTimeout / time.Second),
+			"poll_timeout_max":        int(s.cfg.PollTimeoutMax / time.Second),
+			"poll_limit_default":      s.cfg.PollLimit,
+			"poll_limit_max":          s.cfg.PollLimitMax,
+			"history_size":            s.cfg.HistorySize,
+		},
+	})
+}

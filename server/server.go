@@ -1,0 +1,225 @@
+// Package server is Herald's HTTP layer: the v1 API's routes on Echo, authentication, JSON
+// errors, and the two transports that turn a stream.Socket into bytes on the wire — Server-Sent
+// Events and long-poll. It owns no event state: ordering, fan-out and history belong to package
+// stream and the store behind it.
+package server
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/rs/zerolog"
+
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/stream"
+)
+
+// Config is the HTTP layer's settings. Zero fields take the defaults of WithDefaults.
+type Config struct {
+	// Auth verifies tokens; nil refuses every request that needs one.
+	Auth *Authenticator
+	// CORSOrigins may call the API from a browser; empty means same-origin only, "*" any.
+	CORSOrigins []string
+	// Heartbeat is the interval of `: ping` comments on idle streams. Default 15s.
+	Heartbeat time.Duration
+	// Retry is the reconnect delay a stream tells EventSource. Default 2s.
+	Retry time.Duration
+	// WriteTimeout cuts off a client that does not take a frame for this long. Default 15s.
+	WriteTimeout time.Duration
+	// MaxBodyBytes limits request bodies. Default 64 KiB.
+	MaxBodyBytes int64
+	// PollTimeout is the default long-poll wait; PollTimeoutMax the largest a client may ask.
+	// Defaults 25s and 60s.
+	PollTimeout    time.Duration
+	PollTimeoutMax time.Duration
+	// PollLimit is the default number of events per poll answer; PollLimitMax the largest.
+	// Defaults 100 and 1000.
+	PollLimit    int
+	PollLimitMax int
+	// HistorySize is advertised in /v1/config.
+	HistorySize int
+	// Version is advertised in /v1/config.
+	Version string
+}
+
+// WithDefaults returns c with its zero fields set to the defaults.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Heartbeat, 15*time.Second)
+	def(&c.Retry, 2*time.Second)
+	def(&c.WriteTimeout, 15*time.Second)
+	def(&c.PollTimeout, 25*time.Second)
+	def(&c.PollTimeoutMax, 60*time.Second)
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 64 << 10
+	}
+	if c.PollLimit <= 0 {
+		c.PollLimit = 100
+	}
+	if c.PollLimitMax <= 0 {
+		c.PollLimitMax = 1000
+	}
+	return c
+}
+
+// Server serves the v1 API for one hub.
+type Server struct {
+	cfg  Config
+	hub  *stream.Hub
+	log  zerolog.Logger
+	echo *echo.Echo
+	http *http.Server
+}
+
+// New returns a Server for hub.
+func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
+	s := &Server{cfg: cfg.WithDefaults(), hub: hub, log: log}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.writeError
+	// Client addresses come from the connection only: X-Forwarded-For is not trusted unless a
+	// proxy in front is configured to be (not yet a setting).
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
+	e.Use(s.accessLog)
+	if len(s.cfg.CORSOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:     s.cfg.CORSOrigins,
+			AllowMethods:     []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodOptions},
+			AllowHeaders:     []string{"Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Herald-Socket-Token"},
+			AllowCredentials: !contains(s.cfg.CORSOrigins, "*"),
+			MaxAge:           600,
+		}))
+	}
+	// No gzip and no timeout middleware anywhere: streams must flush every frame and live for
+	// hours (docs/architecture.md).
+	v1 := e.Group("/v1")
+	v1.GET("/health", s.health)
+	v1.GET("/config", s.config)
+	v1.POST("/test", s.testMessage)
+	v1.POST("/channels/:channel/events", s.publish)
+	v1.GET("/channels/:channel/events", s.channelStream)
+	v1.GET("/stream", s.multiStream)
+	v1.GET("/channels/:channel/poll", s.channelPoll)
+	v1.GET("/poll", s.multiPoll)
+	s.echo = e
+	s.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		// No WriteTimeout: it would kill streams. Each stream keeps a rolling write deadline.
+		ErrorLog: nil,
+	}
+	// http.Server.Shutdown waits for connections to go idle, which streams never do: end them
+	// first, each with a jittered retry so clients do not all come back at once.
+	s.http.RegisterOnShutdown(hub.Shutdown)
+	return s
+}
+
+// Handler is the API as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown ends every stream, then waits for other requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.http.Shutdown(ctx)
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// accessLog logs each request once it ends, with the query's token redacted. Streams log when
+// they close, so their duration is the connection's lifetime.
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		req := c.Request()
+		status := c.Response().Status
+		ev := s.log.Info()
+		if status >= 500 {
+			ev = s.log.Warn()
+		}
+		ev.Str("method", req.Method).
+			Str("path", req.URL.Path).
+			Str("query", RedactQuery(req.URL.RawQuery)).
+			Int("status", status).
+			Int64("bytes", c.Response().Size).
+			Dur("duration", time.Since(start)).
+			Str("remote", c.RealIP()).
+			Msg("request")
+		return nil
+	}
+}
+
+// RedactQuery hides secrets (token=…) in a raw query string, for logs.
+func RedactQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	parts := strings.Split(raw, "&")
+	for i, p := range parts {
+		key, _, hasValue := strings.Cut(p, "=")
+		if k, err := url.QueryUnescape(key); err == nil {
+			key = k
+		}
+		if hasValue && isSecretParam(key) {
+			parts[i] = p[:strings.IndexByte(p, '=')] + "=REDACTED"
+		}
+	}
+	return strings.Join(parts, "&")
+}
+
+func isSecretParam(key string) bool {
+	switch strings.ToLower(key) {
+	case "token", "access_token", "auth", "socket_token", "jwt":
+		return true
+	}
+	return false
+}
+
+// jitter spreads reconnects after a shutdown over [base, 3·base].
+func jitter(base time.Duration) time.Duration {
+	return base + rand.N(2*base)
+}
+
+// storeError maps store failures to API errors.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
+		return errStoreUnavailable
+	case errors.Is(err, stream.ErrShutdown):
+		return errShuttingDown
+	}
+	return err
+}

@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/stream"
+)
+
+// subscription is a validated, authorized subscribe request (stream or poll).
+type subscription struct {
+	req     stream.Request
+	expires time.Time // the token's expiry; zero without a token
+}
+
+// isPrivate reports whether reading channel needs an authorized token.
+func isPrivate(channel string) bool {
+	return strings.HasPrefix(channel, "private-") || strings.HasPrefix(channel, "presence-")
+}
+
+// parseSubscribe validates the channels, the token and the cursor of a stream or poll.
+// channel is the path's channel for one-channel endpoints, "" for the multi-channel ones.
+func (s *Server) parseSubscribe(c echo.Context, oneChannel bool, cursor string) (subscription, error) {
+	var sub subscription
+	if oneChannel {
+		name, err := channelParam(c)
+		if err != nil {
+			return sub, err
+		}
+		sub.req.Channels = []string{name}
+	} else {
+		names := c.QueryParams()["channel"]
+		if len(names) == 0 {
+			return sub, badRequest("channel_required", "name at least one channel: ?channel=a&channel=b")
+		}
+		for _, name := range names {
+			if err := stream.ValidChannel(name); err != nil {
+				return sub, errorf(http.StatusUnprocessableEntity, "invalid_channel", fmt.Sprintf("%q: %v", name, err))
+			}
+		}
+		slices.Sort(names)
+		names = slices.Compact(names)
+		if len(names) > stream.MaxChannelsPerSocket {
+			return sub, badRequest("too_many_channels", fmt.Sprintf("at most %d channels per stream", stream.MaxChannelsPerSocket))
+		}
+		sub.req.Channels = names
+		sub.req.Composite = true
+	}
+
+	cl, err := s.claims(c)
+	if err != nil {
+		return sub, err
+	}
+	for _, name := range sub.req.Channels {
+		if !isPrivate(name) {
+			continue
+		}
+		if cl == nil {
+			return sub, errTokenMissing
+		}
+		if !cl.CanSubscribe(name) {
+			return sub, errorf(http.StatusForbidden, "forbidden", "the token may not subscribe to "+name)
+		}
+	}
+	if cl != nil && cl.ExpiresAt != nil {
+		sub.expires = cl.ExpiresAt.Time
+	}
+
+	switch since := c.QueryParam("since"); since {
+	case "":
+	case "beginning":
+		sub.req.FromBeginning = true
+	default:
+		return sub, badRequest("invalid_since", "since must be \"beginning\"")
+	}
+	if cursor != "" {
+		if sub.req.Composite {
+			pos, err := stream.ParseComposite(cursor, sub.req.Channels)
+			if err != nil {
+				return sub, badRequest("invalid_cursor", "the cursor is not one this stream's server sent (multi-channel cursors start with \"c\")")
+			}
+			sub.req.Positions = pos
+		} else {
+			pos, err := stream.ParseCursor(cursor)
+			if err != nil {
+				return sub, badRequest("invalid_cursor", "the cursor is not one this channel's server sent")
+			}
+			sub.req.Positions = map[string]store.Cursor{sub.req.Channels[0]: pos}
+		}
+	}
+	return sub, nil
+}
+
+// open opens the socket, mapping engine failures to API errors.
+func (s *Server) open(ctx context.Context, sub subscription) (*stream.Socket, error) {
+	sock, err := s.hub.Open(ctx, sub.req)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+		s.log.Warn().Err(err).Strs("channels", sub.req.Channels).Msg("subscribe failed")
+		return nil, storeError(err)
+	}
+	return sock, nil
+}
