@@ -1,0 +1,250 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/herald-rt/herald/store/memstore"
+	"github.com/herald-rt/herald/stream"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *stream.Hub) {
+	t.Helper()
+	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Auth = auth
+	st := memstore.New(memstore.Options{})
+	hub := stream.New(st, stream.Options{})
+	srv := New(cfg, hub, zerolog.New(io.Discard))
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		hub.Shutdown()
+		ts.Close()
+		hub.Close()
+		st.Close()
+	})
+	return ts, hub
+}
+
+func mint(t *testing.T, spec TokenSpec) string {
+	t.Helper()
+	m, err := NewMinter(testSecret, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := m.Mint(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestMatch(t *testing.T) {
+	for _, c := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"*", "anything", true},
+		{"*", "", true},
+		{"private-*", "private-conversation.1", true},
+		{"private-*", "presence-x", false},
+		{"private-conversation.*.7", "private-conversation.1.7", true},
+		{"private-conversation.*.7", "private-conversation.1.77", false},
+		{"a*b*c", "aXXbYYc", true},
+		{"a*b*c", "aXXbYY", false},
+		{"exact", "exact", true},
+		{"exact", "exactly", false},
+		{"**", "x", true},
+		{"", "", true},
+		{"", "x", false},
+	} {
+		if got := Match(c.pattern, c.name); got != c.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
+		}
+	}
+}
+
+func FuzzMatch(f *testing.F) {
+	f.Add("a*b", "axxb")
+	f.Add("*.*", "a.b")
+	f.Fuzz(func(t *testing.T, pattern, name string) {
+		if len(pattern) > 64 || len(name) > 200 {
+			return
+		}
+		got := Match(pattern, name)
+		if !strings.Contains(pattern, "*") && got != (pattern == name) {
+			t.Fatalf("Match(%q, %q) = %v without a star", pattern, name, got)
+		}
+		if !Match("*", name) || !Match(name, name) {
+			t.Fatalf("a star must match %q, and so must the name itself", name)
+		}
+		// A star matches any run: wrapping the pattern in stars keeps every match.
+		if got && !Match("*"+pattern+"*", "x"+name+"y") {
+			t.Fatalf("Match(*%s*, x%sy) = false though Match(%q, %q)", pattern, name, pattern, name)
+		}
+	})
+}
+
+func TestVerifyRejects(t *testing.T) {
+	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret, Issuer: "app", Audience: "herald"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+		tok, err := jwt.NewWithClaims(method, claims).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	good := jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "app", "aud": "herald"}
+	if _, err := auth.Verify(sign(jwt.SigningMethodHS256, testSecret, good)); err != nil {
+		t.Fatalf("valid token refused: %v", err)
+	}
+	for name, tok := range map[string]string{
+		"no exp":         sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "iss": "app", "aud": "herald"}),
+		"expired":        sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix(), "iss": "app", "aud": "herald"}),
+		"other secret":   sign(jwt.SigningMethodHS256, []byte("another-secret-another-secret-xx"), good),
+		"HS512":          sign(jwt.SigningMethodHS512, testSecret, good),
+		"alg none":       sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good),
+		"wrong issuer":   sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "evil", "aud": "herald"}),
+		"wrong audience": sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "app", "aud": "other"}),
+		"garbage":        "not.a.token",
+		"empty":          "",
+		"huge":           strings.Repeat("a", MaxTokenLen+1),
+	} {
+		if _, err := auth.Verify(tok); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("%s: err %v, want ErrUnauthorized", name, err)
+		}
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret})
+	if err != nil {
+		f.Fatal(err)
+	}
+	m, _ := NewMinter(testSecret, "")
+	tok, _ := m.Mint(TokenSpec{Subject: "u", Subscribe: []string{"*"}, TTL: time.Hour})
+	f.Add(tok)
+	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, token string) {
+		cl, err := auth.Verify(token)
+		if err != nil {
+			if !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("error %v does not wrap ErrUnauthorized", err)
+			}
+			return
+		}
+		if cl.ExpiresAt == nil {
+			t.Fatal("accepted a token without exp")
+		}
+	})
+}
+
+func FuzzParsePublish(f *testing.F) {
+	f.Add([]byte(`{"event":"MessageSent","data":{"text":"hi"}}`))
+	f.Add([]byte(`{"event":"X","data":[1,2,{"a":"\n"}],"socket_id":"1.2"}`))
+	f.Add([]byte(`{"event":"X"} {}`))
+	f.Add([]byte(`{"event":"a\nb"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := ParsePublish(body)
+		if err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+				t.Fatalf("error %v is not a 400 API error", err)
+			}
+			return
+		}
+		if stream.ValidEventName(req.Event) != nil {
+			t.Fatalf("accepted event name %q", req.Event)
+		}
+		if !json.Valid(req.Data) || strings.ContainsAny(string(req.Data), "\r\n") {
+			t.Fatalf("data %q is not one line of valid JSON", req.Data)
+		}
+	})
+}
+
+func TestRedactQuery(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                            "",
+		"token=abc.def":               "token=REDACTED",
+		"channel=a&token=x&since=b":   "channel=a&token=REDACTED&since=b",
+		"TOKEN=x":                     "TOKEN=REDACTED",
+		"%74oken=x":                   "%74oken=REDACTED",
+		"socket_token=s&access_token": "socket_token=REDACTED&access_token",
+	} {
+		if got := RedactQuery(in); got != want {
+			t.Errorf("RedactQuery(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzRedactQuery(f *testing.F) {
+	f.Add("token=secret&channel=a")
+	f.Fuzz(func(t *testing.T, q string) {
+		out := RedactQuery(q)
+		for _, p := range strings.Split(out, "&") {
+			if k, v, ok := strings.Cut(p, "="); ok && strings.EqualFold(k, "token") && v != "REDACTED" {
+				t.Fatalf("token value leaked: %q -> %q", q, out)
+			}
+		}
+	})
+}
+
+func TestValidSocketID(t *testing.T) {
+	for id, want := range map[string]bool{"1.2": true, "123456789.42": true, "": false, "1.": false, ".1": false, "1.2.3": false, "a.1": false, "1,2": false} {
+		if ValidSocketID(id) != want {
+			t.Errorf("ValidSocketID(%q) = %v", id, !want)
+		}
+	}
+}
+
+// TestStreamTokenExpiry checks in-process that a stream ends at its token's expiry.
+func TestStreamEndsWhenTokenExpires(t *testing.T) {
+	ts, _ := newTestServer(t, Config{})
+	tok := mint(t, TokenSpec{Subject: "u", Subscribe: []string{"private-*"}, TTL: 1500 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+"/v1/channels/private-a/events?token="+tok, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var lines []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if ctx.Err() != nil {
+		t.Fatal("stream still open long after the token expired")
+	}
+	joined := strings.Join(lines, "\n")
+	if !strings.Contains(joined, "event: herald:error") || !strings.Contains(joined, `"code":"token_expired"`) {
+		t.Fatalf("stream ended without a token_expired frame:\n%s", joined)
+	}
+}
