@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -81,6 +82,9 @@ type Server struct {
 	log  zerolog.Logger
 	echo *echo.Echo
 	http *http.Server
+	// streams counts SSE streams served outside their handler (hijacked connections), which
+	// http.Server.Shutdown does not wait for.
+	streams sync.WaitGroup
 }
 
 // New returns a Server for hub.
@@ -141,9 +145,23 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown ends every stream, then waits for other requests until ctx ends.
+// Shutdown ends every stream, then waits for them and for other requests until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.http.Shutdown(ctx)
+	err := s.http.Shutdown(ctx)
+	s.hub.Shutdown() // also when Serve was never called
+	done := make(chan struct{})
+	go func() {
+		s.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
 }
 
 func contains(list []string, v string) bool {

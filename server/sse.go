@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -35,109 +36,210 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	if err != nil {
 		return err
 	}
-	ctx := req.Context()
-	if !sub.expires.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, sub.expires)
-		defer cancel()
-	}
-	sock, err := s.open(ctx, sub)
+	sock, err := s.open(req.Context(), sub)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return errTokenInvalid
-		}
 		return err
 	}
-	defer sock.Close()
+	st := &sseStream{srv: s, sock: sock, oneChannel: oneChannel, expires: sub.expires, started: time.Now()}
 
 	w := c.Response()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
 
-	buf := make([]byte, 0, 512)
-	buf = append(buf, "retry: "...)
-	buf = strconv.AppendInt(buf, s.cfg.Retry.Milliseconds(), 10)
-	buf = append(buf, "\n\nevent: herald:connected\ndata: "...)
+	// On HTTP/1.x the stream leaves the handler: the connection is hijacked and served by a
+	// fresh goroutine that keeps only the socket and the net.Conn. net/http's per-connection
+	// read and write buffers and the handler's deep stack are freed, which is most of an idle
+	// stream's memory (docs/benchmarks.md, S1). HTTP/2 streams cannot be hijacked and are
+	// served in the handler.
+	if conn, ok := s.hijack(w); ok {
+		s.streams.Add(1)
+		go func() {
+			defer s.streams.Done()
+			defer conn.Close()
+			st.run(context.Background(), &connWriter{conn: conn, timeout: s.cfg.WriteTimeout})
+		}()
+		return nil
+	}
+	w.WriteHeader(http.StatusOK)
+	st.run(req.Context(), &flushWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout})
+	return nil
+}
+
+// hijack takes over an HTTP/1.x connection and writes the response head itself. The body is
+// delimited by closing the connection, as an endless stream's must be without chunking.
+func (s *Server) hijack(w *echo.Response) (net.Conn, bool) {
+	if w.Committed || w.Writer == nil {
+		return nil, false
+	}
+	conn, rw, err := http.NewResponseController(w.Writer).Hijack()
+	if err != nil {
+		return nil, false
+	}
+	rw.Reader, rw.Writer = nil, nil // drop net/http's buffers: nothing more is read, writes go straight out
+	head := make([]byte, 0, 256)
+	head = append(head, "HTTP/1.1 200 OK\r\n"...)
+	for k, vs := range w.Header() {
+		for _, v := range vs {
+			head = append(head, k...)
+			head = append(head, ": "...)
+			head = append(head, v...)
+			head = append(head, "\r\n"...)
+		}
+	}
+	head = append(head, "Connection: close\r\n\r\n"...)
+	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	if _, err := conn.Write(head); err != nil {
+		conn.Close()
+		return nil, false
+	}
+	w.Committed, w.Status = true, http.StatusOK
+	return conn, true
+}
+
+// frameWriter sends a batch of frames and makes sure they left the process.
+type frameWriter interface {
+	write(frames [][]byte) error
+}
+
+// connWriter writes to a hijacked connection with one writev per batch and no buffer of its
+// own: the frames are the shared bytes of each message.
+type connWriter struct {
+	conn     net.Conn
+	timeout  time.Duration
+	deadline time.Time
+}
+
+func (cw *connWriter) write(frames [][]byte) error {
+	// The deadline rolls forward only once half of it is used up, which still cuts a stuck
+	// client off within the timeout but spares a timer update per event.
+	if now := time.Now(); cw.deadline.Sub(now) < cw.timeout/2 {
+		cw.deadline = now.Add(cw.timeout)
+		_ = cw.conn.SetWriteDeadline(cw.deadline)
+	}
+	if len(frames) == 1 {
+		_, err := cw.conn.Write(frames[0])
+		return err
+	}
+	bufs := net.Buffers(frames)
+	_, err := bufs.WriteTo(cw.conn)
+	return err
+}
+
+// flushWriter writes through net/http and flushes, for connections that cannot be hijacked.
+type flushWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (fw *flushWriter) write(frames [][]byte) error {
+	_ = fw.rc.SetWriteDeadline(time.Now().Add(fw.timeout))
+	for _, f := range frames {
+		if _, err := fw.w.Write(f); err != nil {
+			return err
+		}
+	}
+	return fw.rc.Flush()
+}
+
+// sseStream is one SSE connection after its request was accepted. It holds no echo.Context,
+// so it may outlive the handler.
+type sseStream struct {
+	srv        *Server
+	sock       *stream.Socket
+	oneChannel bool
+	expires    time.Time
+	started    time.Time
+}
+
+var pingFrame = []byte(": ping\n\n")
+
+func (st *sseStream) run(ctx context.Context, out frameWriter) {
+	s, sock := st.srv, st.sock
+	defer sock.Close()
+	if !st.expires.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, st.expires)
+		defer cancel()
+	}
 	hello, _ := json.Marshal(struct {
 		SocketID  string `json:"socket_id"`
 		Heartbeat int    `json:"heartbeat"`
 		Cursor    string `json:"cursor"`
 	}{sock.ID(), int(s.cfg.Heartbeat / time.Second), sock.Cursor()})
-	buf = append(buf, hello...)
-	buf = append(buf, "\n\n"...)
-	if err := s.flushFrame(rc, w, buf); err != nil {
-		return nil
+	first := make([]byte, 0, 64+len(hello))
+	first = append(first, "retry: "...)
+	first = strconv.AppendInt(first, s.cfg.Retry.Milliseconds(), 10)
+	first = append(first, "\n\nevent: herald:connected\ndata: "...)
+	first = append(first, hello...)
+	first = append(first, "\n\n"...)
+	frames := [][]byte{first}
+	if out.write(frames) != nil {
+		return
 	}
 
 	var batch []stream.Delivery
+	var err error
+	reason := "client gone"
 	for {
 		batch, err = sock.Next(ctx, streamBatch, s.cfg.Heartbeat, batch[:0])
-		buf = buf[:0]
+		frames = frames[:0]
 		for _, d := range batch {
-			buf = appendDelivery(buf, d, oneChannel)
+			frames = appendDelivery(frames, d, st.oneChannel)
 		}
 		if err == nil && len(batch) == 0 {
-			buf = append(buf, ": ping\n\n"...)
+			frames = append(frames, pingFrame)
 		}
 		switch {
 		case err == nil:
 		case errors.Is(err, stream.ErrShutdown):
-			buf = append(buf, "retry: "...)
-			buf = strconv.AppendInt(buf, jitter(s.cfg.Retry).Milliseconds(), 10)
-			buf = append(buf, "\n\n"...)
-		case errors.Is(err, context.DeadlineExceeded) && req.Context().Err() == nil:
-			buf = append(buf, "event: herald:error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired; reconnect with a fresh one\"}\n\n"...)
+			reason = "shutdown"
+			retry := make([]byte, 0, 24)
+			retry = append(retry, "retry: "...)
+			retry = strconv.AppendInt(retry, jitter(s.cfg.Retry).Milliseconds(), 10)
+			frames = append(frames, append(retry, "\n\n"...))
+		case errors.Is(err, context.DeadlineExceeded):
+			reason = "token expired"
+			frames = append(frames, tokenExpiredFrame)
+		case errors.Is(err, stream.ErrLagged):
+			reason = "too slow"
+		default:
+			reason = err.Error()
 		}
-		if len(buf) > 0 {
-			if werr := s.flushFrame(rc, w, buf); werr != nil {
-				return nil
+		if len(frames) > 0 {
+			if werr := out.write(frames); werr != nil {
+				break
 			}
 		}
 		if err != nil {
-			if errors.Is(err, stream.ErrLagged) {
-				s.log.Info().Str("socket", sock.ID()).Msg("slow client disconnected; it resumes from its cursor")
-			} else if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
-				!errors.Is(err, stream.ErrShutdown) {
-				s.log.Warn().Err(err).Str("socket", sock.ID()).Msg("stream ended")
-			}
-			return nil
-		}
-		if cap(buf) > 64<<10 {
-			buf = make([]byte, 0, 512) // do not keep a burst's buffer for the connection's life
+			break
 		}
 	}
+	s.log.Debug().Str("socket", sock.ID()).Str("reason", reason).Dur("duration", time.Since(st.started)).Msg("stream closed")
 }
 
-// flushFrame writes b and flushes it under a rolling deadline, so a client that stops reading
-// is cut off instead of holding the connection forever.
-func (s *Server) flushFrame(rc *http.ResponseController, w http.ResponseWriter, b []byte) error {
-	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	if _, err := w.Write(b); err != nil {
-		return err
-	}
-	return rc.Flush()
-}
+var tokenExpiredFrame = []byte("event: herald:error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired; reconnect with a fresh one\"}\n\n")
 
-// appendDelivery writes one delivery as SSE.
-func appendDelivery(b []byte, d stream.Delivery, oneChannel bool) []byte {
+// appendDelivery adds one delivery's frame pieces. Event bytes are the message's shared bytes;
+// only a composite id line is written per connection.
+func appendDelivery(frames [][]byte, d stream.Delivery, oneChannel bool) [][]byte {
 	switch {
 	case d.Resync != nil:
 		data, _ := json.Marshal(d.Resync)
+		b := make([]byte, 0, len(d.ID)+len(data)+40)
 		b = append(b, "id: "...)
 		b = append(b, d.ID...)
 		b = append(b, "\nevent: herald:resync\ndata: "...)
 		b = append(b, data...)
-		return append(b, "\n\n"...)
+		return append(frames, append(b, "\n\n"...))
 	case oneChannel:
-		return append(b, d.Msg.Frame()...)
+		return append(frames, d.Msg.Frame())
 	default:
-		b = append(b, "id: "...)
-		b = append(b, d.ID...)
-		b = append(b, '\n')
-		return append(b, d.Msg.Body()...)
+		id := make([]byte, 0, len(d.ID)+5)
+		id = append(id, "id: "...)
+		id = append(id, d.ID...)
+		return append(frames, append(id, '\n'), d.Msg.Body())
 	}
 }

@@ -63,6 +63,8 @@ type Socket struct {
 
 	catchingUp int // subscriptions still reading history
 	timer      *time.Timer
+	timerArmed bool
+	lastActive time.Time // when Next last returned something; heartbeats count from it
 	idBuf      []byte
 }
 
@@ -83,12 +85,13 @@ type subscription struct {
 // socket (from a cursor, or from the beginning) comes first from Next.
 func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 	s := &Socket{
-		hub:       h,
-		id:        h.newSocketID(),
-		composite: req.Composite || len(req.Channels) != 1,
-		exclude:   req.Exclude,
-		queue:     make(chan *Message, h.opts.QueueSize),
-		done:      make(chan struct{}),
+		hub:        h,
+		id:         h.newSocketID(),
+		composite:  req.Composite || len(req.Channels) != 1,
+		exclude:    req.Exclude,
+		queue:      make(chan *Message, h.opts.QueueSize),
+		done:       make(chan struct{}),
+		lastActive: time.Now(),
 	}
 	names := slices.Clone(req.Channels)
 	slices.Sort(names)
@@ -252,6 +255,7 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 		}
 		out = s.takeQueued(out, start+max)
 		if len(out)-start >= max {
+			s.lastActive = time.Now()
 			return out, nil
 		}
 		if s.catchingUp > 0 {
@@ -263,24 +267,35 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 			continue
 		}
 		if len(out) > start {
+			s.lastActive = time.Now()
 			return out, nil
 		}
+		// The heartbeat timer is re-armed only when it fires, not per event: a busy socket
+		// pays nothing for it.
+		deadline := s.lastActive.Add(wait)
 		if s.timer == nil {
-			s.timer = time.NewTimer(wait)
-		} else {
-			s.timer.Reset(wait)
+			s.timer = time.NewTimer(time.Until(deadline))
+			s.timerArmed = true
+		} else if !s.timerArmed {
+			s.timer.Reset(time.Until(deadline))
+			s.timerArmed = true
 		}
 		select {
 		case m := <-s.queue:
-			s.timer.Stop()
 			out = s.accept(m, out)
+			if len(out) > start {
+				s.lastActive = time.Now()
+			}
 		case <-s.done:
-			s.timer.Stop()
 			return out, s.Err()
 		case <-ctx.Done():
-			s.timer.Stop()
 			return out, ctx.Err()
-		case <-s.timer.C:
+		case now := <-s.timer.C:
+			s.timerArmed = false
+			if now.Before(deadline) {
+				continue // armed for an earlier deadline; events came since
+			}
+			s.lastActive = now
 			return out, nil
 		}
 	}

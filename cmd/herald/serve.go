@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -37,7 +39,7 @@ func addKeyFlags(fs *flagSet) keyFlags {
 }
 
 type serveConfig struct {
-	addr, redisURL, redisPrefix, logLevel                  *string
+	addr, redisURL, redisPrefix, logLevel, debugAddr       *string
 	dev                                                    *bool
 	cors                                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
@@ -69,6 +71,7 @@ func serve(args []string) error {
 		linger:          fs.Duration("linger", 30*time.Second, "how long a channel stays listened to after its last subscriber leaves"),
 		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight"),
 		logLevel:        fs.String("log-level", "info", "debug, info, warn or error"),
+		debugAddr:       fs.String("debug-addr", "", "if set, serve Go's /debug/pprof on this address (keep it on loopback)"),
 		keys:            addKeyFlags(fs),
 	}
 	if err := fs.parse(args); err != nil {
@@ -130,6 +133,9 @@ func serve(args []string) error {
 	log.Info().Str("addr", ln.Addr().String()).Str("store", st.Kind()).Str("version", version).Msg("herald listening")
 	if *cfg.dev {
 		printDevHelp(secret, ln.Addr().String())
+	}
+	if *cfg.debugAddr != "" {
+		go serveDebug(*cfg.debugAddr, log)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -197,4 +203,17 @@ func printDevHelp(secret []byte, addr string) {
 	fmt.Fprintf(&b, "Publish:\n  curl -X POST %s/v1/channels/demo/events -H \"Authorization: Bearer $HERALD_TOKEN\" -H 'Content-Type: application/json' -d '{\"event\":\"MessageSent\",\"data\":{\"text\":\"hello\"}}'\n\n", base)
 	fmt.Fprintf(&b, "Long-poll (history from the beginning, then wait up to 25 s):\n  curl '%s/v1/channels/demo/poll?since=beginning'\n\n", base)
 	os.Stdout.WriteString(b.String())
+}
+
+// serveDebug serves the profiler on its own listener, never on the API's.
+func serveDebug(addr string, log zerolog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Warn().Str("addr", addr).Msg("serving /debug/pprof")
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error().Err(err).Msg("debug server")
+	}
 }
