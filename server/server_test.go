@@ -248,3 +248,20 @@ func TestStreamEndsWhenTokenExpires(t *testing.T) {
 		t.Fatalf("stream ended without a token_expired frame:\n%s", joined)
 	}
 }
+
+func TestCachedTokenStillExpires(t *testing.T) {
+	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret, Leeway: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := mint(t, TokenSpec{Subject: "u", Publish: []string{"*"}, TTL: time.Second})
+	for range 2 { // the second call is served from the cache
+		if _, err := auth.Verify(tok); err != nil {
+			t.Fatalf("fresh token refused: %v", err)
+		}
+	}
+	time.Sleep(2100 * time.Millisecond)
+	if _, err := auth.Verify(tok); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("expired cached token: err %v, want ErrUnauthorized", err)
+	}
+}
