@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -63,12 +64,14 @@ func publish(args []string) error {
 		return errors.New("usage: herald publish [flags] CHANNEL EVENT JSON")
 	}
 	channel, event, data := fs.Arg(0), fs.Arg(1), fs.Arg(2)
-	body := fmt.Sprintf(`{"event":%q,"data":%s`, event, data)
-	if *socket != "" {
-		body += fmt.Sprintf(`,"socket_id":%q`, *socket)
+	if !json.Valid([]byte(data)) {
+		return fmt.Errorf("the event data %q is not valid JSON (quote strings: '\"text\"')", data)
 	}
-	body += "}"
-	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(*base, "/")+"/v1/channels/"+url.PathEscape(channel)+"/events", strings.NewReader(body))
+	body, err := json.Marshal(server.PublishRequest{Event: event, Data: json.RawMessage(data), SocketID: *socket})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(*base, "/")+"/v1/channels/"+url.PathEscape(channel)+"/events", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

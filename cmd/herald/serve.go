@@ -32,7 +32,7 @@ func addKeyFlags(fs *flagSet) keyFlags {
 	return keyFlags{
 		secret:     fs.String("jwt-secret", "", "HS256 secret that signs tokens (at least 32 bytes)"),
 		publicKey:  fs.String("jwt-public-key", "", "PEM public key file for RS256/ES256/EdDSA tokens"),
-		privateKey: fs.String("jwt-private-key", "", "PEM private key file that `herald token` signs with (asymmetric keys)"),
+		privateKey: fs.String("jwt-private-key", "", "PEM private key file that \"herald token\" signs with (asymmetric keys)"),
 		issuer:     fs.String("jwt-issuer", "", "required iss claim, if set"),
 		audience:   fs.String("jwt-audience", "", "required aud claim, if set"),
 	}
@@ -56,7 +56,7 @@ func serve(args []string) error {
 		redisURL:        fs.String("redis-url", "", "Redis URL (redis://host:port/db); empty uses the embedded in-memory store"),
 		redisPrefix:     fs.String("redis-prefix", "herald:", "prefix of every Redis key, so deployments can share one Redis"),
 		cors:            fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
-		heartbeat:       fs.Duration("heartbeat", 15*time.Second, "interval of `: ping` on idle streams"),
+		heartbeat:       fs.Duration("heartbeat", 15*time.Second, "interval of the \": ping\" comment on idle streams"),
 		retry:           fs.Duration("retry", 2*time.Second, "reconnect delay sent to EventSource clients"),
 		writeTimeout:    fs.Duration("write-timeout", 15*time.Second, "a stream client that takes no data for this long is cut off"),
 		pollTimeout:     fs.Duration("poll-timeout", 25*time.Second, "default long-poll wait"),
