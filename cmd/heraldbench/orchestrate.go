@@ -1,0 +1,615 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Children this process started, stopped by the watchdog or a signal if
+// the run does not get to stop them itself.
+var (
+	childMu  sync.Mutex
+	children = map[*exec.Cmd]bool{}
+)
+
+func registerChild(c *exec.Cmd)   { childMu.Lock(); children[c] = true; childMu.Unlock() }
+func unregisterChild(c *exec.Cmd) { childMu.Lock(); delete(children, c); childMu.Unlock() }
+
+func killChildren() {
+	childMu.Lock()
+	defer childMu.Unlock()
+	for c := range children {
+		if c.Process != nil {
+			_ = c.Process.Kill()
+		}
+	}
+}
+
+// proc is a started child process and the file its output goes to.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	logFile *os.File
+	exited  chan struct{}
+	waitErr error
+}
+
+func startProc(name, dir string, cmd *exec.Cmd) (*proc, error) {
+	f, err := os.CreateTemp(dir, name+"-*.log")
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	// Should this process die without stopping it, the kernel does.
+	cmd.SysProcAttr = childAttr()
+	p := &proc{name: name, cmd: cmd, logPath: f.Name(), logFile: f, exited: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	registerChild(cmd)
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop ends the process: SIGTERM, then SIGKILL after grace. Bounded.
+func (p *proc) stop(grace time.Duration) {
+	if p.running() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(grace):
+			_ = p.cmd.Process.Kill()
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+	unregisterChild(p.cmd)
+	p.logFile.Close()
+}
+
+// tail returns the last lines of the process's output, for error messages.
+func (p *proc) tail(lines int) string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// freePort asks the kernel for a free loopback TCP port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// orchestrator starts a fresh Herald (and Redis) for every run.
+type orchestrator struct {
+	o       *options
+	set     map[string]bool // flags given on the command line
+	stdout  io.Writer
+	log     io.Writer
+	stores  []string
+	secret  string
+	workDir string
+	client  *http.Client
+}
+
+func newOrchestrator(o *options, set map[string]bool, stdout, log io.Writer) (*orchestrator, error) {
+	orc := &orchestrator{o: o, set: set, stdout: stdout, log: log, secret: o.jwtSecret, client: newLoopbackClient(5*time.Second, 1)}
+	switch o.store {
+	case "memory", "redis":
+		orc.stores = []string{o.store}
+	case "both":
+		orc.stores = []string{"memory", "redis"}
+	default:
+		return nil, fmt.Errorf("-store must be memory, redis or both, not %q", o.store)
+	}
+	if _, err := os.Stat(o.herald); err != nil {
+		return nil, fmt.Errorf("-herald: %w", err)
+	}
+	if o.ssebench != "" {
+		if _, err := os.Stat(o.ssebench); err != nil {
+			return nil, fmt.Errorf("-ssebench: %w", err)
+		}
+	}
+	if o.redisURL != "" {
+		u, err := url.Parse(o.redisURL)
+		if err != nil || u.Scheme != "redis" || u.Host == "" {
+			return nil, fmt.Errorf("-redis-url %q: want redis://127.0.0.1:PORT", o.redisURL)
+		}
+		if u.Port() == "" {
+			return nil, fmt.Errorf("-redis-url %q: give the port", o.redisURL)
+		}
+		if _, err := loopbackAddr(u.Host); err != nil {
+			return nil, fmt.Errorf("-redis-url: %w", err)
+		}
+	}
+	for _, kv := range o.heraldEnv {
+		if !strings.Contains(kv, "=") {
+			return nil, fmt.Errorf("-herald-env %q: want KEY=VALUE", kv)
+		}
+	}
+	if orc.secret == "" {
+		orc.secret = randomHex(32)
+	}
+	return orc, nil
+}
+
+// timeLimit bounds the whole orchestrated command, for the watchdog.
+func (orc *orchestrator) timeLimit(runs []runConfig) time.Duration {
+	perStart := orc.o.startTimeout + 60*time.Second // redis, token, health, stop
+	var d time.Duration
+	tools := 1
+	if orc.o.ssebench != "" {
+		tools = 2
+	}
+	for _, c := range runs {
+		d += time.Duration(len(orc.stores)*tools) * (c.maxRunTime() + perStart)
+	}
+	return d + time.Minute
+}
+
+// runAll runs every scenario on every store with each tool, each on a
+// fresh server, prints each run's summary and JSON line, and returns the
+// rows. An error stops the whole command only when nothing can go on (the
+// herald binary does not start); a failed run becomes a row with an error.
+func (orc *orchestrator) runAll(runs []runConfig, token string) ([]*result, error) {
+	dir, err := os.MkdirTemp("", "heraldbench-")
+	if err != nil {
+		return nil, err
+	}
+	orc.workDir = dir
+	defer os.RemoveAll(dir)
+
+	// The servers inherit this limit.
+	var maxConns uint64
+	for _, c := range runs {
+		maxConns = max(maxConns, uint64(c.Conns))
+	}
+	if _, err := raiseNofile(maxConns + 4096); err != nil {
+		fmt.Fprintln(orc.log, "heraldbench: warning: could not raise the open-file limit:", err)
+	}
+	if token == "" {
+		if token, err = orc.mintToken(); err != nil {
+			return nil, err
+		}
+	}
+	var rows []*result
+	for _, c := range runs {
+		for _, store := range orc.stores {
+			tools := []string{"heraldbench"}
+			if orc.o.ssebench != "" {
+				tools = append(tools, "ssebench")
+			}
+			for _, tool := range tools {
+				res := orc.runOne(c, store, tool, token)
+				writeSummary(orc.log, res)
+				if err := writeJSONLine(orc.stdout, res); err != nil {
+					return rows, err
+				}
+				rows = append(rows, res)
+			}
+		}
+	}
+	return rows, nil
+}
+
+// mintToken runs 'herald token' with the servers' secret.
+func (orc *orchestrator) mintToken() (string, error) {
+	args := []string{"token", "--sub", "bench", "--subscribe", "*", "--publish", "*", "--ttl", "2h"}
+	try := func(extra ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, orc.o.herald, append(args, extra...)...)
+		cmd.Env = append(os.Environ(), "HERALD_JWT_SECRET="+orc.secret)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("%s token: %v: %s", orc.o.herald, err, strings.TrimSpace(errb.String()))
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		tok := strings.TrimSpace(lines[len(lines)-1])
+		if strings.Count(tok, ".") != 2 || strings.ContainsAny(tok, " \t") {
+			return "", fmt.Errorf("%s token printed %q, not a JWT", orc.o.herald, tok)
+		}
+		return tok, nil
+	}
+	tok, err := try()
+	if err != nil {
+		tok, err = try("--jwt-secret", orc.secret)
+	}
+	return tok, err
+}
+
+// server is a fresh Herald and, for the redis store, the Redis it uses.
+type server struct {
+	herald   *proc
+	redis    *proc
+	redisDir string
+	base     string
+}
+
+func (s *server) stop() {
+	if s.herald != nil {
+		s.herald.stop(10 * time.Second)
+	}
+	if s.redis != nil {
+		s.redis.stop(5 * time.Second)
+	}
+	if s.redisDir != "" {
+		os.RemoveAll(s.redisDir)
+	}
+}
+
+// startServer starts Redis (when needed and not given) and Herald, and
+// waits until Herald answers GET /v1/health with 200.
+func (orc *orchestrator) startServer(store string) (*server, error) {
+	s := &server{}
+	redisURL := ""
+	if store == "redis" {
+		redisURL = orc.o.redisURL
+		if redisURL == "" {
+			port, err := freePort()
+			if err != nil {
+				return s, err
+			}
+			if s.redisDir, err = os.MkdirTemp(orc.workDir, "redis-"); err != nil {
+				return s, err
+			}
+			cmd := exec.Command(orc.o.redisServer, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+				"--save", "", "--appendonly", "no", "--dir", s.redisDir)
+			cmd.Dir = s.redisDir
+			if s.redis, err = startProc("redis", orc.workDir, cmd); err != nil {
+				return s, err
+			}
+			addr := "127.0.0.1:" + strconv.Itoa(port)
+			if err := waitRedis(addr, s.redis, 10*time.Second); err != nil {
+				return s, fmt.Errorf("redis-server: %w\n%s", err, s.redis.tail(10))
+			}
+			redisURL = "redis://" + addr
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		return s, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	args := []string{"serve", "--addr", addr, "--jwt-secret", orc.secret}
+	if redisURL != "" {
+		args = append(args, "--redis-url", redisURL)
+	}
+	args = append(args, orc.o.heraldArgs...)
+	cmd := exec.Command(orc.o.herald, args...)
+	cmd.Env = append(os.Environ(), "HERALD_JWT_SECRET="+orc.secret)
+	if !envHas(cmd.Env, "HERALD_LOG_LEVEL") && !envHas(orc.o.heraldEnv, "HERALD_LOG_LEVEL") {
+		// A log line per connection would be measured as server cost.
+		cmd.Env = append(cmd.Env, "HERALD_LOG_LEVEL=warn")
+	}
+	cmd.Env = append(cmd.Env, orc.o.heraldEnv...)
+	if s.herald, err = startProc("herald", orc.workDir, cmd); err != nil {
+		return s, err
+	}
+	s.base = "http://" + addr
+	if err := orc.waitHealth(s.base+"/v1/health", s.herald); err != nil {
+		return s, fmt.Errorf("herald: %w\n%s", err, s.herald.tail(20))
+	}
+	return s, nil
+}
+
+// waitHealth polls the health URL until it answers 200, the process exits,
+// or the start timeout passes.
+func (orc *orchestrator) waitHealth(u string, p *proc) error {
+	deadline := time.Now().Add(orc.o.startTimeout)
+	for attempt := 0; attempt < 100000 && time.Now().Before(deadline); attempt++ {
+		if !p.running() {
+			return fmt.Errorf("exited before answering %s: %v", u, p.waitErr)
+		}
+		resp, err := orc.client.Get(u)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no 200 from %s within %v", u, orc.o.startTimeout)
+}
+
+// waitRedis sends PING until the server answers +PONG.
+func waitRedis(addr string, p *proc, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for attempt := 0; attempt < 100000 && time.Now().Before(deadline); attempt++ {
+		if !p.running() {
+			return fmt.Errorf("exited: %v", p.waitErr)
+		}
+		d := net.Dialer{Timeout: time.Second, Control: guardedControl}
+		if c, err := d.Dial("tcp", addr); err == nil {
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_, _ = c.Write([]byte("PING\r\n"))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, "+PONG") {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no PONG from %s within %v", addr, limit)
+}
+
+// runOne runs one scenario on one store with one tool, on a fresh server.
+func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result {
+	fail := func(err error) *result {
+		return &result{Tool: tool, Scenario: c.Scenario, Store: store, Mode: c.Mode, Error: err.Error()}
+	}
+	fmt.Fprintf(orc.log, "heraldbench: %s on a fresh herald (%s store) with %s\n", c.Scenario, store, tool)
+	srv, err := orc.startServer(store)
+	defer srv.stop()
+	if err != nil {
+		return fail(err)
+	}
+	c.ServerPID = srv.herald.pid()
+	if srv.redis != nil {
+		c.RedisPID = srv.redis.pid()
+	}
+	var res *result
+	if tool == "ssebench" {
+		res, err = orc.runSSEBench(c, srv, token)
+	} else {
+		c.Base = srv.base
+		c.Token = token
+		res, err = runOnce(c, orc.log)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	res.Store = store
+	if !srv.herald.running() {
+		res.Error = fmt.Sprintf("herald exited during the run (%v)", srv.herald.waitErr)
+	}
+	return res
+}
+
+// ssebenchArgs builds the reference tool's command line: the flags of
+// benchmarks.md for the scenario (with any overrides), and Herald's URLs.
+func (orc *orchestrator) ssebenchArgs(c runConfig, base, token string) []string {
+	d := func(v time.Duration) string { return v.String() }
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	var a []string
+	switch c.Mode {
+	case modeIdle:
+		a = []string{"-mode", "idle", "-conns", strconv.Itoa(c.Conns), "-channels", strconv.Itoa(c.Channels), "-duration", d(c.Duration)}
+	case modePublish:
+		a = []string{"-mode", "publish", "-channels", strconv.Itoa(c.Channels), "-rate", f(c.Rate), "-pub-workers", strconv.Itoa(c.PubWorkers), "-duration", d(c.Duration)}
+	default:
+		a = []string{"-conns", strconv.Itoa(c.Conns), "-channels", strconv.Itoa(c.Channels), "-rate", f(c.Rate), "-duration", d(c.Duration)}
+		if c.PubWorkers != 8 {
+			a = append(a, "-pub-workers", strconv.Itoa(c.PubWorkers))
+		}
+	}
+	a = append(a, "-msg-size", strconv.Itoa(c.MsgSize), "-server-pid", strconv.Itoa(c.ServerPID), "-json")
+	// Settings where the two tools' defaults are the same unless changed.
+	def := defaultConfig()
+	if c.Settle != def.Settle {
+		a = append(a, "-settle", d(c.Settle))
+	}
+	if c.Drain != def.Drain {
+		a = append(a, "-drain", d(c.Drain))
+	}
+	if c.SrcIPs != def.SrcIPs {
+		a = append(a, "-src-ips", strconv.Itoa(c.SrcIPs))
+	}
+	if c.RampRate != def.RampRate {
+		a = append(a, "-ramp-rate", f(c.RampRate))
+	}
+	if c.ConnectTimeout != def.ConnectTimeout {
+		a = append(a, "-connect-timeout", d(c.ConnectTimeout))
+	}
+	a = append(a,
+		"-channel-prefix", c.ChannelPrefix,
+		"-sub-url", base+"/v1/channels/{channel}/events",
+		"-pub-url", base+"/v1/channels/{channel}/events",
+		"-pub-body", `{"event":"bench","data":{payload}}`,
+		"-pub-header", "Authorization: Bearer "+token,
+		"-pub-header", "Content-Type: application/json",
+		"-progress", "0")
+	return a
+}
+
+// ssebenchLine is the part of ssebench's JSON line that goes in the table.
+type ssebenchLine struct {
+	Mode          string            `json:"mode"`
+	ConnsOK       int64             `json:"conns_ok"`
+	ConnsFailed   int64             `json:"conns_failed"`
+	FailReasons   map[string]int    `json:"conns_failed_reasons"`
+	ConnsDropped  int64             `json:"conns_dropped"`
+	ConnsAliveEnd int64             `json:"conns_alive_end"`
+	ConnectS      float64           `json:"connect_s"`
+	MsgSize       int               `json:"msg_size"`
+	RateTarget    float64           `json:"rate_target"`
+	Published     uint64            `json:"published"`
+	PublishErrors uint64            `json:"publish_errors"`
+	PublishErrsBy map[string]uint64 `json:"publish_errors_by_status"`
+	Skipped       uint64            `json:"publish_skipped"`
+	WindowS       float64           `json:"publish_window_s"`
+	PublishRate   float64           `json:"publish_rate"`
+	PubP50        float64           `json:"publish_p50_ms"`
+	PubP99        float64           `json:"publish_p99_ms"`
+	PubMax        float64           `json:"publish_max_ms"`
+	Expected      uint64            `json:"expected_deliveries"`
+	Delivered     uint64            `json:"delivered"`
+	Lost          uint64            `json:"lost"`
+	Dup           uint64            `json:"dup"`
+	Gaps          uint64            `json:"gaps"`
+	OutOfOrder    uint64            `json:"out_of_order"`
+	Misrouted     uint64            `json:"misrouted"`
+	Stale         uint64            `json:"stale"`
+	OtherEvents   uint64            `json:"other_events"`
+	Comments      uint64            `json:"comments"`
+	DeliveriesS   float64           `json:"deliveries_per_s"`
+	LatP50        float64           `json:"latency_p50_ms"`
+	LatP90        float64           `json:"latency_p90_ms"`
+	LatP99        float64           `json:"latency_p99_ms"`
+	LatP999       float64           `json:"latency_p999_ms"`
+	LatMax        float64           `json:"latency_max_ms"`
+	LatMean       float64           `json:"latency_mean_ms"`
+	RSSBefore     *int64            `json:"server_rss_before_kb"`
+	RSSIdle       *int64            `json:"server_rss_idle_kb"`
+	RSSEnd        *int64            `json:"server_rss_end_kb"`
+	HWMEnd        *int64            `json:"server_hwm_end_kb"`
+	BytesPerConn  *float64          `json:"bytes_per_conn"`
+	ServerCPUS    *float64          `json:"server_cpu_s"`
+	DelivPerCPU   *float64          `json:"deliveries_per_server_cpu_s"`
+	MeasuredS     float64           `json:"measured_s"`
+	ClientCPUS    float64           `json:"client_cpu_s"`
+	HostBusyPct   float64           `json:"host_cpu_busy_pct"`
+}
+
+// toResult converts ssebench's figures into a row of this tool's table.
+func (l *ssebenchLine) toResult(c runConfig) *result {
+	r := &result{
+		Tool: "ssebench", Scenario: c.Scenario, Mode: c.Mode, Channels: c.Channels, PubWorkers: c.PubWorkers,
+		ConnsReady: l.ConnsOK, ConnsFailed: l.ConnsFailed, FailReasons: l.FailReasons, ConnsDropped: l.ConnsDropped,
+		ConnsAliveEnd: l.ConnsAliveEnd, ConnectS: l.ConnectS, MsgSize: l.MsgSize, RateTarget: l.RateTarget,
+		Published: l.Published, PublishErrors: l.PublishErrors, PublishErrsBy: l.PublishErrsBy, PublishSkipped: l.Skipped,
+		PublishWindowS: l.WindowS, PublishesPerS: l.PublishRate, PubP50: l.PubP50, PubP99: l.PubP99, PubMax: l.PubMax,
+		Expected: l.Expected, Delivered: l.Delivered, Lost: l.Lost, Dup: l.Dup, Gaps: l.Gaps, OutOfOrder: l.OutOfOrder,
+		Misrouted: l.Misrouted, Stale: l.Stale, OtherEvents: l.OtherEvents, Comments: l.Comments, DeliveriesS: l.DeliveriesS,
+		LatP50: l.LatP50, LatP90: l.LatP90, LatP99: l.LatP99, LatP999: l.LatP999, LatMax: l.LatMax, LatMean: l.LatMean,
+		ServerPID: c.ServerPID, ServerRSSBefore: l.RSSBefore, ServerRSSIdle: l.RSSIdle, ServerRSSEnd: l.RSSEnd,
+		ServerHWMEnd: l.HWMEnd, BytesPerConn: l.BytesPerConn, ServerCPUS: l.ServerCPUS, DelivPerCPUS: l.DelivPerCPU,
+		MeasuredS: l.MeasuredS, ClientCPUS: l.ClientCPUS, HostBusyPct: l.HostBusyPct,
+	}
+	if c.Mode != modePublish {
+		r.ConnsRequested = c.Conns
+	}
+	if c.Mode == modePublish && l.ServerCPUS != nil && *l.ServerCPUS > 0 {
+		r.PubPerCPUS = fptr(float64(l.Published) / *l.ServerCPUS)
+	}
+	r.roundAll()
+	return r
+}
+
+// runSSEBench runs the reference tool against the fresh server and reads
+// its JSON line.
+func (orc *orchestrator) runSSEBench(c runConfig, srv *server, token string) (*result, error) {
+	args := orc.ssebenchArgs(c, srv.base, token)
+	ctx, cancel := context.WithTimeout(context.Background(), c.maxRunTime()+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, orc.o.ssebench, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, orc.log
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	registerChild(cmd)
+	err := cmd.Wait()
+	unregisterChild(cmd)
+	var line []byte
+	for _, l := range bytes.Split(out.Bytes(), []byte("\n")) {
+		if l = bytes.TrimSpace(l); len(l) > 0 && l[0] == '{' {
+			line = l
+		}
+	}
+	if line == nil {
+		if err == nil {
+			err = errors.New("no JSON line on its output")
+		}
+		return nil, fmt.Errorf("ssebench: %w", err)
+	}
+	var l ssebenchLine
+	if jerr := json.Unmarshal(line, &l); jerr != nil {
+		return nil, fmt.Errorf("ssebench JSON: %w", jerr)
+	}
+	r := l.toResult(c)
+	r.Command = "ssebench " + shellJoin(redactToken(args, token))
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 { // 1 is -strict, which is not passed
+			r.Error = "ssebench: " + err.Error()
+		}
+	}
+	return r, nil
+}
+
+func envHas(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+func redactToken(args []string, token string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = strings.ReplaceAll(a, token, "$TOKEN")
+	}
+	return out
+}
+
+// shellJoin quotes arguments for a command line a person can paste.
+func shellJoin(args []string) string {
+	parts := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && !strings.ContainsAny(a, " \t\n\"'{}$*?;&|<>()\\") {
+			parts[i] = a
+			continue
+		}
+		parts[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(parts, " ")
+}

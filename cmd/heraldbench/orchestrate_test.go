@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as a fake herald and a fake ssebench for the
+// orchestration test: with HERALDBENCH_FAKE=1 it plays the part its
+// arguments ask for instead of running the tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("HERALDBENCH_FAKE") == "1" {
+		os.Exit(fakeMain(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeToken(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return "hdr." + hex.EncodeToString(sum[:8]) + ".sig"
+}
+
+func fakeMain(args []string) int {
+	switch {
+	case len(args) > 0 && args[0] == "token":
+		want := []string{"token", "--sub", "bench", "--subscribe", "*", "--publish", "*", "--ttl", "2h"}
+		if strings.Join(args, " ") != strings.Join(want, " ") || os.Getenv("HERALD_JWT_SECRET") == "" {
+			fmt.Fprintln(os.Stderr, "fake herald token: unexpected", args)
+			return 2
+		}
+		fmt.Println(fakeToken(os.Getenv("HERALD_JWT_SECRET")))
+		return 0
+	case len(args) > 0 && args[0] == "serve":
+		return fakeServe(args[1:])
+	}
+	return fakeSSEBench(args)
+}
+
+func fakeServe(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("addr", "", "")
+	secret := fs.String("jwt-secret", "", "")
+	redisURL := fs.String("redis-url", "", "")
+	if fs.Parse(args) != nil || *addr == "" || *secret == "" || *secret != os.Getenv("HERALD_JWT_SECRET") {
+		fmt.Fprintln(os.Stderr, "fake herald serve: bad arguments", args)
+		return 2
+	}
+	if *redisURL != "" {
+		// The redis store: the Redis given must answer.
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(*redisURL, "redis://"), time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fake herald: redis:", err)
+			return 1
+		}
+		_, _ = c.Write([]byte("PING\r\n"))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if !strings.HasPrefix(line, "+PONG") {
+			fmt.Fprintln(os.Stderr, "fake herald: redis said", line)
+			return 1
+		}
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake herald:", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	go func() {
+		<-sig
+		os.Exit(0)
+	}()
+	_ = http.Serve(ln, newFakeHerald(fakeToken(*secret)))
+	return 1
+}
+
+// fakeSSEBench records its arguments, checks the server is up, and prints
+// a JSON line like ssebench's.
+func fakeSSEBench(args []string) int {
+	if f := os.Getenv("HERALDBENCH_FAKE_ARGS"); f != "" {
+		b, _ := json.Marshal(args)
+		fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, _ = fh.Write(append(b, '\n'))
+			fh.Close()
+		}
+	}
+	fs := flag.NewFlagSet("ssebench", flag.ContinueOnError)
+	mode := fs.String("mode", "fanout", "")
+	sub := fs.String("sub-url", "", "")
+	fs.Int("conns", 0, "")
+	fs.Int("channels", 0, "")
+	fs.Float64("rate", 0, "")
+	fs.Int("pub-workers", 0, "")
+	fs.Duration("duration", 0, "")
+	fs.Duration("settle", 0, "")
+	fs.Int("msg-size", 0, "")
+	fs.Int("server-pid", 0, "")
+	fs.Bool("json", false, "")
+	fs.String("channel-prefix", "", "")
+	fs.String("pub-url", "", "")
+	fs.String("pub-body", "", "")
+	fs.Var(&listFlag{}, "pub-header", "")
+	fs.Duration("progress", 0, "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	base, _, _ := strings.Cut(*sub, "/v1/")
+	resp, err := http.Get(base + "/v1/health")
+	if err != nil || resp.StatusCode != 200 {
+		fmt.Fprintln(os.Stderr, "fake ssebench: server not up:", err)
+		return 2
+	}
+	resp.Body.Close()
+	fmt.Printf(`{"mode":%q,"conns_ok":20,"published":7,"publish_rate":14,"delivered":140,"expected_deliveries":140,"bytes_per_conn":1234.5,"server_cpu_s":0.5,"deliveries_per_server_cpu_s":280,"latency_p99_ms":1.5}`+"\n", *mode)
+	return 0
+}
+
+func TestOrchestrateFreshServers(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	argsFile, mdFile := filepath.Join(dir, "args"), filepath.Join(dir, "table.md")
+	t.Setenv("HERALDBENCH_FAKE", "1")
+	t.Setenv("HERALDBENCH_FAKE_ARGS", argsFile)
+	// Under -race a process waits a second at exit unless told not to.
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	stores := []string{"memory"}
+	storeFlag := "memory"
+	if _, err := exec.LookPath("redis-server"); err == nil {
+		stores, storeFlag = []string{"memory", "redis"}, "both"
+	} else {
+		t.Log("redis-server not found: the redis store is not tried")
+	}
+	var stdout, stderr strings.Builder
+	code := realMain([]string{"-herald", exe, "-ssebench", exe, "-store", storeFlag, "-scenario", "S2,S5",
+		"-conns", "20", "-rate", "40", "-duration", "500ms", "-settle", "100ms", "-progress", "0", "-md", mdFile},
+		&stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+
+	var rows []result
+	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var r result
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("stdout line %q: %v", l, err)
+		}
+		rows = append(rows, r)
+	}
+	if len(rows) != 2*len(stores)*2 {
+		t.Fatalf("%d rows, want %d:\n%s", len(rows), 2*len(stores)*2, stdout.String())
+	}
+	i := 0
+	pids := map[int]bool{}
+	for _, sc := range []string{"S2", "S5"} {
+		for _, store := range stores {
+			for _, tool := range []string{"heraldbench", "ssebench"} {
+				r := rows[i]
+				i++
+				if r.Scenario != sc || r.Store != store || r.Tool != tool || r.Error != "" {
+					t.Fatalf("row %d: %s %s %s error %q, want %s %s %s", i, r.Scenario, r.Store, r.Tool, r.Error, sc, store, tool)
+				}
+				if tool == "ssebench" {
+					if r.Delivered != 140 || r.BytesPerConn == nil || *r.BytesPerConn != 1235 {
+						t.Fatalf("ssebench row not read: %+v", r)
+					}
+					continue
+				}
+				if r.ServerPID == 0 || pids[r.ServerPID] {
+					t.Fatalf("server pid %d: not a fresh server", r.ServerPID)
+				}
+				pids[r.ServerPID] = true
+				if r.Published == 0 || r.PublishErrors != 0 {
+					t.Fatalf("%s %s: published %d, errors %v", sc, store, r.Published, r.PublishErrsBy)
+				}
+				if sc == "S2" && (r.ConnsReady != 20 || r.Delivered != r.Expected || r.Expected != r.Published*20 || r.BytesPerConn == nil) {
+					t.Fatalf("S2 %s: %+v", store, r)
+				}
+				if sc == "S5" && (r.Mode != modePublish || r.Channels != 100 || r.PubWorkers != 32 || r.ServerCPUS == nil) {
+					t.Fatalf("S5 %s: %+v", store, r)
+				}
+				if (store == "redis") != (r.RedisCPUS != nil) {
+					t.Fatalf("%s %s: redis cpu %v", sc, store, r.RedisCPUS)
+				}
+			}
+		}
+	}
+	// Every server was stopped.
+	for pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("server %d still there: %v", pid, err)
+		}
+	}
+
+	// ssebench got the flags of benchmarks.md and Herald's URLs.
+	b, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(calls) != 2*len(stores) {
+		t.Fatalf("ssebench ran %d times", len(calls))
+	}
+	var s2, s5 []string
+	_ = json.Unmarshal([]byte(calls[0]), &s2)
+	_ = json.Unmarshal([]byte(calls[len(calls)-1]), &s5)
+	j2, j5 := strings.Join(s2, " "), strings.Join(s5, " ")
+	for _, want := range []string{"-conns 20 -channels 1 -rate 40 -duration 500ms -msg-size 200 -server-pid ", " -json", "-settle 100ms",
+		"-channel-prefix bench. ", "/v1/channels/{channel}/events -pub-url http://127.0.0.1:",
+		`-pub-body {"event":"bench","data":{payload}}`, "-pub-header Authorization: Bearer hdr."} {
+		if !strings.Contains(j2, want) {
+			t.Errorf("S2 ssebench args lack %q: %s", want, j2)
+		}
+	}
+	if !strings.HasPrefix(j5, "-mode publish -channels 100 -rate 40 -pub-workers 32 -duration 500ms -msg-size 200") {
+		t.Errorf("S5 ssebench args: %s", j5)
+	}
+	md, err := os.ReadFile(mdFile)
+	if err != nil || !strings.Contains(string(md), "| S2 | memory | heraldbench | 20/20 |") || strings.Count(string(md), "\n") != len(rows)+2 {
+		t.Fatalf("markdown table: %v\n%s", err, md)
+	}
+}

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+)
+
+// result holds the figures of one run. Pointers are null in the JSON line
+// when the figure was not measured (no server pid, or not in this mode).
+type result struct {
+	Tool     string `json:"tool"`
+	Scenario string `json:"scenario"`
+	Store    string `json:"store,omitempty"`
+	Mode     string `json:"mode"`
+	Error    string `json:"error,omitempty"`
+
+	ConnsRequested int               `json:"conns_requested"`
+	ConnsReady     int64             `json:"conns_ready"`
+	ConnsFailed    int64             `json:"conns_failed"`
+	FailReasons    map[string]int    `json:"conns_failed_reasons,omitempty"`
+	ConnsDropped   int64             `json:"conns_dropped"`
+	DropReasons    map[string]int    `json:"conns_dropped_reasons,omitempty"`
+	ConnsAliveEnd  int64             `json:"conns_alive_end"`
+	ConnectS       float64           `json:"connect_s"`
+	Channels       int               `json:"channels"`
+	MsgSize        int               `json:"msg_size"`
+	RateTarget     float64           `json:"rate_target"`
+	PubWorkers     int               `json:"pub_workers"`
+	Published      uint64            `json:"published"`
+	PublishErrors  uint64            `json:"publish_errors"`
+	PublishErrsBy  map[string]uint64 `json:"publish_errors_by,omitempty"`
+	PublishSkipped uint64            `json:"publish_skipped"`
+	PublishWindowS float64           `json:"publish_window_s"`
+	PublishesPerS  float64           `json:"publishes_per_s"`
+	PubP50         float64           `json:"publish_p50_ms"`
+	PubP99         float64           `json:"publish_p99_ms"`
+	PubMax         float64           `json:"publish_max_ms"`
+
+	Expected    uint64  `json:"expected_deliveries"`
+	Delivered   uint64  `json:"delivered"`
+	Lost        uint64  `json:"lost"`
+	Dup         uint64  `json:"dup"`
+	OutOfOrder  uint64  `json:"out_of_order"`
+	Gaps        uint64  `json:"gaps"`
+	Misrouted   uint64  `json:"misrouted"`
+	Stale       uint64  `json:"stale"`
+	WrongEvent  uint64  `json:"wrong_event"`
+	Uncounted   uint64  `json:"uncounted"`
+	OtherEvents uint64  `json:"other_events"`
+	Comments    uint64  `json:"comments"`
+	Retries     uint64  `json:"retry_fields"`
+	DeliveriesS float64 `json:"deliveries_per_s"`
+	LatP50      float64 `json:"latency_p50_ms"`
+	LatP90      float64 `json:"latency_p90_ms"`
+	LatP99      float64 `json:"latency_p99_ms"`
+	LatP999     float64 `json:"latency_p999_ms"`
+	LatMax      float64 `json:"latency_max_ms"`
+	LatMean     float64 `json:"latency_mean_ms"`
+
+	ServerPID        int      `json:"server_pid,omitempty"`
+	ServerRSSBefore  *int64   `json:"server_rss_before_kb"`
+	ServerRSSIdle    *int64   `json:"server_rss_idle_kb"`
+	ServerRSSEnd     *int64   `json:"server_rss_end_kb"`
+	ServerHWMEnd     *int64   `json:"server_hwm_end_kb"`
+	BytesPerConn     *float64 `json:"bytes_per_conn"`
+	ServerCPUS       *float64 `json:"server_cpu_s"`
+	DelivPerCPUS     *float64 `json:"deliveries_per_server_cpu_s"`
+	PubPerCPUS       *float64 `json:"publishes_per_server_cpu_s"`
+	RedisPID         int      `json:"redis_pid,omitempty"`
+	RedisCPUS        *float64 `json:"redis_cpu_s"`
+	DelivPerTotalCPU *float64 `json:"deliveries_per_server_redis_cpu_s"`
+	PubPerTotalCPU   *float64 `json:"publishes_per_server_redis_cpu_s"`
+
+	MeasuredS     float64  `json:"measured_s"`
+	ClientCPUS    float64  `json:"client_cpu_s"`
+	ClientRSSIdle *int64   `json:"client_rss_idle_kb"`
+	ClientPerConn *float64 `json:"client_bytes_per_conn"`
+	HostBusyPct   float64  `json:"host_cpu_busy_pct"`
+	NofileLimit   uint64   `json:"nofile_limit,omitempty"`
+	Command       string   `json:"command,omitempty"`
+}
+
+func round(v float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
+}
+
+func roundP(v *float64, digits int) {
+	if v != nil {
+		*v = round(*v, digits)
+	}
+}
+
+func fptr(v float64) *float64 { return &v }
+func iptr(v int64) *int64     { return &v }
+
+func (r *result) roundAll() {
+	for _, v := range []*float64{&r.ConnectS, &r.PublishWindowS, &r.MeasuredS, &r.ClientCPUS,
+		&r.PubP50, &r.PubP99, &r.PubMax, &r.LatP50, &r.LatP90, &r.LatP99, &r.LatP999, &r.LatMax, &r.LatMean} {
+		*v = round(*v, 3)
+	}
+	for _, v := range []*float64{&r.PublishesPerS, &r.DeliveriesS, &r.HostBusyPct} {
+		*v = round(*v, 1)
+	}
+	roundP(r.ServerCPUS, 3)
+	roundP(r.RedisCPUS, 3)
+	for _, v := range []*float64{r.BytesPerConn, r.ClientPerConn, r.DelivPerCPUS, r.PubPerCPUS, r.DelivPerTotalCPU, r.PubPerTotalCPU} {
+		roundP(v, 0)
+	}
+}
+
+// problems lists what a correct server never causes; -strict fails on it.
+func (r *result) problems() []string {
+	var p []string
+	add := func(name string, n uint64) {
+		if n > 0 {
+			p = append(p, fmt.Sprintf("%s=%d", name, n))
+		}
+	}
+	if r.Error != "" {
+		p = append(p, "error="+r.Error)
+	}
+	add("conns_failed", uint64(r.ConnsFailed))
+	add("conns_dropped", uint64(r.ConnsDropped))
+	add("publish_errors", r.PublishErrors)
+	add("lost", r.Lost)
+	add("dup", r.Dup)
+	add("out_of_order", r.OutOfOrder)
+	add("misrouted", r.Misrouted)
+	add("wrong_event", r.WrongEvent)
+	if r.Mode != modeIdle && r.Published == 0 && r.Error == "" {
+		p = append(p, "published=0")
+	}
+	return p
+}
+
+func writeJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func countList[V int | uint64](m map[string]V) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func mib(kb *int64) string {
+	if kb == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(*kb)/1024)
+}
+
+// writeSummary prints one run's figures for a person.
+func writeSummary(w io.Writer, r *result) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	title := r.Tool + " " + r.Scenario
+	if r.Store != "" {
+		title += " [" + r.Store + "]"
+	}
+	p("== %s (%s)", title, r.Mode)
+	if r.Error != "" {
+		p("  error         %s", r.Error)
+	}
+	if r.Mode != modePublish {
+		p("  connections   requested %d, ready %d, failed %d%s", r.ConnsRequested, r.ConnsReady, r.ConnsFailed, countList(r.FailReasons))
+		p("                in %.2fs; alive at end %d, dropped by the server %d%s", r.ConnectS, r.ConnsAliveEnd, r.ConnsDropped, countList(r.DropReasons))
+	}
+	if r.Mode != modeIdle {
+		p("  publish       %d accepted in %.2fs = %.1f/s (target %.0f/s, %d workers); %d errors%s; %d skipped",
+			r.Published, r.PublishWindowS, r.PublishesPerS, r.RateTarget, r.PubWorkers, r.PublishErrors, countList(r.PublishErrsBy), r.PublishSkipped)
+		p("                request ms p50 %.3f  p99 %.3f  max %.3f; payload %d bytes", r.PubP50, r.PubP99, r.PubMax, r.MsgSize)
+	}
+	if r.Mode == modeFanout {
+		p("  delivery      expected %d, delivered %d: lost %d, dup %d, out of order %d (gaps seen %d), misrouted %d, wrong event %d",
+			r.Expected, r.Delivered, r.Lost, r.Dup, r.OutOfOrder, r.Gaps, r.Misrouted, r.WrongEvent)
+		p("                %.0f deliveries/s; not counted: %d stale, %d to late subscribers, %d other events, %d comments",
+			r.DeliveriesS, r.Stale, r.Uncounted, r.OtherEvents, r.Comments)
+		p("  latency ms    p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f",
+			r.LatP50, r.LatP90, r.LatP99, r.LatP999, r.LatMax, r.LatMean)
+	}
+	if r.ServerPID > 0 {
+		p("  server %-6d rss before %s, idle %s, end %s, peak %s", r.ServerPID,
+			mib(r.ServerRSSBefore), mib(r.ServerRSSIdle), mib(r.ServerRSSEnd), mib(r.ServerHWMEnd))
+		if r.BytesPerConn != nil {
+			p("                %.0f bytes per idle connection", *r.BytesPerConn)
+		}
+		if r.ServerCPUS != nil {
+			line := fmt.Sprintf("                cpu %.2fs over %.2fs", *r.ServerCPUS, r.MeasuredS)
+			if r.DelivPerCPUS != nil {
+				line += fmt.Sprintf(", %.0f deliveries per server cpu-second", *r.DelivPerCPUS)
+			}
+			if r.PubPerCPUS != nil {
+				line += fmt.Sprintf(", %.0f publishes per server cpu-second", *r.PubPerCPUS)
+			}
+			p("%s", line)
+		}
+	}
+	if r.RedisCPUS != nil {
+		line := fmt.Sprintf("  redis %-7d cpu %.2fs", r.RedisPID, *r.RedisCPUS)
+		if r.DelivPerTotalCPU != nil {
+			line += fmt.Sprintf(", %.0f deliveries per (server+redis) cpu-second", *r.DelivPerTotalCPU)
+		}
+		if r.PubPerTotalCPU != nil {
+			line += fmt.Sprintf(", %.0f publishes per (server+redis) cpu-second", *r.PubPerTotalCPU)
+		}
+		p("%s", line)
+	}
+	line := fmt.Sprintf("  client        cpu %.2fs, rss idle %s", r.ClientCPUS, mib(r.ClientRSSIdle))
+	if r.ClientPerConn != nil {
+		line += fmt.Sprintf(", %.0f bytes per connection", *r.ClientPerConn)
+	}
+	p("%s; host cpu busy %.0f%%", line, r.HostBusyPct)
+	if pr := r.problems(); len(pr) > 0 {
+		p("  problems      %s", strings.Join(pr, ", "))
+	}
+}
+
+// Table cells: "–" where a figure does not apply to the mode.
+func cellF(v *float64, format string) string {
+	if v == nil {
+		return "–"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func kiloCell(v *float64) string {
+	if v == nil {
+		return "–"
+	}
+	if math.Abs(*v) >= 10000 {
+		return fmt.Sprintf("%.1fk", *v/1000)
+	}
+	return fmt.Sprintf("%.0f", *v)
+}
+
+// writeTable prints the figures of all runs as a markdown table.
+func writeTable(w io.Writer, rows []*result) {
+	fmt.Fprintln(w, "| scenario | store | tool | conns ready | bytes/idle conn | deliveries/server CPU-s | latency p50 / p99 ms | lost / dup / ooo | publishes/s | publish p50 / p99 ms | publishes/server CPU-s | server CPU s | redis CPU s |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		store := r.Store
+		if store == "" {
+			store = "–"
+		}
+		if r.Error != "" {
+			msg := strings.Join(strings.Fields(strings.ReplaceAll(r.Error, "|", "/")), " ")
+			fmt.Fprintf(w, "| %s | %s | %s | error: %s |  |  |  |  |  |  |  |  |  |\n", r.Scenario, store, r.Tool, msg)
+			continue
+		}
+		conns, bpc, lat, loss := "–", "–", "–", "–"
+		if r.Mode != modePublish {
+			conns = fmt.Sprintf("%d/%d", r.ConnsReady, r.ConnsRequested)
+			if r.BytesPerConn != nil {
+				bpc = fmt.Sprintf("%.1f KB", *r.BytesPerConn/1000)
+			}
+		}
+		if r.Mode == modeFanout {
+			lat = fmt.Sprintf("%.1f / %.1f", r.LatP50, r.LatP99)
+			loss = fmt.Sprintf("%d / %d / %d", r.Lost, r.Dup, r.OutOfOrder)
+		}
+		pubs, publat := "–", "–"
+		if r.Mode != modeIdle {
+			pubs = fmt.Sprintf("%.0f", r.PublishesPerS)
+			publat = fmt.Sprintf("%.2f / %.2f", r.PubP50, r.PubP99)
+		}
+		pubCPU := kiloCell(r.PubPerCPUS)
+		if r.PubPerTotalCPU != nil {
+			pubCPU += " (" + kiloCell(r.PubPerTotalCPU) + " with redis)"
+		}
+		delCPU := kiloCell(r.DelivPerCPUS)
+		if r.DelivPerTotalCPU != nil {
+			delCPU += " (" + kiloCell(r.DelivPerTotalCPU) + " with redis)"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Scenario, store, r.Tool, conns, bpc, delCPU, lat, loss, pubs, publat, pubCPU,
+			cellF(r.ServerCPUS, "%.2f"), cellF(r.RedisCPUS, "%.2f"))
+	}
+}
