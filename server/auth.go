@@ -183,6 +183,15 @@ func (a *Authenticator) Verify(token string) (*Claims, error) {
 	return claims, nil
 }
 
+// Expiry is when a verified token stops being accepted: its exp plus the clock-skew leeway.
+// Streams end then, so a token accepted at connect never ends its stream the same instant.
+func (a *Authenticator) Expiry(c *Claims) time.Time {
+	if c == nil || c.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return c.ExpiresAt.Add(a.leeway)
+}
+
 func loadPublicKey(path string) (crypto.PublicKey, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {

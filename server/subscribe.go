@@ -70,8 +70,8 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel bool, cursor string) 
 			return sub, errorf(http.StatusForbidden, "forbidden", "the token may not subscribe to "+name)
 		}
 	}
-	if cl != nil && cl.ExpiresAt != nil {
-		sub.expires = cl.ExpiresAt.Time
+	if cl != nil {
+		sub.expires = s.cfg.Auth.Expiry(cl)
 	}
 
 	switch since := c.QueryParam("since"); since {

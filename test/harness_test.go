@@ -1,0 +1,1171 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// heraldBin is the herald binary TestMain built for this run.
+var heraldBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "herald-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: temp dir:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	heraldBin = filepath.Join(dir, "herald")
+	if err := buildHerald(heraldBin); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: could not build the herald binary:", err)
+		return 1
+	}
+	defer stopOwnRedis()
+	return m.Run()
+}
+
+// buildHerald builds cmd/herald without the race detector: the server under test runs at its
+// real speed while the test process itself runs with -race.
+func buildHerald(out string) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("the go command is not on PATH: %w", err)
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, "github.com/herald-rt/herald/cmd/herald")
+	env := make([]string, 0, len(os.Environ()))
+	for _, kv := range os.Environ() {
+		if v, ok := strings.CutPrefix(kv, "GOFLAGS="); ok {
+			fields := slices.DeleteFunc(strings.Fields(v), func(f string) bool { return f == "-race" || f == "--race" })
+			kv = "GOFLAGS=" + strings.Join(fields, " ")
+		}
+		env = append(env, kv)
+	}
+	cmd.Env = env
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w\n%s", err, buf.String())
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------------------------
+// The herald process
+
+// logBuf keeps the last logBufMax bytes a child process wrote.
+type logBuf struct {
+	mu      sync.Mutex
+	b       []byte
+	dropped int
+}
+
+const logBufMax = 256 << 10
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	if over := len(l.b) - logBufMax; over > 0 {
+		l.dropped += over
+		l.b = append(l.b[:0], l.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dropped > 0 {
+		return fmt.Sprintf("[… %d earlier bytes dropped …]\n%s", l.dropped, l.b)
+	}
+	return string(l.b)
+}
+
+// herald is one running `herald serve`.
+type herald struct {
+	t      testing.TB
+	name   string
+	Base   string // http://127.0.0.1:PORT
+	Addr   string
+	Secret []byte
+	cmd    *exec.Cmd
+	logs   *logBuf
+	done   chan struct{} // closed when the process has exited
+	waitEr error
+}
+
+type heraldOpts struct {
+	name   string   // for logs; "herald" by default
+	secret []byte   // JWT secret; random by default
+	addr   string   // listen address; a free loopback port by default
+	args   []string // extra `serve` flags
+}
+
+// randomSecret returns a fresh HS256 secret of 48 bytes (as hex text).
+func randomSecret() []byte {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return []byte(hex.EncodeToString(b))
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("no free loopback port: %v", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return port
+}
+
+// startHerald starts `herald serve` and waits until GET /v1/health answers 200. The process is
+// killed when the test ends, and its output goes to the test log if the test failed.
+func startHerald(t testing.TB, o heraldOpts) *herald {
+	t.Helper()
+	if o.secret == nil {
+		o.secret = randomSecret()
+	}
+	if o.name == "" {
+		o.name = "herald"
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		addr := o.addr
+		if addr == "" {
+			addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		}
+		h, err := tryStartHerald(t, o, addr)
+		if err == nil {
+			return h
+		}
+		lastErr = err
+		if o.addr != "" || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	t.Fatalf("%s did not start: %v", o.name, lastErr)
+	return nil
+}
+
+func tryStartHerald(t testing.TB, o heraldOpts, addr string) (*herald, error) {
+	h := &herald{t: t, name: o.name, Addr: addr, Base: "http://" + addr, Secret: o.secret, logs: &logBuf{}, done: make(chan struct{})}
+	args := append([]string{"serve", "--addr", addr}, o.args...)
+	h.cmd = exec.Command(heraldBin, args...)
+	// The child gets none of this machine's HERALD_* settings, only what the test passes.
+	env := []string{"HERALD_JWT_SECRET=" + string(o.secret)}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HERALD_") {
+			env = append(env, kv)
+		}
+	}
+	h.cmd.Env = env
+	h.cmd.Stdout, h.cmd.Stderr = h.logs, h.logs
+	if err := h.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", heraldBin, err)
+	}
+	go func() {
+		h.waitEr = h.cmd.Wait()
+		close(h.done)
+	}()
+	t.Cleanup(func() {
+		h.Kill()
+		if t.Failed() {
+			t.Logf("---- %s (%s %s) output ----\n%s\n---- end of %s output ----", h.name, addr, strings.Join(o.args, " "), h.logs.String(), h.name)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-h.done:
+			return nil, fmt.Errorf("%s exited before it was ready (%v):\n%s", h.name, h.waitEr, h.logs.String())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.Base+"/v1/health", nil)
+		resp, err := apiClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		cancel()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			return h, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.Kill()
+	return nil, fmt.Errorf("%s: GET /v1/health did not answer 200 within 20s:\n%s", h.name, h.logs.String())
+}
+
+// Kill stops the process at once (SIGKILL) and waits for it.
+func (h *herald) Kill() {
+	select {
+	case <-h.done:
+		return
+	default:
+	}
+	_ = h.cmd.Process.Kill()
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		h.t.Errorf("%s: did not exit 10s after SIGKILL", h.name)
+	}
+}
+
+// Signal sends sig to the process.
+func (h *herald) Signal(sig os.Signal) {
+	h.t.Helper()
+	if err := h.cmd.Process.Signal(sig); err != nil {
+		h.t.Fatalf("%s: signal %v: %v", h.name, sig, err)
+	}
+}
+
+// WaitExit waits up to d for the process to exit and returns its exit code.
+func (h *herald) WaitExit(d time.Duration) (code int, exited bool) {
+	select {
+	case <-h.done:
+	case <-time.After(d):
+		return 0, false
+	}
+	if h.waitEr == nil {
+		return 0, true
+	}
+	var ee *exec.ExitError
+	if errors.As(h.waitEr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), true
+		}
+		return ee.ExitCode(), true
+	}
+	return -1, true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+
+// tokenClaims mints a HS256 token with these claims, signed with secret.
+func tokenClaims(t testing.TB, secret []byte, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if err != nil {
+		t.Fatalf("sign token: %v", err)
+	}
+	return s
+}
+
+// Token mints a token for this server: subject sub, the given channel patterns, valid for ttl.
+func (h *herald) Token(t testing.TB, sub string, subscribe, publish []string, ttl time.Duration) string {
+	t.Helper()
+	return tokenClaims(t, h.Secret, jwt.MapClaims{
+		"sub":              sub,
+		"iat":              time.Now().Unix(),
+		"exp":              time.Now().Add(ttl).Unix(),
+		"herald.subscribe": orEmpty(subscribe),
+		"herald.publish":   orEmpty(publish),
+	})
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Publisher is a token that may publish (and subscribe) anywhere.
+func (h *herald) Publisher(t testing.TB) string {
+	t.Helper()
+	return h.Token(t, "publisher", []string{"*"}, []string{"*"}, time.Hour)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain HTTP
+
+// apiClient is for requests that end: keep-alive on, no transparent gzip (we check raw bytes).
+var apiClient = &http.Client{
+	Transport: &http.Transport{
+		Proxy:               nil,
+		MaxIdleConns:        128,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     30 * time.Second,
+		DisableCompression:  true,
+	},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// streamTransport carries SSE streams, each on its own connection.
+var streamTransport = &http.Transport{
+	Proxy:              nil,
+	DisableCompression: true,
+	DisableKeepAlives:  true,
+}
+
+// reply is a finished HTTP exchange.
+type reply struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r reply) String() string {
+	return fmt.Sprintf("%d %s", r.Status, bytes.TrimSpace(r.Body))
+}
+
+// do sends a request with a 30 s bound and returns the whole answer.
+func do(method, rawURL string, header http.Header, body io.Reader) (reply, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, body)
+	if err != nil {
+		return reply{}, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return reply{}, fmt.Errorf("%s %s: read body: %w", method, rawURL, err)
+	}
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+func mustDo(t testing.TB, method, rawURL string, header http.Header, body io.Reader) reply {
+	t.Helper()
+	r, err := do(method, rawURL, header, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, rawURL, err)
+	}
+	return r
+}
+
+func bearerHeader(tok string) http.Header {
+	h := http.Header{}
+	if tok != "" {
+		h.Set("Authorization", "Bearer "+tok)
+	}
+	return h
+}
+
+func eventsPath(channel string) string { return "/v1/channels/" + url.PathEscape(channel) + "/events" }
+func pollPath(channel string) string   { return "/v1/channels/" + url.PathEscape(channel) + "/poll" }
+
+// publishReply is the body of a successful publish.
+type publishReply struct {
+	ID      string `json:"id"`
+	Channel string `json:"channel"`
+}
+
+// publishBody sends one publish with a raw JSON body.
+func (h *herald) publishBody(tok, channel string, body []byte, header http.Header) (reply, error) {
+	hdr := bearerHeader(tok)
+	hdr.Set("Content-Type", "application/json")
+	for k, v := range header {
+		hdr[k] = v
+	}
+	return do(http.MethodPost, h.Base+eventsPath(channel), hdr, bytes.NewReader(body))
+}
+
+// publish publishes event with data (any JSON value) and returns the event id. It returns an
+// error unless the server answered 201 with {"id","channel"}; safe from any goroutine.
+func (h *herald) publish(tok, channel, event string, data any) (string, error) {
+	body, err := json.Marshal(map[string]any{"event": event, "data": data})
+	if err != nil {
+		return "", err
+	}
+	r, err := h.publishBody(tok, channel, body, nil)
+	if err != nil {
+		return "", err
+	}
+	if r.Status != http.StatusCreated {
+		return "", fmt.Errorf("publish to %s: want 201, got %s", channel, r)
+	}
+	var pr publishReply
+	if err := strictJSON(r.Body, &pr); err != nil {
+		return "", fmt.Errorf("publish to %s: answer %s: %w", channel, r.Body, err)
+	}
+	if pr.ID == "" || pr.Channel != channel {
+		return "", fmt.Errorf("publish to %s: bad answer %s", channel, r.Body)
+	}
+	return pr.ID, nil
+}
+
+func (h *herald) mustPublish(t testing.TB, tok, channel, event string, data any) string {
+	t.Helper()
+	id, err := h.publish(tok, channel, event, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// publishN publishes n events {"n":i} named event on channel, one after the other on one
+// keep-alive connection, and returns their ids.
+func (h *herald) publishN(t testing.TB, tok, channel, event string, from, n int) []string {
+	t.Helper()
+	ids := make([]string, 0, n)
+	for i := from; i < from+n; i++ {
+		ids = append(ids, h.mustPublish(t, tok, channel, event, map[string]int{"n": i}))
+	}
+	return ids
+}
+
+// strictJSON decodes one JSON value, refusing unknown fields and trailing data.
+func strictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
+}
+
+// expectAPIError checks an error answer: the status, a JSON content type and a body of exactly
+// {"error":{"code":wantCode,"message":"<non-empty>"}}.
+func expectAPIError(t testing.TB, what string, r reply, wantStatus int, wantCode string) {
+	t.Helper()
+	if r.Status != wantStatus {
+		t.Errorf("%s: want status %d (%s), got %s", what, wantStatus, wantCode, r)
+		return
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		t.Errorf("%s: want Content-Type application/json, got %q (body %s)", what, r.Header.Get("Content-Type"), r.Body)
+	}
+	var outer map[string]json.RawMessage
+	if err := json.Unmarshal(r.Body, &outer); err != nil || len(outer) != 1 || outer["error"] == nil {
+		t.Errorf("%s: body is not exactly {\"error\":{…}}: %s", what, r.Body)
+		return
+	}
+	var inner map[string]any
+	if err := json.Unmarshal(outer["error"], &inner); err != nil || len(inner) != 2 {
+		t.Errorf("%s: error object is not exactly {\"code\",\"message\"}: %s", what, r.Body)
+		return
+	}
+	code, _ := inner["code"].(string)
+	msg, _ := inner["message"].(string)
+	if code != wantCode {
+		t.Errorf("%s: want error code %q, got %q (body %s)", what, wantCode, code, r.Body)
+	}
+	if strings.TrimSpace(msg) == "" {
+		t.Errorf("%s: empty error message: %s", what, r.Body)
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelopes and poll answers
+
+// envelope is the JSON of every event.
+type envelope struct {
+	ID      string          `json:"id"`
+	Channel string          `json:"channel"`
+	Event   string          `json:"event"`
+	Data    json.RawMessage `json:"data"`
+	TS      int64           `json:"ts"`
+}
+
+// parseEnvelope decodes an envelope and checks it has exactly the five fields of the spec.
+func parseEnvelope(raw []byte) (envelope, error) {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return envelope{}, fmt.Errorf("envelope is not a JSON object: %w: %s", err, raw)
+	}
+	for _, k := range []string{"id", "channel", "event", "data", "ts"} {
+		if _, ok := keys[k]; !ok {
+			return envelope{}, fmt.Errorf("envelope lacks %q: %s", k, raw)
+		}
+	}
+	if len(keys) != 5 {
+		return envelope{}, fmt.Errorf("envelope has fields beyond id/channel/event/data/ts: %s", raw)
+	}
+	var e envelope
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return envelope{}, fmt.Errorf("envelope fields have wrong types: %w: %s", err, raw)
+	}
+	return e, nil
+}
+
+// seqN extracts n from data {"n":n}.
+func seqN(data json.RawMessage) (int, error) {
+	var v struct {
+		N *int `json:"n"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil || v.N == nil {
+		return 0, fmt.Errorf("data is not {\"n\":…}: %s", data)
+	}
+	return *v.N, nil
+}
+
+type resyncNotice struct {
+	Channels []string `json:"channels"`
+	Reason   string   `json:"reason"`
+	Cursor   string   `json:"cursor"`
+}
+
+type pollAnswer struct {
+	Events []json.RawMessage `json:"events"`
+	Cursor string            `json:"cursor"`
+	Resync []resyncNotice    `json:"resync"`
+}
+
+// poll sends one long-poll; path is pollPath(ch) or "/v1/poll".
+func (h *herald) poll(path string, q url.Values, tok string) (pollAnswer, reply, error) {
+	u := h.Base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	r, err := do(http.MethodGet, u, bearerHeader(tok), nil)
+	if err != nil {
+		return pollAnswer{}, r, err
+	}
+	if r.Status != http.StatusOK {
+		return pollAnswer{}, r, fmt.Errorf("GET %s: want 200, got %s", u, r)
+	}
+	var a pollAnswer
+	if err := strictJSON(r.Body, &a); err != nil {
+		return a, r, fmt.Errorf("GET %s: answer is not {events,cursor[,resync]}: %w: %s", u, err, r.Body)
+	}
+	if a.Events == nil || a.Cursor == "" {
+		return a, r, fmt.Errorf("GET %s: answer lacks events or cursor: %s", u, r.Body)
+	}
+	return a, r, nil
+}
+
+func (h *herald) mustPoll(t testing.TB, path string, q url.Values, tok string) pollAnswer {
+	t.Helper()
+	a, _, err := h.poll(path, q, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// ---------------------------------------------------------------------------------------------
+// Our SSE client: net/http and a line parser that keeps each frame's raw bytes.
+
+// frame is one SSE block (the lines up to a blank line).
+type frame struct {
+	Raw      string
+	ID       string
+	HasID    bool
+	Event    string
+	Data     string
+	HasData  bool
+	Retry    string
+	HasRetry bool
+	Comments []string
+	At       time.Time
+}
+
+// commentOnly reports a frame of comment lines only (a heartbeat).
+func (f frame) commentOnly() bool { return !f.HasID && !f.HasData && f.Event == "" && !f.HasRetry }
+
+var errTimeout = errors.New("timed out")
+
+// sseStream is one open SSE response, read in the background into an unbounded list so the
+// test never slows the server down.
+type sseStream struct {
+	URL    string
+	Resp   *http.Response
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	frames []frame
+	ended  bool
+	err    error // why reading ended: io.EOF for a clean end of the response
+	sig    chan struct{}
+	done   chan struct{}
+	pos    int // next frame for next()
+}
+
+// statusError is a stream request the server refused.
+type statusError struct{ r reply }
+
+func (e *statusError) Error() string { return "stream refused: " + e.r.String() }
+
+// openSSE opens an SSE stream. A non-200 answer is returned as a *statusError.
+func openSSE(rawURL string, header http.Header) (*sseStream, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	// Bound the time to the response headers; the body then streams without a limit.
+	timer := time.AfterFunc(15*time.Second, cancel)
+	resp, err := (&http.Client{Transport: streamTransport}).Do(req)
+	timer.Stop()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		cancel()
+		return nil, &statusError{reply{Status: resp.StatusCode, Header: resp.Header, Body: b}}
+	}
+	s := &sseStream{URL: rawURL, Resp: resp, cancel: cancel, sig: make(chan struct{}, 1), done: make(chan struct{})}
+	go s.read()
+	return s, nil
+}
+
+// mustSSE opens a stream, fails the test unless it is a 200, and closes it at the end.
+func mustSSE(t testing.TB, rawURL string, header http.Header) *sseStream {
+	t.Helper()
+	s, err := openSSE(rawURL, header)
+	if err != nil {
+		t.Fatalf("GET %s: %v", rawURL, err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *sseStream) read() {
+	defer close(s.done)
+	br := bufio.NewReaderSize(s.Resp.Body, 64<<10)
+	var cur frame
+	var raw strings.Builder
+	var data []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			s.finish(err)
+			return
+		}
+		raw.WriteString(line)
+		l := strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+		if l == "" {
+			cur.Raw = raw.String()
+			if data != nil {
+				cur.Data, cur.HasData = strings.Join(data, "\n"), true
+			}
+			cur.At = time.Now()
+			s.push(cur)
+			cur, data = frame{}, nil
+			raw.Reset()
+			continue
+		}
+		if l[0] == ':' {
+			cur.Comments = append(cur.Comments, strings.TrimPrefix(l[1:], " "))
+			continue
+		}
+		field, value, _ := strings.Cut(l, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "id":
+			cur.ID, cur.HasID = value, true
+		case "event":
+			cur.Event = value
+		case "data":
+			data = append(data, value)
+		case "retry":
+			cur.Retry, cur.HasRetry = value, true
+		}
+	}
+}
+
+func (s *sseStream) push(f frame) {
+	s.mu.Lock()
+	s.frames = append(s.frames, f)
+	s.mu.Unlock()
+	select {
+	case s.sig <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sseStream) finish(err error) {
+	s.mu.Lock()
+	s.ended, s.err = true, err
+	s.mu.Unlock()
+	select {
+	case s.sig <- struct{}{}:
+	default:
+	}
+}
+
+// Close ends the stream from the client side.
+func (s *sseStream) Close() {
+	s.cancel()
+	s.Resp.Body.Close()
+	<-s.done
+}
+
+// next returns the next frame, waiting up to d. At the end of the response it returns the
+// read error (io.EOF for a clean end).
+func (s *sseStream) next(d time.Duration) (frame, error) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if s.pos < len(s.frames) {
+			f := s.frames[s.pos]
+			s.pos++
+			s.mu.Unlock()
+			return f, nil
+		}
+		ended, err := s.ended, s.err
+		s.mu.Unlock()
+		if ended {
+			return frame{}, err
+		}
+		select {
+		case <-s.sig:
+		case <-timer.C:
+			return frame{}, errTimeout
+		}
+	}
+}
+
+// nextEvent is next without heartbeat (comment-only) frames.
+func (s *sseStream) nextEvent(d time.Duration) (frame, error) {
+	deadline := time.Now().Add(d)
+	for {
+		f, err := s.next(time.Until(deadline))
+		if err != nil || !f.commentOnly() {
+			return f, err
+		}
+	}
+}
+
+func (s *sseStream) mustEvent(t testing.TB, d time.Duration) frame {
+	t.Helper()
+	f, err := s.nextEvent(d)
+	if err != nil {
+		t.Fatalf("%s: waiting for an event frame: %v", s.URL, err)
+	}
+	return f
+}
+
+// waitEnd waits up to d for the response to end and returns the frames not yet taken.
+func (s *sseStream) waitEnd(d time.Duration) ([]frame, error) {
+	select {
+	case <-s.done:
+	case <-time.After(d):
+		return nil, errTimeout
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rest := slices.Clone(s.frames[s.pos:])
+	s.pos = len(s.frames)
+	return rest, nil
+}
+
+// connected is the data of the herald:connected frame.
+type connected struct {
+	SocketID  string `json:"socket_id"`
+	Heartbeat int    `json:"heartbeat"`
+	Cursor    string `json:"cursor"`
+}
+
+var socketIDRe = regexp.MustCompile(`^\d+\.\d+$`)
+
+// expectPreamble checks the first frames of every stream: `retry: <ms>` alone, then
+// `event: herald:connected` without an id line, and returns the connected data.
+func (s *sseStream) expectPreamble(t testing.TB) connected {
+	t.Helper()
+	f, err := s.next(10 * time.Second)
+	if err != nil {
+		t.Fatalf("%s: waiting for the retry frame: %v", s.URL, err)
+	}
+	if !f.HasRetry || f.HasID || f.HasData || f.Event != "" || len(f.Comments) > 0 {
+		t.Fatalf("%s: first frame must be `retry: <ms>` alone, got %q", s.URL, f.Raw)
+	}
+	if ms, err := strconv.Atoi(f.Retry); err != nil || ms <= 0 || f.Raw != "retry: "+f.Retry+"\n\n" {
+		t.Fatalf("%s: bad retry frame %q", s.URL, f.Raw)
+	}
+	f, err = s.next(10 * time.Second)
+	if err != nil {
+		t.Fatalf("%s: waiting for herald:connected: %v", s.URL, err)
+	}
+	if f.Event != "herald:connected" || f.HasID || !f.HasData || f.Raw != "event: herald:connected\ndata: "+f.Data+"\n\n" {
+		t.Fatalf("%s: second frame must be `event: herald:connected` + one data line and no id, got %q", s.URL, f.Raw)
+	}
+	var c connected
+	if err := strictJSON([]byte(f.Data), &c); err != nil {
+		t.Fatalf("%s: herald:connected data %s: %v", s.URL, f.Data, err)
+	}
+	if !socketIDRe.MatchString(c.SocketID) || c.Heartbeat <= 0 || c.Cursor == "" {
+		t.Fatalf("%s: bad herald:connected data %s", s.URL, f.Data)
+	}
+	return c
+}
+
+// received is one event as a subscriber saw it.
+type received struct {
+	LineID string // the SSE id line
+	Env    envelope
+	N      int
+	Raw    string
+}
+
+// eventFrame checks an event frame's exact shape ("id: …\nevent: …\ndata: <envelope>\n\n") and
+// decodes it.
+func eventFrame(f frame) (received, error) {
+	if !f.HasID || f.Event == "" || !f.HasData {
+		return received{}, fmt.Errorf("not an event frame: %q", f.Raw)
+	}
+	if want := "id: " + f.ID + "\nevent: " + f.Event + "\ndata: " + f.Data + "\n\n"; f.Raw != want {
+		return received{}, fmt.Errorf("event frame is not exactly id/event/data lines: %q", f.Raw)
+	}
+	env, err := parseEnvelope([]byte(f.Data))
+	if err != nil {
+		return received{}, err
+	}
+	if env.Event != f.Event {
+		return received{}, fmt.Errorf("event line %q differs from envelope event %q", f.Event, env.Event)
+	}
+	n, _ := seqN(env.Data)
+	return received{LineID: f.ID, Env: env, N: n, Raw: f.Raw}, nil
+}
+
+// mustEvents reads n event frames (herald:* frames are an error).
+func (s *sseStream) mustEvents(t testing.TB, n int, d time.Duration) []received {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	out := make([]received, 0, n)
+	for len(out) < n {
+		f, err := s.nextEvent(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("%s: got %d of %d events: %v", s.URL, len(out), n, err)
+		}
+		r, err := eventFrame(f)
+		if err != nil {
+			t.Fatalf("%s: event %d: %v", s.URL, len(out), err)
+		}
+		if strings.HasPrefix(r.Env.Event, "herald:") {
+			t.Fatalf("%s: unexpected %s frame after %d events: %q", s.URL, r.Env.Event, len(out), f.Raw)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// expectQuiet checks that no event frame arrives within d (heartbeats are fine).
+func (s *sseStream) expectQuiet(t testing.TB, d time.Duration) {
+	t.Helper()
+	f, err := s.nextEvent(d)
+	if err == nil {
+		t.Fatalf("%s: want no further event, got %q", s.URL, f.Raw)
+	}
+	if !errors.Is(err, errTimeout) {
+		t.Fatalf("%s: stream ended: %v", s.URL, err)
+	}
+}
+
+// lastEventHeader is a Last-Event-ID header.
+func lastEventHeader(id string) http.Header {
+	h := http.Header{}
+	h.Set("Last-Event-ID", id)
+	return h
+}
+
+// ---------------------------------------------------------------------------------------------
+// A loopback TCP proxy that can cut every connection, to make clients reconnect, and that
+// records the request heads it forwards.
+
+type cutProxy struct {
+	t      testing.TB
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	heads  []string
+	wg     sync.WaitGroup
+}
+
+func startProxy(t testing.TB, targetAddr string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxy listen: %v", err)
+	}
+	p := &cutProxy{t: t, ln: ln, target: targetAddr, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *cutProxy) Base() string { return "http://" + p.ln.Addr().String() }
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.wg.Add(1)
+		go p.serve(c)
+	}
+}
+
+func (p *cutProxy) track(c net.Conn, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
+}
+
+func (p *cutProxy) serve(c net.Conn) {
+	defer p.wg.Done()
+	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.track(c, true)
+	p.track(up, true)
+	defer func() {
+		p.track(c, false)
+		p.track(up, false)
+		c.Close()
+		up.Close()
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.Copy(c, up)
+		c.Close()
+	}()
+	// Client → server: note each request head (keep-alive may carry several).
+	buf := make([]byte, 32<<10)
+	var pending []byte
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			pending = append(pending, buf[:n]...)
+			for {
+				i := bytes.Index(pending, []byte("\r\n\r\n"))
+				if i < 0 {
+					if len(pending) > 64<<10 {
+						pending = pending[len(pending)-(64<<10):]
+					}
+					break
+				}
+				p.mu.Lock()
+				p.heads = append(p.heads, string(pending[:i]))
+				p.mu.Unlock()
+				pending = pending[i+4:]
+			}
+			if _, werr := up.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	up.Close()
+	wg.Wait()
+}
+
+// CutAll closes every connection the proxy carries.
+func (p *cutProxy) CutAll() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	return len(p.conns) / 2
+}
+
+// Requests returns the request heads (request line and headers) forwarded so far whose request
+// line contains pathPart.
+func (p *cutProxy) Requests(pathPart string) []*http.Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*http.Request
+	for _, h := range p.heads {
+		first, _, _ := strings.Cut(h, "\r\n")
+		if !strings.Contains(first, pathPart) {
+			continue
+		}
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(h + "\r\n\r\n")))
+		if err == nil {
+			out = append(out, req)
+		}
+	}
+	return out
+}
+
+func (p *cutProxy) Close() {
+	p.ln.Close()
+	p.CutAll()
+	p.wg.Wait()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis for the multi-node tests
+
+var (
+	redisOnce sync.Once
+	redisURL  string
+	redisErr  error
+	redisCmd  *exec.Cmd
+	redisDir  string
+	redisLogs *logBuf
+)
+
+// testRedis returns the URL of the Redis the tests share: HERALD_TEST_REDIS_URL, or an
+// ephemeral redis-server started on a free loopback port.
+func testRedis(t testing.TB) string {
+	t.Helper()
+	redisOnce.Do(func() {
+		if u := os.Getenv("HERALD_TEST_REDIS_URL"); u != "" {
+			redisURL = u
+			return
+		}
+		bin, err := exec.LookPath("redis-server")
+		if err != nil {
+			redisErr = errors.New("this test needs Redis: set HERALD_TEST_REDIS_URL=redis://127.0.0.1:PORT/0 or install redis-server (apt-get install redis-server); `make test` does both")
+			return
+		}
+		redisURL, redisErr = startOwnRedis(bin)
+	})
+	if redisErr != nil {
+		t.Fatal(redisErr)
+	}
+	return redisURL
+}
+
+func startOwnRedis(bin string) (string, error) {
+	dir, err := os.MkdirTemp("", "herald-e2e-redis-")
+	if err != nil {
+		return "", err
+	}
+	redisDir = dir
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		redisLogs = &logBuf{}
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+		cmd.Stdout, cmd.Stderr = redisLogs, redisLogs
+		if err := cmd.Start(); err != nil {
+			return "", err
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		for i := 0; i < 100; i++ {
+			if redisPing(port) {
+				redisCmd = cmd
+				return fmt.Sprintf("redis://127.0.0.1:%d/0", port), nil
+			}
+			select {
+			case <-exited:
+				i = 100
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		cmd.Process.Kill()
+		<-exited
+		lastErr = fmt.Errorf("redis-server on port %d did not come up:\n%s", port, redisLogs.String())
+	}
+	return "", lastErr
+}
+
+// redisPing speaks just enough RESP to see PONG.
+func redisPing(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+func stopOwnRedis() {
+	if redisCmd != nil {
+		redisCmd.Process.Kill()
+		redisCmd.Wait()
+	}
+	if redisDir != "" {
+		os.RemoveAll(redisDir)
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+// waitFor polls cond every 20 ms for up to d.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// uniqueChannel returns a channel name unique to this run.
+func uniqueChannel(prefix string) string { return prefix + "-" + randomSuffix() }
