@@ -61,11 +61,16 @@ type Socket struct {
 	errMu  sync.Mutex
 	err    error
 
-	catchingUp int // subscriptions still reading history
-	timer      *time.Timer
-	timerArmed bool
+	catchingUp int       // subscriptions still reading history
 	lastActive time.Time // when Next last returned something; heartbeats count from it
-	idBuf      []byte
+
+	// Next blocks on the queue alone — one channel receive, no select — so every other
+	// reason to wake up (heartbeat due, context done, socket killed) queues the wake sentinel.
+	heartbeat   *time.Timer
+	beatPending atomic.Bool // the heartbeat timer is armed and has not fired
+	watched     context.Context
+	stopWatch   func() bool
+	idBuf       []byte
 }
 
 // subscription is one socket's membership in one channel.
@@ -178,11 +183,29 @@ func (s *Socket) Err() error {
 
 func (s *Socket) kill(err error) {
 	s.errMu.Lock()
-	defer s.errMu.Unlock()
 	if s.err == nil {
 		s.err = err
 		close(s.done)
 	}
+	s.errMu.Unlock()
+	s.wake()
+}
+
+// wakeSentinel is queued to make a blocked Next look at its socket's state. If the queue is
+// full the sentinel is not needed: Next has messages to return and checks the state on its
+// next call.
+var wakeSentinel = &Message{}
+
+func (s *Socket) wake() {
+	select {
+	case s.queue <- wakeSentinel:
+	default:
+	}
+}
+
+func (s *Socket) heartbeatDue() {
+	s.beatPending.Store(false)
+	s.wake()
 }
 
 // offer queues m without blocking; a full queue marks the socket lagged.
@@ -198,6 +221,12 @@ func (s *Socket) offer(m *Message) {
 func (s *Socket) Close() {
 	s.kill(ErrClosed)
 	s.hub.forget(s)
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	if s.heartbeat != nil {
+		s.heartbeat.Stop()
+	}
 	if s.subs == nil {
 		return
 	}
@@ -232,11 +261,19 @@ func (h *Hub) forget(s *Socket) {
 // are still valid.
 func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []Delivery) ([]Delivery, error) {
 	start := len(out)
+	if done := ctx.Done(); done != nil && s.watched != ctx {
+		// Transports pass the same context on every call: watch it once, not per call.
+		if s.stopWatch != nil {
+			s.stopWatch()
+		}
+		s.watched, s.stopWatch = ctx, context.AfterFunc(ctx, s.wake)
+	}
 	for {
-		select {
-		case <-s.done:
-			return out, s.Err()
-		default:
+		if err := s.Err(); err != nil {
+			return out, err
+		}
+		if err := ctx.Err(); err != nil {
+			return out, err
 		}
 		if s.lagged.Load() {
 			if s.catchingUp == 0 {
@@ -270,33 +307,29 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 			s.lastActive = time.Now()
 			return out, nil
 		}
-		// The heartbeat timer is re-armed only when it fires, not per event: a busy socket
-		// pays nothing for it.
+		// The heartbeat timer is armed only when none is pending, not per event: a busy
+		// socket pays nothing for it. A timer armed for an earlier deadline just wakes us
+		// once more.
 		deadline := s.lastActive.Add(wait)
-		if s.timer == nil {
-			s.timer = time.NewTimer(time.Until(deadline))
-			s.timerArmed = true
-		} else if !s.timerArmed {
-			s.timer.Reset(time.Until(deadline))
-			s.timerArmed = true
+		if !s.beatPending.Load() {
+			s.beatPending.Store(true)
+			if s.heartbeat == nil {
+				s.heartbeat = time.AfterFunc(time.Until(deadline), s.heartbeatDue)
+			} else {
+				s.heartbeat.Reset(time.Until(deadline))
+			}
 		}
-		select {
-		case m := <-s.queue:
+		m := <-s.queue
+		if m != wakeSentinel {
 			out = s.accept(m, out)
 			if len(out) > start {
 				s.lastActive = time.Now()
 			}
-		case <-s.done:
-			return out, s.Err()
-		case <-ctx.Done():
-			return out, ctx.Err()
-		case now := <-s.timer.C:
-			s.timerArmed = false
-			if now.Before(deadline) {
-				continue // armed for an earlier deadline; events came since
-			}
+			continue
+		}
+		if now := time.Now(); !now.Before(deadline) && s.Err() == nil && ctx.Err() == nil {
 			s.lastActive = now
-			return out, nil
+			return out, nil // time for a heartbeat
 		}
 	}
 }
@@ -317,7 +350,9 @@ func (s *Socket) takeQueued(out []Delivery, limit int) []Delivery {
 	for len(out) < limit {
 		select {
 		case m := <-s.queue:
-			out = s.accept(m, out)
+			if m != wakeSentinel {
+				out = s.accept(m, out)
+			}
 		default:
 			return out
 		}
@@ -327,10 +362,7 @@ func (s *Socket) takeQueued(out []Delivery, limit int) []Delivery {
 
 func (s *Socket) sub(channel string) *subscription {
 	if len(s.subs) == 1 {
-		if s.subs[0].channel == channel {
-			return s.subs[0]
-		}
-		return nil
+		return s.subs[0] // a socket is only sent its own channels' messages
 	}
 	i, ok := slices.BinarySearchFunc(s.subs, channel, func(sub *subscription, ch string) int {
 		switch {
