@@ -103,7 +103,7 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret := store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
-	st, err := openStore(ctx, *cfg.redisURL, *cfg.redisPrefix, ret)
+	st, err := openStore(ctx, *cfg.redisURL, *cfg.redisPrefix, ret, log)
 	if err != nil {
 		return err
 	}
@@ -153,11 +153,11 @@ func serve(args []string) error {
 	return <-errc
 }
 
-func openStore(ctx context.Context, redisURL, prefix string, ret store.Retention) (store.Store, error) {
+func openStore(ctx context.Context, redisURL, prefix string, ret store.Retention, log zerolog.Logger) (store.Store, error) {
 	if redisURL == "" {
 		return memstore.New(memstore.Options{Retention: ret}), nil
 	}
-	return openRedisStore(ctx, redisURL, prefix, ret)
+	return openRedisStore(ctx, redisURL, prefix, ret, log)
 }
 
 func newLogger(dev bool, level string) zerolog.Logger {

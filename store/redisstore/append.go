@@ -1,0 +1,245 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-rt/herald/store"
+)
+
+// maxBatch bounds how many appends share one pipeline, so one batch's replies stay small and a
+// burst is answered in slices rather than all at the end.
+const maxBatch = 256
+
+// An appendOp moves from queued to taken (the batcher sends it) or to abandoned (its caller
+// gave up first, so it must never be sent): whoever wins the compare-and-swap decides.
+const (
+	opQueued int32 = iota
+	opTaken
+	opAbandoned
+)
+
+type appendOp struct {
+	req   store.AppendRequest
+	args  []any // the EVALSHA command; args[1] is the script's SHA
+	state atomic.Int32
+	done  chan struct{}
+	res   store.AppendResult
+	err   error
+}
+
+// Append implements store.Store. Concurrent appends are coalesced: a single batcher sends
+// whatever is queued as one pipeline while the previous one is in flight, so one round trip
+// carries many appends. A caller's own appends keep their order because each waits for the
+// previous one's answer.
+func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.AppendResult, error) {
+	if s.closed.Load() {
+		return store.AppendResult{}, store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return store.AppendResult{}, err
+	}
+	if err := checkChannel(req.Channel); err != nil {
+		return store.AppendResult{}, err
+	}
+	op := &appendOp{req: req, args: s.appendArgs(req), done: make(chan struct{})}
+	select {
+	case s.ops <- op:
+	case <-ctx.Done():
+		return store.AppendResult{}, ctx.Err()
+	case <-s.done:
+		return store.AppendResult{}, store.ErrClosed
+	}
+	select {
+	case <-op.done:
+		return op.res, op.err
+	case <-ctx.Done():
+		if op.state.CompareAndSwap(opQueued, opAbandoned) {
+			return store.AppendResult{}, ctx.Err()
+		}
+	case <-s.batcherDone:
+		if op.state.CompareAndSwap(opQueued, opAbandoned) {
+			return store.AppendResult{}, store.ErrClosed
+		}
+	}
+	// Already sent: only Redis's answer says whether it was appended, so wait for it.
+	<-op.done
+	return op.res, op.err
+}
+
+// appendArgs builds the script call in the caller's goroutine, keeping the batcher's share of
+// the work small.
+func (s *Store) appendArgs(req store.AppendRequest) []any {
+	nkeys, fp := 2, ""
+	if req.IdempotencyKey != "" {
+		nkeys, fp = 3, store.Fingerprint(req)
+	}
+	notice := s.noticeChannel(req.Channel)
+	if s.suppressPublish.Load() {
+		notice = ""
+	}
+	args := make([]any, 0, 3+nkeys+10)
+	args = append(args, "evalsha", appendScript.Hash(), nkeys, s.key(req.Channel, "s"), s.key(req.Channel, "m"))
+	if nkeys == 3 {
+		args = append(args, s.key(req.Channel, "i:"+req.IdempotencyKey))
+	}
+	return append(args, store.NewEpoch(), s.maxEvents, s.maxAgeMs, s.idemTTLMs, fp,
+		req.Name, string(req.Data), req.SocketID, notice, s.housekeepMs)
+}
+
+func (s *Store) batchLoop() {
+	defer close(s.batcherDone)
+	batch := make([]*appendOp, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case op := <-s.ops:
+			batch = append(batch, op)
+		case <-s.done:
+			s.drainOps()
+			return
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.ops:
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+// drainOps fails what is still queued when the store closes.
+func (s *Store) drainOps() {
+	for {
+		select {
+		case op := <-s.ops:
+			if op.state.CompareAndSwap(opQueued, opTaken) {
+				op.err = store.ErrClosed
+				close(op.done)
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (s *Store) runBatch(batch []*appendOp) {
+	live := batch[:0] // filtering in place: batch is not used afterwards
+	for _, op := range batch {
+		if op.state.CompareAndSwap(opQueued, opTaken) {
+			live = append(live, op)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	cmds := s.execAppends(live, false)
+	var retry []*appendOp
+	for i, op := range live {
+		if err := cmds[i].Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			retry = append(retry, op) // not run at all, so running it again is safe
+			continue
+		}
+		s.finish(op, cmds[i])
+	}
+	if len(retry) > 0 {
+		cmds = s.execAppends(retry, true)
+		for i, op := range retry {
+			s.finish(op, cmds[i])
+		}
+	}
+}
+
+// noRetryCmd stops go-redis from resending a pipeline after a transport error: Redis may
+// already have run the scripts, and running them twice would append twice. A failed batch is
+// reported as store.ErrUnavailable instead, which callers retry with their idempotency keys.
+type noRetryCmd struct{ *redis.Cmd }
+
+func (noRetryCmd) NoRetry() bool { return true }
+
+// execAppends sends ops as one pipeline, with EVAL instead of EVALSHA when the script must be
+// (re)loaded.
+func (s *Store) execAppends(ops []*appendOp, withSource bool) []*redis.Cmd {
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(ops))
+	for i, op := range ops {
+		args := op.args
+		if withSource {
+			args = append([]any{"eval", appendLua}, args[2:]...)
+		}
+		cmds[i] = redis.NewCmd(s.ctx, args...)
+		_ = pipe.Process(s.ctx, noRetryCmd{cmds[i]})
+	}
+	_, _ = pipe.Exec(s.ctx) // each command carries its own error
+	return cmds
+}
+
+// finish turns the script's reply into op's answer and wakes its caller.
+func (s *Store) finish(op *appendOp, cmd *redis.Cmd) {
+	defer close(op.done)
+	v, err := cmd.Result()
+	if err != nil {
+		op.err = s.wrapErr(nil, "append", err)
+		return
+	}
+	reply, ok := v.([]any)
+	if !ok || len(reply) == 0 {
+		op.err = fmt.Errorf("redisstore: append: unexpected reply %v", v)
+		return
+	}
+	status, _ := reply[0].(string)
+	switch {
+	case status == "conflict":
+		op.err = store.ErrIdempotencyConflict
+		return
+	case (status == "ok" || status == "dup") && len(reply) == 4:
+	default:
+		op.err = fmt.Errorf("redisstore: append: unexpected reply %v", v)
+		return
+	}
+	epoch, _ := reply[1].(string)
+	seq, err1 := toUint(reply[2])
+	t, err2 := toUint(reply[3])
+	if err := errors.Join(err1, err2); err != nil {
+		op.err = fmt.Errorf("redisstore: append: %w", err)
+		return
+	}
+	op.res = store.AppendResult{
+		Event: store.Event{
+			Channel:  op.req.Channel,
+			Epoch:    epoch,
+			Seq:      seq,
+			Name:     op.req.Name,
+			Data:     append(json.RawMessage(nil), op.req.Data...),
+			Time:     int64(t),
+			SocketID: op.req.SocketID,
+		},
+		Duplicate: status == "dup",
+	}
+}
+
+// toUint reads a number from a script reply, where it may come as an integer or a string.
+func toUint(v any) (uint64, error) {
+	switch n := v.(type) {
+	case int64:
+		if n < 0 {
+			return 0, fmt.Errorf("negative number %d", n)
+		}
+		return uint64(n), nil
+	case string:
+		return strconv.ParseUint(n, 10, 64)
+	default:
+		return 0, fmt.Errorf("unexpected %T %v in a reply", v, v)
+	}
+}

@@ -1,0 +1,113 @@
+package redisstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/redisstore"
+)
+
+type nopHandler struct{ n atomic.Int64 }
+
+func (h *nopHandler) HandleEvent(*store.Event) { h.n.Add(1) }
+func (h *nopHandler) HandleGap(string)         {}
+
+// benchAppend measures appends from many concurrent publishers spread over 64 channels, and
+// reports throughput and latency percentiles, the figures the service's targets are set in.
+func benchAppend(b *testing.B, listen bool) {
+	s := newStore(b, redisstore.Options{})
+	channels := make([]string, 64)
+	for i := range channels {
+		channels[i] = fmt.Sprintf("bench.%d", i)
+	}
+	if listen {
+		if err := s.Listen(context.Background(), &nopHandler{}, channels...); err != nil {
+			b.Fatal(err)
+		}
+		defer s.Unlisten(channels...)
+	}
+	data := json.RawMessage(`{"user":{"id":42,"name":"Ada"},"text":"hello, world","at":"2025-01-01T00:00:00Z"}`)
+	var (
+		mu     sync.Mutex
+		all    []time.Duration
+		worker atomic.Int64
+	)
+	b.SetParallelism(16) // 32 publishers on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id := int(worker.Add(1))
+		lat := make([]time.Duration, 0, 4096)
+		for i := 0; pb.Next(); i++ {
+			start := time.Now()
+			_, err := s.Append(context.Background(), store.AppendRequest{
+				Channel: channels[(id*7+i)%len(channels)], Name: "MessageSent", Data: data, SocketID: "123.456",
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(start))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	reportLatency(b, all)
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+func BenchmarkAppendParallel(b *testing.B) { benchAppend(b, false) }
+
+// BenchmarkAppendParallelListened adds the live path: the store listens to every channel, so
+// Redis also sends each notice and the loop decodes and delivers it.
+func BenchmarkAppendParallelListened(b *testing.B) { benchAppend(b, true) }
+
+// BenchmarkRead reads a 50-event page after a cursor in a 1000-event history, the catch-up of
+// a reconnecting subscriber.
+func BenchmarkRead(b *testing.B) {
+	s := newStore(b, redisstore.Options{})
+	evs := appendN(b, s, "bench.read", 1000)
+	after := evs[949].Cursor()
+	var (
+		mu  sync.Mutex
+		all []time.Duration
+	)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		lat := make([]time.Duration, 0, 4096)
+		for pb.Next() {
+			start := time.Now()
+			page, err := s.Read(context.Background(), "bench.read", after, 50)
+			if err != nil || len(page.Events) != 50 {
+				b.Errorf("read: %d events, %v", len(page.Events), err)
+				return
+			}
+			lat = append(lat, time.Since(start))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	reportLatency(b, all)
+}

@@ -1,0 +1,237 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-rt/herald/store"
+)
+
+// tail is one consistent view of a channel: its state and a page of its entries.
+type tail struct {
+	epoch  string // "" for a channel with no log
+	head   uint64
+	oldest uint64 // head+1 when nothing is retained
+	events []store.Event
+}
+
+func (t *tail) headCursor() store.Cursor {
+	if t.head == 0 || t.epoch == "" {
+		return store.Cursor{}
+	}
+	return store.Cursor{Epoch: t.epoch, Seq: t.head}
+}
+
+// fromFirst asks readTails for the page that starts at the stream's first entry, aged or not.
+const fromFirst = -1
+
+// Read implements store.Store. The page is read together with the state PlanRead judges it
+// by, starting where PlanRead usually decides (at the cursor, or at the first entry for a
+// reader without one), so a read is one round trip unless the cursor turns out to be expired
+// or foreign, or aged entries crowd the page.
+func (s *Store) Read(ctx context.Context, channel string, after store.Cursor, limit int) (store.Page, error) {
+	if s.closed.Load() {
+		return store.Page{}, store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return store.Page{}, err
+	}
+	if err := checkChannel(channel); err != nil {
+		return store.Page{}, err
+	}
+	limit = max(limit, 0)
+	start := int64(fromFirst)
+	if after != store.Beginning && after.Epoch != "" && after.Seq > 0 && after.Seq <= math.MaxInt64 {
+		start = int64(after.Seq)
+	}
+	for attempt := 0; ; attempt++ {
+		tails, err := s.readTails(ctx, []string{channel}, []int64{start}, limit)
+		if err != nil {
+			return store.Page{}, s.wrapErr(ctx, "read", err)
+		}
+		t := &tails[0]
+		head := t.headCursor()
+		from, expired := store.PlanRead(after, head, t.oldest)
+		page := store.Page{Head: head, Expired: expired}
+		// Entries up to from are before the plan: aged, trimmed meanwhile, or the cursor's own.
+		events := t.events
+		for len(events) > 0 && events[0].Seq <= from {
+			events = events[1:]
+		}
+		served := int64(from) == start || // read exactly where the plan starts
+			(start == fromFirst && (len(events) == len(t.events) || len(t.events) < limit)) // nothing dropped, or the page reached the end
+		// The state can move between two reads (appends trim, a channel starts over); after a
+		// few tries the newest answer is close enough to the plan to be served.
+		if served || head.Seq == 0 || limit == 0 || attempt == 3 {
+			if len(events) > 0 {
+				page.Events = events
+			}
+			return page, nil
+		}
+		start = int64(from)
+	}
+}
+
+func (s *Store) readKeys(channel string) []string {
+	return []string{s.key(channel, "s"), s.key(channel, "m")}
+}
+
+// readTails reads, for each channel, its state and up to limit entries after afters[i] (or
+// from its first entry, for fromFirst), in one MULTI so each page agrees with its state: a log
+// that started over between two separate reads would otherwise pass new entries off under the
+// old epoch. It is one round trip; the loop uses it to catch up many channels at once, so keep
+// the channels few (catchUpChannels) — the MULTI holds Redis for all of them.
+func (s *Store) readTails(ctx context.Context, channels []string, afters []int64, limit int) ([]tail, error) {
+	run := func() ([]*redis.Cmd, []*redis.Cmd, error) {
+		pipe := s.client.TxPipeline()
+		states := make([]*redis.Cmd, len(channels))
+		pages := make([]*redis.Cmd, len(channels))
+		for i, ch := range channels {
+			keys := s.readKeys(ch)
+			states[i] = stateScript.EvalSha(ctx, pipe, keys, s.maxAgeMs)
+			if limit > 0 {
+				start := "-"
+				if afters[i] != fromFirst {
+					start = "(" + strconv.FormatInt(afters[i], 10) + "-0"
+				}
+				pages[i] = redis.NewCmd(ctx, "xrange", keys[0], start, "+", "count", limit)
+				_ = pipe.Process(ctx, pages[i])
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		return states, pages, err
+	}
+	states, pages, err := run()
+	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
+		if err = stateScript.Load(ctx, s.client).Err(); err == nil {
+			states, pages, err = run() // read-only, so running it again is harmless
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	tails := make([]tail, len(channels))
+	for i := range channels {
+		var page any
+		if pages[i] != nil {
+			page = pages[i].Val()
+		}
+		if tails[i], err = parseTail(channels[i], states[i].Val(), page); err != nil {
+			return nil, err
+		}
+	}
+	return tails, nil
+}
+
+func parseTail(channel string, state, page any) (tail, error) {
+	reply, ok := state.([]any)
+	if !ok || len(reply) != 3 {
+		return tail{}, fmt.Errorf("unexpected state reply %v", state)
+	}
+	var t tail
+	t.epoch, _ = reply[0].(string)
+	var err error
+	if t.head, err = toUint(reply[1]); err != nil {
+		return tail{}, err
+	}
+	if t.oldest, err = toUint(reply[2]); err != nil {
+		return tail{}, err
+	}
+	entries, _ := page.([]any)
+	if len(entries) > 0 && t.epoch != "" {
+		t.events = make([]store.Event, len(entries))
+		for i, e := range entries {
+			if t.events[i], err = parseEntry(channel, t.epoch, e); err != nil {
+				return tail{}, err
+			}
+		}
+	}
+	return t, nil
+}
+
+// parseEntry decodes one stream entry: [id, [field, value, ...]].
+func parseEntry(channel, epoch string, v any) (store.Event, error) {
+	e, ok := v.([]any)
+	if !ok || len(e) != 2 {
+		return store.Event{}, fmt.Errorf("unexpected stream entry %v", v)
+	}
+	id, _ := e[0].(string)
+	seqText, _, _ := strings.Cut(id, "-")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return store.Event{}, fmt.Errorf("stream entry id %q: %w", id, err)
+	}
+	ev := store.Event{Channel: channel, Epoch: epoch, Seq: seq}
+	fields, _ := e[1].([]any)
+	for i := 0; i+1 < len(fields); i += 2 {
+		name, _ := fields[i].(string)
+		value, _ := fields[i+1].(string)
+		switch name {
+		case "t":
+			ev.Time, _ = strconv.ParseInt(value, 10, 64)
+		case "n":
+			ev.Name = value
+		case "d":
+			ev.Data = json.RawMessage(value)
+		case "s":
+			ev.SocketID = value
+		}
+	}
+	return ev, nil
+}
+
+// Heads implements store.Store, with one pipeline for all the channels.
+func (s *Store) Heads(ctx context.Context, channels []string) ([]store.Cursor, error) {
+	if s.closed.Load() {
+		return nil, store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	heads := make([]store.Cursor, len(channels))
+	if len(channels) == 0 {
+		return heads, nil
+	}
+	for _, ch := range channels {
+		if err := checkChannel(ch); err != nil {
+			return nil, err
+		}
+	}
+	got, err := s.readHeads(ctx, channels)
+	if err != nil {
+		return nil, s.wrapErr(ctx, "heads", err)
+	}
+	return got, nil
+}
+
+func (s *Store) readHeads(ctx context.Context, channels []string) ([]store.Cursor, error) {
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(channels))
+	for i, ch := range channels {
+		cmds[i] = pipe.HMGet(ctx, s.key(ch, "m"), "e", "s")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	heads := make([]store.Cursor, len(channels))
+	for i, cmd := range cmds {
+		vals := cmd.Val()
+		epoch, _ := vals[0].(string)
+		seqText, _ := vals[1].(string)
+		if epoch == "" || seqText == "" {
+			continue
+		}
+		seq, err := strconv.ParseUint(seqText, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("channel %s: sequence %q: %w", channels[i], seqText, err)
+		}
+		heads[i] = store.Cursor{Epoch: epoch, Seq: seq}
+	}
+	return heads, nil
+}
