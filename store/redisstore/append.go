@@ -14,6 +14,12 @@ import (
 	"github.com/herald-rt/herald/store"
 )
 
+// appendPipelines is how many batches may be in flight at once, each on its own connection:
+// with one, appends wait a whole round trip behind the batch before them and Redis idles
+// while replies travel; a few keep it busy. Order is unaffected: a caller's appends are
+// sequential, and Redis runs scripts one at a time.
+const appendPipelines = 4
+
 // maxBatch bounds how many appends share one pipeline, so one batch's replies stay small and a
 // burst is answered in slices rather than all at the end.
 const maxBatch = 256
@@ -35,9 +41,8 @@ type appendOp struct {
 	err   error
 }
 
-// Append implements store.Store. Concurrent appends are coalesced: a single batcher sends
-// whatever is queued as one pipeline while the previous one is in flight, so one round trip
-// carries many appends. A caller's own appends keep their order because each waits for the
+// Append implements store.Store. Concurrent appends are coalesced: each of a few batchers sends
+// whatever is queued as one pipeline, so one round trip carries many appends. A caller's own appends keep their order because each waits for the
 // previous one's answer.
 func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.AppendResult, error) {
 	if s.closed.Load() {
@@ -95,7 +100,6 @@ func (s *Store) appendArgs(req store.AppendRequest) []any {
 }
 
 func (s *Store) batchLoop() {
-	defer close(s.batcherDone)
 	batch := make([]*appendOp, 0, maxBatch)
 	for {
 		batch = batch[:0]

@@ -148,7 +148,14 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		chans:        make(map[string]*listened),
 		pending:      make(map[string]*listened),
 	}
-	go s.batchLoop()
+	var batchers sync.WaitGroup
+	for range appendPipelines {
+		batchers.Go(s.batchLoop)
+	}
+	go func() {
+		batchers.Wait()
+		close(s.batcherDone)
+	}()
 	return s, nil
 }
 
