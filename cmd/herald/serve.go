@@ -130,7 +130,8 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info().Str("addr", ln.Addr().String()).Str("store", st.Kind()).Str("version", version).Msg("herald listening")
+	log.Info().Str("addr", ln.Addr().String()).Str("store", st.Kind()).Str("version", version).
+		Uint64("max_open_files", raiseFileLimit()).Msg("herald listening")
 	if *cfg.dev {
 		printDevHelp(secret, ln.Addr().String())
 	}

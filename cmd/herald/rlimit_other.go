@@ -1,0 +1,5 @@
+//go:build !linux
+
+package main
+
+func raiseFileLimit() uint64 { return 0 }
