@@ -1,0 +1,91 @@
+package server
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func writePEM(t *testing.T, name, kind string, der []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestAsymmetricKeys: each public-key algorithm verifies its own tokens and refuses the other
+// algorithms — including the classic confusion of an HS256 token signed with the public key.
+func TestAsymmetricKeys(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	for _, c := range []struct {
+		name string
+		priv crypto.Signer
+	}{{"RS256", rsaKey}, {"ES256", ecKey}, {"EdDSA", edKey}} {
+		t.Run(c.name, func(t *testing.T) {
+			privDER, err := x509.MarshalPKCS8PrivateKey(c.priv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pubDER, err := x509.MarshalPKIXPublicKey(c.priv.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			auth, err := NewAuthenticator(AuthConfig{PublicKeyFile: writePEM(t, "pub.pem", "PUBLIC KEY", pubDER)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := NewMinter(nil, writePEM(t, "priv.pem", "PRIVATE KEY", privDER))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := m.Mint(TokenSpec{Subject: "u1", Subscribe: []string{"private-*"}, TTL: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl, err := auth.Verify(tok)
+			if err != nil || cl.Subject != "u1" || !cl.CanSubscribe("private-a") || cl.CanPublish("private-a") {
+				t.Fatalf("own token: %+v, %v", cl, err)
+			}
+			pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+			confused, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "evil", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(pemBytes)
+			if _, err := auth.Verify(confused); !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("HS256 token keyed with the public key was accepted: %v", err)
+			}
+			other, _ := NewMinter(testSecret, "")
+			hs, _ := other.Mint(TokenSpec{Subject: "u", TTL: time.Minute})
+			if _, err := auth.Verify(hs); !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("HS256 token accepted by a %s authenticator: %v", c.name, err)
+			}
+		})
+	}
+}
+
+func TestAuthenticatorConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]AuthConfig{
+		"nothing":      {},
+		"short secret": {Secret: []byte("too-short")},
+		"both":         {Secret: testSecret, PublicKeyFile: "x.pem"},
+		"missing file": {PublicKeyFile: filepath.Join(t.TempDir(), "absent.pem")},
+		"not pem":      {PublicKeyFile: writePEM(t, "bad.pem", "GARBAGE", []byte("x"))},
+	} {
+		if _, err := NewAuthenticator(cfg); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
