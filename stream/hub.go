@@ -76,6 +76,9 @@ type Hub struct {
 	closeOnce  sync.Once
 }
 
+// listenTimeout bounds how long subscribing to new channels may take in the store.
+const listenTimeout = 15 * time.Second
+
 // channelState is a channel this node listens to and the sockets subscribed to it.
 type channelState struct {
 	name  string
@@ -168,7 +171,11 @@ func (h *Hub) acquire(ctx context.Context, names []string) ([]*channelState, err
 	}
 	h.mu.Unlock()
 	if len(fresh) > 0 {
-		err := h.st.Listen(ctx, h, freshNames...)
+		// Other sockets may be waiting on these channels too: one caller going away must not
+		// fail them all, so the listen is bounded by time rather than by this caller.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), listenTimeout)
+		err := h.st.Listen(lctx, h, freshNames...)
+		cancel()
 		if err != nil {
 			h.mu.Lock()
 			for _, cs := range fresh {
