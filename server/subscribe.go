@@ -102,10 +102,13 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel bool, cursor string) 
 // open opens the socket, mapping engine failures to API errors.
 func (s *Server) open(ctx context.Context, sub subscription) (*stream.Socket, error) {
 	sock, err := s.hub.Open(ctx, sub.req)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return nil, err
-		}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return nil, errorf(http.StatusServiceUnavailable, "canceled", "the request ended before the subscription was live")
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, errStoreUnavailable
+	default:
 		s.log.Warn().Err(err).Strs("channels", sub.req.Channels).Msg("subscribe failed")
 		return nil, storeError(err)
 	}
