@@ -234,7 +234,8 @@ func appendDelivery(frames [][]byte, d stream.Delivery, oneChannel bool) [][]byt
 		b = append(b, "\nevent: herald:resync\ndata: "...)
 		b = append(b, data...)
 		return append(frames, append(b, "\n\n"...))
-	case oneChannel:
+	case oneChannel, d.Msg.Ephemeral():
+		// Ephemeral frames carry no id line: the stream's position stays at the last event.
 		return append(frames, d.Msg.Frame())
 	default:
 		id := make([]byte, 0, len(d.ID)+5)

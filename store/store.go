@@ -134,6 +134,9 @@ type Handler interface {
 	// HandleGap reports that live delivery of channel lost continuity (events may have been
 	// missed); readers of that channel must catch up from the log.
 	HandleGap(channel string)
+	// HandleEphemeral receives a live-only message of a listened channel (see Broadcaster).
+	// Same rules as HandleEvent: it must not block or call back into the store.
+	HandleEphemeral(msg *Ephemeral)
 }
 
 // Store is the ordered per-channel log.

@@ -135,6 +135,26 @@ func (h *Hub) HandleEvent(ev *store.Event) {
 	}
 }
 
+// HandleEphemeral implements store.Handler: live-only messages go to the channel's sockets
+// like events, without touching their positions.
+func (h *Hub) HandleEphemeral(e *store.Ephemeral) {
+	h.mu.RLock()
+	cs := h.channels[e.Channel]
+	h.mu.RUnlock()
+	if cs == nil {
+		return
+	}
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	if len(cs.subs) == 0 {
+		return
+	}
+	m := NewEphemeral(e)
+	for _, sub := range cs.subs {
+		sub.sock.offer(m)
+	}
+}
+
 // HandleGap implements store.Handler: every socket of the channel catches up from the log.
 func (h *Hub) HandleGap(channel string) {
 	h.mu.RLock()

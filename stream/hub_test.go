@@ -131,7 +131,7 @@ func quiet(t *testing.T, s *stream.Socket) {
 func seqs(ds []stream.Delivery) []uint64 {
 	var out []uint64
 	for _, d := range ds {
-		if d.Msg != nil {
+		if d.Msg != nil && !d.Msg.Ephemeral() {
 			out = append(out, d.Msg.Cursor.Seq)
 		}
 	}
@@ -353,7 +353,8 @@ func (l lossyHandler) HandleEvent(ev *store.Event) {
 	}
 	l.h.HandleEvent(ev)
 }
-func (l lossyHandler) HandleGap(ch string) { l.h.HandleGap(ch) }
+func (l lossyHandler) HandleGap(ch string)                  { l.h.HandleGap(ch) }
+func (l lossyHandler) HandleEphemeral(msg *store.Ephemeral) { l.h.HandleEphemeral(msg) }
 
 func (s *lossyStore) Listen(ctx context.Context, h store.Handler, channels ...string) error {
 	return s.Store.Listen(ctx, lossyHandler{s, h}, channels...)
@@ -422,5 +423,29 @@ func TestNextHonoursContextAndHeartbeatWait(t *testing.T) {
 	cancel()
 	if _, err := s.Next(ctx, 10, time.Minute, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Next with canceled ctx: %v", err)
+	}
+}
+
+func TestEphemeralMessagesSkipSenderAndLeavePositions(t *testing.T) {
+	h, st := newHub(t, store.Retention{}, stream.Options{})
+	sender := open(t, h, stream.Request{Channels: []string{"private-c"}})
+	other := open(t, h, stream.Request{Channels: []string{"private-c", "x"}})
+	publish(t, st, "private-c", 1, "")
+	h.HandleEphemeral(&store.Ephemeral{Channel: "private-c", Name: "client-typing", Data: json.RawMessage(`{"typing":true}`), SocketID: sender.ID(), UserID: "u1"})
+	publish(t, st, "private-c", 1, "")
+	got := collect(t, other, 3)
+	if len(got) != 3 || got[1].Msg == nil || !got[1].Msg.Ephemeral() {
+		t.Fatalf("deliveries %+v, want event, whisper, event", got)
+	}
+	w := got[1].Msg
+	if want := "event: client-typing\ndata: {\"channel\":\"private-c\",\"event\":\"client-typing\",\"data\":{\"typing\":true},\"user_id\":\"u1\"}\n\n"; string(w.Frame()) != want {
+		t.Fatalf("whisper frame %q, want %q", w.Frame(), want)
+	}
+	checkContiguous(t, seqs([]stream.Delivery{got[0], got[2]}), 1, 2)
+	mine := collect(t, sender, 2)
+	for _, d := range mine {
+		if d.Msg.Ephemeral() {
+			t.Fatal("the sender received its own whisper")
+		}
 	}
 }

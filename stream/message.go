@@ -21,7 +21,14 @@ type Message struct {
 	envlo  int // the envelope JSON is frame[envlo:envhi]
 	envhi  int
 	gapped bool // not an event: live delivery of Channel lost continuity
+	// ephemeral messages (whispers, presence changes) have no cursor and no id line; they
+	// are never stored, so they do not move a socket's position.
+	ephemeral bool
+	UserID    string // the sender's user on presence channels, for ephemeral messages
 }
+
+// Ephemeral reports a live-only message: no cursor, no id line.
+func (m *Message) Ephemeral() bool { return m.ephemeral }
 
 // Frame is the SSE event with its `id:` line, the channel cursor: what a one-channel stream sends.
 func (m *Message) Frame() []byte { return m.frame }
@@ -70,4 +77,36 @@ func NewMessage(ev *store.Event) *Message {
 		Channel: ev.Channel, Cursor: ev.Cursor(), ID: string(id), SocketID: ev.SocketID,
 		frame: f, body: body, envlo: envlo, envhi: envhi,
 	}
+}
+
+// NewEphemeral encodes a live-only message. Its frame has no `id:` line, so a browser's
+// Last-Event-ID stays at the last stored event; its data is
+// {"channel":"…","event":"…","data":<json>[,"user_id":"…"]}.
+func NewEphemeral(e *store.Ephemeral) *Message {
+	name, _ := json.Marshal(e.Name)
+	f := make([]byte, 0, 64+len(e.Name)+len(e.Channel)+len(name)+len(e.Data)+len(e.UserID))
+	f = append(f, "event: "...)
+	f = append(f, e.Name...)
+	f = append(f, "\ndata: "...)
+	envlo := len(f)
+	f = append(f, `{"channel":"`...)
+	f = append(f, e.Channel...)
+	f = append(f, `","event":`...)
+	f = append(f, name...)
+	f = append(f, `,"data":`...)
+	if len(e.Data) == 0 {
+		f = append(f, "null"...)
+	} else {
+		f = append(f, e.Data...)
+	}
+	if e.UserID != "" {
+		uid, _ := json.Marshal(e.UserID)
+		f = append(f, `,"user_id":`...)
+		f = append(f, uid...)
+	}
+	f = append(f, '}')
+	envhi := len(f)
+	f = append(f, "\n\n"...)
+	return &Message{Channel: e.Channel, SocketID: e.SocketID, UserID: e.UserID, ephemeral: true,
+		frame: f, envlo: envlo, envhi: envhi}
 }

@@ -382,11 +382,16 @@ func (s *Socket) sub(channel string) *subscription {
 // accept merges one live message into the socket's positions.
 func (s *Socket) accept(m *Message, out []Delivery) []Delivery {
 	sub := s.sub(m.Channel)
-	if sub == nil || sub.catchup {
+	if sub == nil || (sub.catchup && !m.ephemeral) {
 		// Channels still catching up read this event from the log.
 		return out
 	}
 	switch {
+	case m.ephemeral:
+		if s.excluded(m.SocketID) {
+			return out
+		}
+		return append(out, Delivery{Msg: m, ID: ""})
 	case m.gapped:
 		s.startCatchup(sub)
 		return out

@@ -16,8 +16,9 @@ import (
 
 type nopHandler struct{ n atomic.Int64 }
 
-func (h *nopHandler) HandleEvent(*store.Event) { h.n.Add(1) }
-func (h *nopHandler) HandleGap(string)         {}
+func (h *nopHandler) HandleEvent(*store.Event)         { h.n.Add(1) }
+func (h *nopHandler) HandleGap(string)                 {}
+func (h *nopHandler) HandleEphemeral(*store.Ephemeral) {}
 
 // benchAppend measures appends from many concurrent publishers spread over 64 channels, and
 // reports throughput and latency percentiles, the figures the service's targets are set in.

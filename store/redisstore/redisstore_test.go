@@ -227,6 +227,8 @@ func (r *recorder) HandleEvent(ev *store.Event) {
 	r.mu.Unlock()
 }
 
+func (r *recorder) HandleEphemeral(*store.Ephemeral) {}
+
 func (r *recorder) HandleGap(ch string) {
 	r.mu.Lock()
 	r.gaps[ch]++

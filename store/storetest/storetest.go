@@ -539,6 +539,8 @@ func (r *recorder) HandleEvent(ev *store.Event) {
 	}
 }
 
+func (r *recorder) HandleEphemeral(*store.Ephemeral) {}
+
 func (r *recorder) HandleGap(channel string) {
 	r.mu.Lock()
 	r.gaps[channel]++
