@@ -67,7 +67,7 @@ type Hub struct {
 	channels map[string]*channelState
 
 	socketsMu sync.Mutex
-	sockets   map[*Socket]struct{}
+	sockets   map[string]*Socket // by id
 	closing   bool
 
 	nextSocket atomic.Uint64
@@ -104,7 +104,7 @@ func New(st store.Store, opts Options) *Hub {
 		opts:     opts.withDefaults(),
 		node:     strconv.FormatUint(binary.BigEndian.Uint64(b[:])%1_000_000_000+1, 10),
 		channels: make(map[string]*channelState),
-		sockets:  make(map[*Socket]struct{}),
+		sockets:  make(map[string]*Socket),
 		stop:     make(chan struct{}),
 		janitor:  make(chan struct{}),
 	}
@@ -303,7 +303,7 @@ func (h *Hub) Shutdown() {
 	h.socketsMu.Lock()
 	h.closing = true
 	socks := make([]*Socket, 0, len(h.sockets))
-	for s := range h.sockets {
+	for _, s := range h.sockets {
 		socks = append(socks, s)
 	}
 	h.socketsMu.Unlock()

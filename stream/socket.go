@@ -2,6 +2,8 @@ package stream
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,6 +26,9 @@ type Request struct {
 	Composite bool
 	// Exclude lists socket ids whose events this socket skips (besides its own).
 	Exclude []string
+	// Dynamic lets Subscribe and Unsubscribe change the channels later (a socket of the JS
+	// adapter); its cursor is always composite.
+	Dynamic bool
 }
 
 // Delivery is one thing to send to a client: an event, or a resync notice.
@@ -36,6 +41,15 @@ type Delivery struct {
 	// Resync, when set, says the retained history did not cover the socket's cursor for these
 	// channels: delivery goes on from the oldest retained event.
 	Resync *Resync
+	// Control, when set, is a notice of the socket itself (subscription succeeded or refused).
+	Control *Control
+}
+
+// Control is a socket-level notice: herald:subscription_succeeded, herald:subscription_error.
+type Control struct {
+	Event   string          `json:"event"`
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
 }
 
 // Resync reports channels whose history was trimmed past the client's cursor.
@@ -47,13 +61,19 @@ type Resync struct {
 
 // Socket is one client connection's view of its channels: its queue of live events, its
 // position in each channel, and the catch-up from the log. Next must be called from one
-// goroutine at a time; Close may be called from any.
+// goroutine at a time; Subscribe, Unsubscribe and Close may be called from any.
 type Socket struct {
 	hub       *Hub
 	id        string
 	composite bool
-	exclude   []string
-	subs      []*subscription // sorted by channel name
+
+	// mu guards the subscription state below, which Subscribe and Unsubscribe change from
+	// other goroutines while Next runs. Next holds it except while it waits on the queue.
+	mu      sync.Mutex
+	exclude []string
+	subs    []*subscription // sorted by channel name
+	control []Delivery      // notices owed to the client, sent before anything else
+	dynamic bool            // subscriptions may change: never assume a single channel
 
 	queue  chan *Message
 	lagged atomic.Bool
@@ -92,7 +112,8 @@ func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 	s := &Socket{
 		hub:        h,
 		id:         h.newSocketID(),
-		composite:  req.Composite || len(req.Channels) != 1,
+		composite:  req.Composite || req.Dynamic || len(req.Channels) != 1,
+		dynamic:    req.Dynamic,
 		exclude:    req.Exclude,
 		queue:      make(chan *Message, h.opts.QueueSize),
 		done:       make(chan struct{}),
@@ -106,7 +127,7 @@ func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 		h.socketsMu.Unlock()
 		return nil, ErrShutdown
 	}
-	h.sockets[s] = struct{}{}
+	h.sockets[s.id] = s
 	h.socketsMu.Unlock()
 
 	states, err := h.acquire(ctx, names)
@@ -114,6 +135,8 @@ func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 		h.forget(s)
 		return nil, err
 	}
+	s.mu.Lock() // the socket is already findable by id: a Subscribe may come in
+	defer s.mu.Unlock()
 	s.subs = make([]*subscription, len(names))
 	var live []int // subscriptions that start at the head
 	for i, name := range names {
@@ -144,7 +167,11 @@ func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 		}
 		heads, err := h.st.Heads(ctx, liveNames)
 		if err != nil {
-			s.Close()
+			subs := s.subs
+			s.subs = nil
+			s.kill(ErrClosed)
+			h.forget(s)
+			s.leave(subs)
 			return nil, err
 		}
 		for j, i := range live {
@@ -160,12 +187,18 @@ func (s *Socket) ID() string { return s.id }
 // Cursor is the socket's current position: the channel cursor of a one-channel socket, or a
 // composite cursor.
 func (s *Socket) Cursor() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cursorLocked()
+}
+
+func (s *Socket) cursorLocked() string {
 	s.idBuf = s.appendCursor(s.idBuf[:0])
 	return string(s.idBuf)
 }
 
 func (s *Socket) appendCursor(b []byte) []byte {
-	if s.composite {
+	if s.composite || len(s.subs) != 1 {
 		return appendComposite(b, s.subs)
 	}
 	return appendCursor(b, s.subs[0].pos)
@@ -227,11 +260,17 @@ func (s *Socket) Close() {
 	if s.heartbeat != nil {
 		s.heartbeat.Stop()
 	}
-	if s.subs == nil {
-		return
-	}
-	states := make([]*channelState, 0, len(s.subs))
-	for _, sub := range s.subs {
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = nil
+	s.mu.Unlock()
+	s.leave(subs)
+}
+
+// leave removes subs from their channels' fan-out and drops the hub's references.
+func (s *Socket) leave(subs []*subscription) {
+	states := make([]*channelState, 0, len(subs))
+	for _, sub := range subs {
 		st := sub.state
 		st.mu.Lock()
 		if sub.idx >= 0 {
@@ -250,9 +289,21 @@ func (s *Socket) Close() {
 
 func (h *Hub) forget(s *Socket) {
 	h.socketsMu.Lock()
-	delete(h.sockets, s)
+	if h.sockets[s.id] == s {
+		delete(h.sockets, s.id)
+	}
 	h.socketsMu.Unlock()
 }
+
+// Socket returns this node's open socket with id, or nil.
+func (h *Hub) Socket(id string) *Socket {
+	h.socketsMu.Lock()
+	defer h.socketsMu.Unlock()
+	return h.sockets[id]
+}
+
+// Node is this hub's node id: the part of its socket ids before the dot.
+func (h *Hub) Node() string { return h.node }
 
 // Next appends to out what the socket has for its client: owed history first, then live
 // events, at most max deliveries. With nothing to deliver it waits up to wait and returns
@@ -275,37 +326,16 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		if s.lagged.Load() {
-			if s.catchingUp == 0 {
-				s.kill(ErrLagged)
-				return out, ErrLagged
+		var ready bool
+		var err error
+		s.mu.Lock()
+		out, ready, err = s.step(ctx, out, start, max)
+		s.mu.Unlock()
+		if err != nil || ready {
+			if len(out) > start {
+				s.lastActive = time.Now()
 			}
-			// Still replaying history: what the queue dropped is in the log, read it there.
-			s.lagged.Store(false)
-			s.drain()
-			for _, sub := range s.subs {
-				if !sub.catchup {
-					sub.catchup = true
-					s.catchingUp++
-				}
-			}
-		}
-		out = s.takeQueued(out, start+max)
-		if len(out)-start >= max {
-			s.lastActive = time.Now()
-			return out, nil
-		}
-		if s.catchingUp > 0 {
-			var err error
-			out, err = s.readHistory(ctx, out, start+max)
-			if err != nil || len(out) > start {
-				return out, err
-			}
-			continue
-		}
-		if len(out) > start {
-			s.lastActive = time.Now()
-			return out, nil
+			return out, err
 		}
 		// The heartbeat timer is armed only when none is pending, not per event: a busy
 		// socket pays nothing for it. A timer armed for an earlier deadline just wakes us
@@ -321,7 +351,9 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 		}
 		m := <-s.queue
 		if m != wakeSentinel {
+			s.mu.Lock()
 			out = s.accept(m, out)
+			s.mu.Unlock()
 			if len(out) > start {
 				s.lastActive = time.Now()
 			}
@@ -332,6 +364,172 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 			return out, nil // time for a heartbeat
 		}
 	}
+}
+
+// step does everything Next can do without waiting, with s.mu held. ready reports that out
+// should go to the client now.
+func (s *Socket) step(ctx context.Context, out []Delivery, start, max int) (_ []Delivery, ready bool, _ error) {
+	if len(s.control) > 0 {
+		out = append(out, s.control...)
+		clear(s.control)
+		s.control = s.control[:0]
+	}
+	if s.lagged.Load() {
+		if s.catchingUp == 0 {
+			s.kill(ErrLagged)
+			return out, true, ErrLagged
+		}
+		// Still replaying history: what the queue dropped is in the log, read it there.
+		s.lagged.Store(false)
+		s.drain()
+		for _, sub := range s.subs {
+			s.startCatchup(sub)
+		}
+	}
+	out = s.takeQueued(out, start+max)
+	if len(out)-start >= max {
+		return out, true, nil
+	}
+	for s.catchingUp > 0 {
+		var err error
+		before := len(out)
+		out, err = s.readHistory(ctx, out, start+max)
+		if err != nil || len(out) > before {
+			return out, true, err
+		}
+	}
+	return out, len(out) > start, nil
+}
+
+// Subscribe adds channel to a dynamic socket: the client gets a subscription notice (data as
+// given, e.g. the presence member list), then the history after cursor if one is given, then
+// live events — no gap and no duplicate. exclude adds socket ids (the client's earlier
+// sockets) whose events are skipped, also in replayed history. Subscribing to a channel the
+// socket already has only repeats the notice.
+func (s *Socket) Subscribe(ctx context.Context, channel string, cursor *store.Cursor, exclude []string, notice json.RawMessage) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if !s.dynamic {
+		s.mu.Unlock()
+		return ErrNotDynamic
+	}
+	s.exclude = append(s.exclude, exclude...)
+	if s.sub(channel) != nil {
+		s.noticeLocked("herald:subscription_succeeded", channel, notice)
+		s.mu.Unlock()
+		s.wake()
+		return nil
+	}
+	if len(s.subs) >= MaxChannelsPerSocket {
+		s.mu.Unlock()
+		return ErrTooManyChannels
+	}
+	s.mu.Unlock()
+
+	states, err := s.hub.acquire(ctx, []string{channel})
+	if err != nil {
+		return err
+	}
+	sub := &subscription{sock: s, state: states[0], channel: channel, key: channelKey(channel), catchup: true}
+	st := sub.state
+	st.mu.Lock()
+	sub.idx = len(st.subs)
+	st.subs = append(st.subs, sub)
+	st.mu.Unlock()
+	// Joined the live path first; now the start position. Live events that reach the socket
+	// before the subscription is in s.subs are dropped, and the catch-up from pos reads them.
+	if cursor != nil {
+		sub.pos = *cursor
+	} else {
+		heads, err := s.hub.st.Heads(ctx, []string{channel})
+		if err != nil {
+			s.leave([]*subscription{sub})
+			return err
+		}
+		sub.pos = heads[0]
+	}
+	s.mu.Lock()
+	if s.Err() != nil {
+		s.mu.Unlock()
+		s.leave([]*subscription{sub})
+		return ErrClosed
+	}
+	if existing := s.sub(channel); existing != nil { // a concurrent Subscribe won
+		s.noticeLocked("herald:subscription_succeeded", channel, notice)
+		s.mu.Unlock()
+		s.leave([]*subscription{sub})
+		s.wake()
+		return nil
+	}
+	i, _ := slices.BinarySearchFunc(s.subs, channel, compareSub)
+	s.subs = slices.Insert(s.subs, i, sub)
+	s.catchingUp++
+	s.noticeLocked("herald:subscription_succeeded", channel, notice)
+	s.mu.Unlock()
+	s.wake()
+	return nil
+}
+
+// Unsubscribe removes channel from a dynamic socket. It reports whether the socket had it.
+func (s *Socket) Unsubscribe(channel string) bool {
+	s.mu.Lock()
+	i, ok := slices.BinarySearchFunc(s.subs, channel, compareSub)
+	if !ok || !s.dynamic {
+		s.mu.Unlock()
+		return false
+	}
+	sub := s.subs[i]
+	s.subs = slices.Delete(s.subs, i, i+1)
+	if sub.catchup {
+		s.catchingUp--
+	}
+	s.mu.Unlock()
+	s.leave([]*subscription{sub})
+	return true
+}
+
+// Refuse tells the client a subscription was refused (herald:subscription_error).
+func (s *Socket) Refuse(channel string, data json.RawMessage) {
+	s.mu.Lock()
+	s.noticeLocked("herald:subscription_error", channel, data)
+	s.mu.Unlock()
+	s.wake()
+}
+
+// Channels lists the socket's channels.
+func (s *Socket) Channels() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.subs))
+	for i, sub := range s.subs {
+		out[i] = sub.channel
+	}
+	return out
+}
+
+func (s *Socket) noticeLocked(event, channel string, data json.RawMessage) {
+	if len(data) == 0 {
+		data = json.RawMessage("{}")
+	}
+	s.control = append(s.control, Delivery{Control: &Control{Event: event, Channel: channel, Data: data}})
+}
+
+// Errors of dynamic subscriptions.
+var (
+	ErrNotDynamic      = errors.New("stream: the socket's channels are fixed")
+	ErrTooManyChannels = errors.New("stream: too many channels on one socket")
+)
+
+func compareSub(sub *subscription, ch string) int {
+	switch {
+	case sub.channel < ch:
+		return -1
+	case sub.channel > ch:
+		return 1
+	}
+	return 0
 }
 
 // drain empties the queue.
@@ -361,18 +559,10 @@ func (s *Socket) takeQueued(out []Delivery, limit int) []Delivery {
 }
 
 func (s *Socket) sub(channel string) *subscription {
-	if len(s.subs) == 1 {
-		return s.subs[0] // a socket is only sent its own channels' messages
+	if len(s.subs) == 1 && !s.dynamic {
+		return s.subs[0] // a fixed socket is only sent its own channels' messages
 	}
-	i, ok := slices.BinarySearchFunc(s.subs, channel, func(sub *subscription, ch string) int {
-		switch {
-		case sub.channel < ch:
-			return -1
-		case sub.channel > ch:
-			return 1
-		}
-		return 0
-	})
+	i, ok := slices.BinarySearchFunc(s.subs, channel, compareSub)
 	if !ok {
 		return nil
 	}
@@ -423,7 +613,7 @@ func (s *Socket) deliveryID(m *Message) string {
 	if !s.composite {
 		return m.ID
 	}
-	return s.Cursor()
+	return s.cursorLocked()
 }
 
 func (s *Socket) excluded(socketID string) bool {
@@ -459,8 +649,8 @@ func (s *Socket) readHistory(ctx context.Context, out []Delivery, limit int) ([]
 			sub.pos = page.Head
 		}
 		out = append(out, Delivery{
-			Resync: &Resync{Channels: []string{sub.channel}, Reason: "history_expired", Cursor: s.Cursor()},
-			ID:     s.Cursor(),
+			Resync: &Resync{Channels: []string{sub.channel}, Reason: "history_expired", Cursor: s.cursorLocked()},
+			ID:     s.cursorLocked(),
 		})
 	}
 	for i := range page.Events {
