@@ -18,7 +18,12 @@ import (
 // answers with is all the state there is, so any node can serve the next poll.
 
 func (s *Server) channelPoll(c echo.Context) error { return s.servePoll(c, true) }
-func (s *Server) multiPoll(c echo.Context) error   { return s.servePoll(c, false) }
+func (s *Server) multiPoll(c echo.Context) error {
+	if c.QueryParam("socket_id") != "" {
+		return s.pollSocketRequest(c)
+	}
+	return s.servePoll(c, false)
+}
 
 // pollResponse is the answer to a poll. Events are envelopes, as in an SSE data line.
 type pollResponse struct {
@@ -37,7 +42,7 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 		return err
 	}
 	cursor := c.QueryParam("cursor")
-	sub, err := s.parseSubscribe(c, oneChannel, cursor)
+	sub, err := s.parseSubscribe(c, oneChannel, false, cursor)
 	if err != nil {
 		return err
 	}

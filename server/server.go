@@ -47,6 +47,14 @@ type Config struct {
 	PollLimitMax int
 	// HistorySize is advertised in /v1/config.
 	HistorySize int
+	// SocketSecret signs socket tokens; every node of a deployment needs the same one.
+	SocketSecret []byte
+	// SocketTimeout closes a long-poll socket nobody polled for this long. Default twice
+	// PollTimeout.
+	SocketTimeout time.Duration
+	// Bus reaches the other nodes of a deployment, for calls on sockets they hold; nil for a
+	// single node.
+	Bus store.Bus
 	// Version is advertised in /v1/config.
 	Version string
 }
@@ -72,6 +80,7 @@ func (c Config) WithDefaults() Config {
 	if c.PollLimitMax <= 0 {
 		c.PollLimitMax = 1000
 	}
+	def(&c.SocketTimeout, 2*c.PollTimeout)
 	return c
 }
 
@@ -85,11 +94,27 @@ type Server struct {
 	// streams counts SSE streams served outside their handler (hijacked connections), which
 	// http.Server.Shutdown does not wait for.
 	streams sync.WaitGroup
+
+	sockTokens  socketTokens
+	pollMu      sync.Mutex
+	pollSockets map[string]*pollSocket
+	claimsMu    sync.Mutex
+	// socketClaims are the tokens sockets were opened with, which authorize their later
+	// subscriptions in JWT mode.
+	socketClaims map[string]*Claims
+
+	stop     context.CancelFunc // ends the background work started by New
+	stopCtx  context.Context
+	janitor  sync.WaitGroup
+	stopOnce sync.Once
 }
 
 // New returns a Server for hub.
 func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
-	s := &Server{cfg: cfg.WithDefaults(), hub: hub, log: log}
+	s := &Server{cfg: cfg.WithDefaults(), hub: hub, log: log,
+		pollSockets: make(map[string]*pollSocket), socketClaims: make(map[string]*Claims)}
+	s.sockTokens = socketTokens{key: s.cfg.SocketSecret}
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.writeError
@@ -118,6 +143,9 @@ func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
 	v1.GET("/stream", s.multiStream)
 	v1.GET("/channels/:channel/poll", s.channelPoll)
 	v1.GET("/poll", s.multiPoll)
+	v1.POST("/sockets", s.openSocket)
+	v1.POST("/sockets/:socket_id/subscriptions", s.subscribeSocket)
+	v1.DELETE("/sockets/:socket_id/subscriptions/:channel", s.unsubscribeSocket)
 	s.echo = e
 	s.http = &http.Server{
 		Handler:           e,
@@ -130,7 +158,29 @@ func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
 	// http.Server.Shutdown waits for connections to go idle, which streams never do: end them
 	// first, each with a jittered retry so clients do not all come back at once.
 	s.http.RegisterOnShutdown(hub.Shutdown)
+	s.janitor.Add(1)
+	go s.expireLoop()
+	if s.cfg.Bus != nil {
+		if err := s.cfg.Bus.Serve(s.stopCtx, hub.Node(), s.serveBus); err != nil {
+			log.Warn().Err(err).Msg("cannot serve socket calls from other nodes")
+		}
+	}
 	return s
+}
+
+// expireLoop closes long-poll sockets whose clients stopped polling.
+func (s *Server) expireLoop() {
+	defer s.janitor.Done()
+	t := time.NewTicker(max(s.cfg.SocketTimeout/4, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCtx.Done():
+			return
+		case now := <-t.C:
+			s.expirePollSockets(now)
+		}
+	}
 }
 
 // Handler is the API as an http.Handler.
@@ -149,6 +199,10 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
 	s.hub.Shutdown() // also when Serve was never called
+	s.stopOnce.Do(func() {
+		s.stop()
+		s.janitor.Wait()
+	})
 	done := make(chan struct{})
 	go func() {
 		s.streams.Wait()

@@ -36,7 +36,9 @@ func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *stream.Hub) {
 	srv := New(cfg, hub, zerolog.New(io.Discard))
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
-		hub.Shutdown()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
 		ts.Close()
 		hub.Close()
 		st.Close()

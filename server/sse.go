@@ -32,7 +32,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	if q := c.QueryParam("last_event_id"); q != "" {
 		cursor = q
 	}
-	sub, err := s.parseSubscribe(c, oneChannel, cursor)
+	sub, err := s.parseSubscribe(c, oneChannel, !oneChannel, cursor)
 	if err != nil {
 		return err
 	}
@@ -40,6 +40,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	if err != nil {
 		return err
 	}
+	s.rememberClaims(sock.ID(), sub.claims)
 	st := &sseStream{srv: s, sock: sock, oneChannel: oneChannel, expires: sub.expires, started: time.Now()}
 
 	w := c.Response()
@@ -158,17 +159,18 @@ var pingFrame = []byte(": ping\n\n")
 
 func (st *sseStream) run(ctx context.Context, out frameWriter) {
 	s, sock := st.srv, st.sock
-	defer sock.Close()
+	defer s.closeSocket(sock)
 	if !st.expires.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, st.expires)
 		defer cancel()
 	}
 	hello, _ := json.Marshal(struct {
-		SocketID  string `json:"socket_id"`
-		Heartbeat int    `json:"heartbeat"`
-		Cursor    string `json:"cursor"`
-	}{sock.ID(), int(s.cfg.Heartbeat / time.Second), sock.Cursor()})
+		SocketID    string `json:"socket_id"`
+		SocketToken string `json:"socket_token,omitempty"`
+		Heartbeat   int    `json:"heartbeat"`
+		Cursor      string `json:"cursor"`
+	}{sock.ID(), s.sockTokens.token(sock.ID()), int(s.cfg.Heartbeat / time.Second), sock.Cursor()})
 	first := make([]byte, 0, 64+len(hello))
 	first = append(first, "retry: "...)
 	first = strconv.AppendInt(first, s.cfg.Retry.Milliseconds(), 10)
@@ -232,6 +234,14 @@ func appendDelivery(frames [][]byte, d stream.Delivery, oneChannel bool) [][]byt
 		b = append(b, "id: "...)
 		b = append(b, d.ID...)
 		b = append(b, "\nevent: herald:resync\ndata: "...)
+		b = append(b, data...)
+		return append(frames, append(b, "\n\n"...))
+	case d.Control != nil:
+		data, _ := json.Marshal(d.Control)
+		b := make([]byte, 0, len(d.Control.Event)+len(data)+20)
+		b = append(b, "event: "...)
+		b = append(b, d.Control.Event...)
+		b = append(b, "\ndata: "...)
 		b = append(b, data...)
 		return append(frames, append(b, "\n\n"...))
 	case oneChannel, d.Msg.Ephemeral():

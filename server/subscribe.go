@@ -19,6 +19,7 @@ import (
 type subscription struct {
 	req     stream.Request
 	expires time.Time // the token's expiry; zero without a token
+	claims  *Claims
 }
 
 // isPrivate reports whether reading channel needs an authorized token.
@@ -27,8 +28,9 @@ func isPrivate(channel string) bool {
 }
 
 // parseSubscribe validates the channels, the token and the cursor of a stream or poll.
-// channel is the path's channel for one-channel endpoints, "" for the multi-channel ones.
-func (s *Server) parseSubscribe(c echo.Context, oneChannel bool, cursor string) (subscription, error) {
+// oneChannel selects the path's channel; otherwise ?channel= lists them, and a dynamic socket
+// (one that will subscribe later) may start with none.
+func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor string) (subscription, error) {
 	var sub subscription
 	if oneChannel {
 		name, err := channelParam(c)
@@ -38,7 +40,7 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel bool, cursor string) 
 		sub.req.Channels = []string{name}
 	} else {
 		names := c.QueryParams()["channel"]
-		if len(names) == 0 {
+		if len(names) == 0 && !dynamic {
 			return sub, badRequest("channel_required", "name at least one channel: ?channel=a&channel=b")
 		}
 		for _, name := range names {
@@ -53,6 +55,7 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel bool, cursor string) 
 		}
 		sub.req.Channels = names
 		sub.req.Composite = true
+		sub.req.Dynamic = dynamic
 	}
 
 	cl, err := s.claims(c)
@@ -72,6 +75,7 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel bool, cursor string) 
 	}
 	if cl != nil {
 		sub.expires = s.cfg.Auth.Expiry(cl)
+		sub.claims = cl
 	}
 
 	switch since := c.QueryParam("since"); since {

@@ -822,7 +822,6 @@ func TestErrors(t *testing.T) {
 		{"poll limit=0", "GET", pollPath(ch) + "?limit=0", nil, "", 400, "invalid_limit"},
 		{"poll limit=-1", "GET", pollPath(ch) + "?limit=-1", nil, "", 400, "invalid_limit"},
 		{"multi poll limit=0", "GET", "/v1/poll?channel=a&limit=0", nil, "", 400, "invalid_limit"},
-		{"stream without channel", "GET", "/v1/stream", nil, "", 400, "channel_required"},
 		{"poll without channel", "GET", "/v1/poll", nil, "", 400, "channel_required"},
 		{"stream with 101 channels", "GET", "/v1/stream?" + manyChannels.Encode(), nil, "", 400, "too_many_channels"},
 		{"poll with 101 channels", "GET", "/v1/poll?" + manyChannels.Encode(), nil, "", 400, "too_many_channels"},

@@ -804,9 +804,10 @@ func (s *sseStream) waitEnd(d time.Duration) ([]frame, error) {
 
 // connected is the data of the herald:connected frame.
 type connected struct {
-	SocketID  string `json:"socket_id"`
-	Heartbeat int    `json:"heartbeat"`
-	Cursor    string `json:"cursor"`
+	SocketID    string `json:"socket_id"`
+	SocketToken string `json:"socket_token"` // proves ownership on /v1/sockets/{id} calls
+	Heartbeat   int    `json:"heartbeat"`
+	Cursor      string `json:"cursor"`
 }
 
 var socketIDRe = regexp.MustCompile(`^\d+\.\d+$`)
@@ -836,7 +837,7 @@ func (s *sseStream) expectPreamble(t testing.TB) connected {
 	if err := strictJSON([]byte(f.Data), &c); err != nil {
 		t.Fatalf("%s: herald:connected data %s: %v", s.URL, f.Data, err)
 	}
-	if !socketIDRe.MatchString(c.SocketID) || c.Heartbeat <= 0 || c.Cursor == "" {
+	if !socketIDRe.MatchString(c.SocketID) || c.Heartbeat <= 0 || c.Cursor == "" || len(c.SocketToken) < 20 {
 		t.Fatalf("%s: bad herald:connected data %s", s.URL, f.Data)
 	}
 	return c

@@ -40,6 +40,7 @@ func addKeyFlags(fs *flagSet) keyFlags {
 
 type serveConfig struct {
 	addr, redisURL, redisPrefix, logLevel, debugAddr       *string
+	socketSecret                                           *string
 	dev                                                    *bool
 	cors                                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
@@ -71,6 +72,7 @@ func serve(args []string) error {
 		linger:          fs.Duration("linger", 30*time.Second, "how long a channel stays listened to after its last subscriber leaves"),
 		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight"),
 		logLevel:        fs.String("log-level", "info", "debug, info, warn or error"),
+		socketSecret:    fs.String("socket-secret", "", "key that signs socket tokens, the same on every node (default: derived from --jwt-secret)"),
 		debugAddr:       fs.String("debug-addr", "", "if set, serve Go's /debug/pprof on this address (keep it on loopback)"),
 		keys:            addKeyFlags(fs),
 	}
@@ -100,6 +102,17 @@ func serve(args []string) error {
 		return err
 	}
 
+	sockSecret := []byte(*cfg.socketSecret)
+	switch {
+	case len(sockSecret) > 0:
+	case len(secret) > 0:
+		sockSecret = server.DeriveSocketSecret(secret)
+	case *cfg.dev:
+		sockSecret = randomSecret()
+	default:
+		return errors.New("with --jwt-public-key, set --socket-secret (HERALD_SOCKET_SECRET): the key that signs socket tokens, the same on every node")
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret := store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
@@ -124,6 +137,8 @@ func serve(args []string) error {
 		PollLimitMax:   *cfg.pollLimMax,
 		HistorySize:    *cfg.historySize,
 		Version:        version,
+		SocketSecret:   sockSecret,
+		Bus:            busOf(st),
 	}, hub, log)
 
 	ln, err := net.Listen("tcp", *cfg.addr)
@@ -159,6 +174,14 @@ func openStore(ctx context.Context, redisURL, prefix string, ret store.Retention
 		return memstore.New(memstore.Options{Retention: ret}), nil
 	}
 	return openRedisStore(ctx, redisURL, prefix, ret, log)
+}
+
+// busOf returns the store's node bus, for calls on sockets other nodes hold.
+func busOf(st store.Store) store.Bus {
+	if b, ok := st.(store.Bus); ok {
+		return b
+	}
+	return nil
 }
 
 func newLogger(dev bool, level string) zerolog.Logger {

@@ -67,11 +67,7 @@ func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string)
 		s.subMu.Unlock()
 		return store.ErrClosed
 	}
-	if s.ps == nil {
-		s.ps = s.client.Subscribe(s.ctx)
-		s.loopDone = make(chan struct{})
-		go s.receiveLoop(s.loopDone)
-	}
+	s.ensurePubSubLocked() // live.go: shared with the bus
 	waits := make([]chan struct{}, 0, len(channels))
 	var fresh []*listened
 	var names []string
@@ -218,7 +214,9 @@ func (s *Store) receiveLoop(done chan struct{}) {
 		probing = false
 		switch m := msg.(type) {
 		case *redis.Message:
-			lp.onNotice(m)
+			if !s.dispatchLive(m) { // live.go: ephemeral messages and the bus
+				lp.onNotice(m)
+			}
 		case *redis.Pong:
 			lp.onPong(m.Payload)
 		}
@@ -291,6 +289,7 @@ func (lp *loop) resync() error {
 	s.marker++
 	m := s.marker
 	s.mu.Unlock()
+	names = append(names, s.liveChannels()...) // live.go: the bus's nodes and reply channel
 	if len(names) > 0 {
 		if err := s.ps.Subscribe(s.ctx, names...); err != nil {
 			return err
@@ -315,6 +314,7 @@ func (lp *loop) onPong(payload string) {
 		return
 	}
 	s := lp.s
+	s.confirmLive(m) // live.go: Serve and Request wait for their subscriptions too
 	catchUp := lp.resyncMarker != 0 && m >= lp.resyncMarker
 	var readyNames, trackedNames []string
 	var ready, tracked []*listened

@@ -95,6 +95,8 @@ type Store struct {
 	marker  uint64
 
 	suppressPublish atomic.Bool // test hook: appends publish no notice
+
+	live liveState // the bus (live.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -198,6 +200,7 @@ func (s *Store) Close() error {
 	if loopDone != nil {
 		<-loopDone
 	}
+	s.closeLive() // live.go: after the loop, so no bus handler starts any more
 	if s.ownClient {
 		return s.client.Close()
 	}

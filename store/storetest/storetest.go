@@ -522,11 +522,12 @@ type recorder struct {
 	mu     sync.Mutex
 	byChan map[string][]store.Event
 	gaps   map[string]int
+	ephs   map[string][]received // ephemeral messages, see live.go
 	notify chan struct{}
 }
 
 func newRecorder() *recorder {
-	return &recorder{byChan: map[string][]store.Event{}, gaps: map[string]int{}, notify: make(chan struct{}, 1)}
+	return &recorder{byChan: map[string][]store.Event{}, gaps: map[string]int{}, ephs: map[string][]received{}, notify: make(chan struct{}, 1)}
 }
 
 func (r *recorder) HandleEvent(ev *store.Event) {
@@ -539,7 +540,17 @@ func (r *recorder) HandleEvent(ev *store.Event) {
 	}
 }
 
-func (r *recorder) HandleEphemeral(*store.Ephemeral) {}
+func (r *recorder) HandleEphemeral(e *store.Ephemeral) {
+	r.mu.Lock()
+	msg := *e
+	msg.Data = append(json.RawMessage(nil), e.Data...)
+	r.ephs[e.Channel] = append(r.ephs[e.Channel], received{msg: msg, afterEvents: len(r.byChan[e.Channel])})
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
 
 func (r *recorder) HandleGap(channel string) {
 	r.mu.Lock()

@@ -1,0 +1,469 @@
+package server
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/stream"
+)
+
+// Sockets with dynamic subscriptions — what the JS adapter uses. A socket lives on the node
+// that holds its connection (its id starts with that node's id); any node accepts the calls
+// that act on it, checks the socket token itself (an HMAC of the id, so no shared state is
+// needed) and reaches the owner over the store's Bus. No sticky sessions.
+
+// SocketTokenHeader carries a socket's token on calls that act on the socket.
+const SocketTokenHeader = "X-Herald-Socket-Token"
+
+// socketTokens signs socket ids: a token proves its holder opened that socket.
+type socketTokens struct{ key []byte }
+
+func (t socketTokens) token(socketID string) string {
+	m := hmac.New(sha256.New, t.key)
+	m.Write([]byte("herald socket v1\x00"))
+	m.Write([]byte(socketID))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:24])
+}
+
+func (t socketTokens) valid(socketID, token string) bool {
+	return len(t.key) > 0 && hmac.Equal([]byte(t.token(socketID)), []byte(token))
+}
+
+// DeriveSocketSecret turns a deployment secret (the JWT secret) into the socket-token key, so
+// nodes sharing the first share the second without another setting.
+func DeriveSocketSecret(secret []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("herald socket tokens"))
+	return m.Sum(nil)
+}
+
+// socketNode is the node part of a socket id.
+func socketNode(id string) string {
+	node, _, _ := strings.Cut(id, ".")
+	return node
+}
+
+var (
+	errSocketGone      = errorf(http.StatusNotFound, "socket_gone", "no node holds this socket any more: open a new one and subscribe again")
+	errSocketToken     = errorf(http.StatusUnauthorized, "socket_token_invalid", "the "+SocketTokenHeader+" header does not match this socket")
+	errBadSocketID     = badRequest("invalid_socket_id", "socket ids look like 1234.5678")
+	errPollInProgress  = errorf(http.StatusConflict, "poll_in_progress", "another poll of this socket is still waiting")
+	errTooManyChannels = badRequest("too_many_channels", "at most 100 channels per socket")
+)
+
+// pollSocket is a socket served by long-poll: it has no connection of its own, so it expires
+// when its client stops polling.
+type pollSocket struct {
+	sock     *stream.Socket
+	mu       sync.Mutex // one poll at a time
+	lastSeen time.Time  // guarded by Server.pollMu
+	// The last non-empty answer, kept until the client confirms it with seq, so an answer
+	// lost on the way is sent again rather than lost.
+	seq    uint64
+	answer []byte
+}
+
+// openSocket is POST /v1/sockets: a long-poll socket.
+func (s *Server) openSocket(c echo.Context) error {
+	cl, err := s.claims(c)
+	if err != nil {
+		return err
+	}
+	sock, err := s.hub.Open(c.Request().Context(), stream.Request{Dynamic: true})
+	if err != nil {
+		return storeError(err)
+	}
+	ps := &pollSocket{sock: sock}
+	s.pollMu.Lock()
+	ps.lastSeen = time.Now()
+	s.pollSockets[sock.ID()] = ps
+	s.pollMu.Unlock()
+	s.rememberClaims(sock.ID(), cl)
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusCreated, map[string]string{
+		"socket_id": sock.ID(), "socket_token": s.sockTokens.token(sock.ID()), "cursor": sock.Cursor(),
+	})
+}
+
+// expirePollSockets closes poll sockets nobody polled for the activity timeout.
+func (s *Server) expirePollSockets(now time.Time) {
+	var gone []*pollSocket
+	s.pollMu.Lock()
+	for id, ps := range s.pollSockets {
+		if now.Sub(ps.lastSeen) > s.cfg.SocketTimeout {
+			delete(s.pollSockets, id)
+			gone = append(gone, ps)
+		}
+	}
+	s.pollMu.Unlock()
+	for _, ps := range gone {
+		s.closeSocket(ps.sock)
+	}
+}
+
+func (s *Server) closeSocket(sock *stream.Socket) {
+	sock.Close()
+	s.claimsMu.Lock()
+	delete(s.socketClaims, sock.ID())
+	s.claimsMu.Unlock()
+}
+
+// rememberClaims keeps the token a socket was opened with: in JWT mode it authorizes the
+// socket's later subscriptions when the call carries no token of its own.
+func (s *Server) rememberClaims(socketID string, cl *Claims) {
+	if cl == nil {
+		return
+	}
+	s.claimsMu.Lock()
+	s.socketClaims[socketID] = cl
+	s.claimsMu.Unlock()
+}
+
+// socketCall is an operation on a socket, run on the node that holds it.
+type socketCall struct {
+	Op       string            `json:"op"` // subscribe, unsubscribe, poll, refuse
+	SocketID string            `json:"socket_id"`
+	Channel  string            `json:"channel,omitempty"`
+	Cursor   *string           `json:"cursor,omitempty"`
+	Exclude  []string          `json:"exclude,omitempty"`
+	Notice   json.RawMessage   `json:"notice,omitempty"`
+	Timeout  time.Duration     `json:"timeout,omitempty"`
+	Limit    int               `json:"limit,omitempty"`
+	Seq      *uint64           `json:"seq,omitempty"`
+	Error    *apiError         `json:"error,omitempty"`
+}
+
+// socketResult is a socketCall's answer: an HTTP status and JSON body.
+type socketResult struct {
+	Status int             `json:"status"`
+	Body   json.RawMessage `json:"body"`
+}
+
+// call runs op on the socket's node: here, or over the Bus.
+func (s *Server) call(ctx context.Context, op socketCall) socketResult {
+	if node := socketNode(op.SocketID); node != s.hub.Node() {
+		if s.cfg.Bus == nil {
+			return resultOf(errSocketGone)
+		}
+		req, _ := json.Marshal(op)
+		wait := 10*time.Second + op.Timeout
+		rctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		raw, err := s.cfg.Bus.Request(rctx, node, req)
+		var res socketResult
+		switch {
+		case errors.Is(err, store.ErrNoNode):
+			return resultOf(errSocketGone)
+		case err != nil:
+			s.log.Warn().Err(err).Str("node", node).Msg("socket call to another node failed")
+			return resultOf(errStoreUnavailable)
+		case json.Unmarshal(raw, &res) != nil:
+			return resultOf(errorf(http.StatusBadGateway, "bad_node_answer", "the node holding the socket gave an unreadable answer"))
+		}
+		return res
+	}
+	return s.runLocal(ctx, op)
+}
+
+// serveBus answers socket calls other nodes send to this node.
+func (s *Server) serveBus(ctx context.Context, req []byte) []byte {
+	var op socketCall
+	var res socketResult
+	if err := json.Unmarshal(req, &op); err != nil {
+		res = resultOf(badRequest("bad_call", "unreadable socket call"))
+	} else {
+		res = s.runLocal(ctx, op)
+	}
+	out, _ := json.Marshal(res)
+	return out
+}
+
+func resultOf(e *apiError) socketResult {
+	body, _ := json.Marshal(map[string]*apiError{"error": e})
+	return socketResult{Status: e.Status, Body: body}
+}
+
+func jsonResult(status int, v any) socketResult {
+	body, _ := json.Marshal(v)
+	return socketResult{Status: status, Body: body}
+}
+
+// runLocal runs op on a socket of this node.
+func (s *Server) runLocal(ctx context.Context, op socketCall) socketResult {
+	sock := s.hub.Socket(op.SocketID)
+	if sock == nil {
+		return resultOf(errSocketGone)
+	}
+	switch op.Op {
+	case "subscribe":
+		var cur *store.Cursor
+		if op.Cursor != nil {
+			c, err := stream.ParseCursor(*op.Cursor)
+			if err != nil {
+				return resultOf(badRequest("invalid_cursor", "the cursor is not one this channel's server sent"))
+			}
+			cur = &c
+		}
+		err := sock.Subscribe(ctx, op.Channel, cur, op.Exclude, op.Notice)
+		switch {
+		case err == nil:
+			return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
+		case errors.Is(err, stream.ErrTooManyChannels):
+			return resultOf(errTooManyChannels)
+		case errors.Is(err, stream.ErrClosed), errors.Is(err, stream.ErrLagged), errors.Is(err, stream.ErrShutdown):
+			return resultOf(errSocketGone)
+		default:
+			s.log.Warn().Err(err).Str("channel", op.Channel).Msg("subscribe failed")
+			return resultOf(errStoreUnavailable)
+		}
+	case "unsubscribe":
+		if !sock.Unsubscribe(op.Channel) {
+			return resultOf(errorf(http.StatusNotFound, "not_subscribed", "the socket is not subscribed to "+op.Channel))
+		}
+		return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
+	case "refuse":
+		data, _ := json.Marshal(op.Error)
+		sock.Refuse(op.Channel, data)
+		return jsonResult(http.StatusOK, map[string]string{})
+	case "poll":
+		return s.pollSocketLocal(ctx, sock, op)
+	}
+	return resultOf(badRequest("bad_call", "unknown socket operation "+strconv.Quote(op.Op)))
+}
+
+// socketFromPath validates the :socket_id parameter and the socket token.
+func (s *Server) socketFromRequest(c echo.Context, id string) (string, error) {
+	if !ValidSocketID(id) {
+		return "", errBadSocketID
+	}
+	tok := c.Request().Header.Get(SocketTokenHeader)
+	if tok == "" {
+		tok = c.QueryParam("socket_token")
+	}
+	if !s.sockTokens.valid(id, tok) {
+		return "", errSocketToken
+	}
+	return id, nil
+}
+
+// SubscribeRequest is the body of POST /v1/sockets/{socket_id}/subscriptions.
+type SubscribeRequest struct {
+	Channel          string   `json:"channel"`
+	Auth             string   `json:"auth,omitempty"`
+	ChannelData      string   `json:"channel_data,omitempty"`
+	Cursor           string   `json:"cursor,omitempty"`
+	ExcludeSocketIDs []string `json:"exclude_socket_ids,omitempty"`
+}
+
+// ParseSubscribe decodes and checks a subscription body.
+func ParseSubscribe(body []byte) (SubscribeRequest, error) {
+	var req SubscribeRequest
+	if err := strictDecode(body, &req); err != nil {
+		return req, badRequest("invalid_json", "the body must be {\"channel\":…[,\"auth\",\"channel_data\",\"cursor\",\"exclude_socket_ids\"]}: "+jsonProblem(err))
+	}
+	if err := stream.ValidChannel(req.Channel); err != nil {
+		return req, errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
+	}
+	if req.Cursor != "" {
+		if _, err := stream.ParseCursor(req.Cursor); err != nil {
+			return req, badRequest("invalid_cursor", "the cursor is not one this channel's server sent")
+		}
+	}
+	if len(req.ExcludeSocketIDs) > 20 {
+		return req, badRequest("invalid_exclude", "at most 20 exclude_socket_ids")
+	}
+	for _, id := range req.ExcludeSocketIDs {
+		if !ValidSocketID(id) {
+			return req, badRequest("invalid_exclude", "exclude_socket_ids must be socket ids like 1234.5678")
+		}
+	}
+	return req, nil
+}
+
+// subscribeSocket is POST /v1/sockets/{socket_id}/subscriptions.
+func (s *Server) subscribeSocket(c echo.Context) error {
+	id, err := s.socketFromRequest(c, c.Param("socket_id"))
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	req, err := ParseSubscribe(body)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if err := s.authorizeSocketSubscribe(c, id, req); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
+			// The socket hears of it too, as Pusher clients expect.
+			s.call(ctx, socketCall{Op: "refuse", SocketID: id, Channel: req.Channel, Error: ae})
+		}
+		return err
+	}
+	op := socketCall{Op: "subscribe", SocketID: id, Channel: req.Channel, Exclude: req.ExcludeSocketIDs}
+	if req.Cursor != "" {
+		op.Cursor = &req.Cursor
+	}
+	return writeResult(c, s.call(ctx, op))
+}
+
+// authorizeSocketSubscribe decides a subscription: public channels are open; private and
+// presence channels need a token (on this call, or the one the socket was opened with)
+// whose herald.subscribe patterns match.
+func (s *Server) authorizeSocketSubscribe(c echo.Context, socketID string, req SubscribeRequest) error {
+	if !isPrivate(req.Channel) {
+		return nil
+	}
+	cl, err := s.claims(c)
+	if err != nil {
+		return err
+	}
+	if cl == nil {
+		s.claimsMu.Lock()
+		cl = s.socketClaims[socketID]
+		s.claimsMu.Unlock()
+		if cl != nil && time.Now().After(s.cfg.Auth.Expiry(cl)) {
+			cl = nil
+		}
+	}
+	if cl == nil {
+		return errTokenMissing
+	}
+	if !cl.CanSubscribe(req.Channel) {
+		return errorf(http.StatusForbidden, "forbidden", "the token may not subscribe to "+req.Channel)
+	}
+	return nil
+}
+
+// unsubscribeSocket is DELETE /v1/sockets/{socket_id}/subscriptions/{channel}.
+func (s *Server) unsubscribeSocket(c echo.Context) error {
+	id, err := s.socketFromRequest(c, c.Param("socket_id"))
+	if err != nil {
+		return err
+	}
+	channel, err := channelParam(c)
+	if err != nil {
+		return err
+	}
+	return writeResult(c, s.call(c.Request().Context(), socketCall{Op: "unsubscribe", SocketID: id, Channel: channel}))
+}
+
+func writeResult(c echo.Context, res socketResult) error {
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSONBlob(res.Status, res.Body)
+}
+
+// pollSocket serves GET /v1/poll?socket_id=… on any node.
+func (s *Server) pollSocketRequest(c echo.Context) error {
+	id, err := s.socketFromRequest(c, c.QueryParam("socket_id"))
+	if err != nil {
+		return err
+	}
+	timeout, err := s.durationParam(c, "timeout", s.cfg.PollTimeout, s.cfg.PollTimeoutMax)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(c, "limit", s.cfg.PollLimit, s.cfg.PollLimitMax)
+	if err != nil {
+		return err
+	}
+	op := socketCall{Op: "poll", SocketID: id, Timeout: timeout, Limit: limit}
+	if raw := c.QueryParam("seq"); raw != "" {
+		n, err := strconv.ParseUint(raw, 10, 64)
+		if err != nil {
+			return badRequest("invalid_seq", "seq must be the seq of the last answer received")
+		}
+		op.Seq = &n
+	}
+	return writeResult(c, s.call(c.Request().Context(), op))
+}
+
+// socketPollAnswer is a poll answer of a socket: events and notices in order, the socket's
+// composite cursor, and seq to confirm with on the next poll.
+type socketPollAnswer struct {
+	Events []json.RawMessage `json:"events"`
+	Cursor string            `json:"cursor"`
+	Seq    uint64            `json:"seq"`
+	Resync []*stream.Resync  `json:"resync,omitempty"`
+}
+
+func (s *Server) pollSocketLocal(ctx context.Context, sock *stream.Socket, op socketCall) socketResult {
+	s.pollMu.Lock()
+	ps := s.pollSockets[sock.ID()]
+	if ps != nil {
+		ps.lastSeen = time.Now()
+	}
+	s.pollMu.Unlock()
+	if ps == nil {
+		return resultOf(errorf(http.StatusConflict, "not_a_poll_socket", "this socket has a stream; read it there"))
+	}
+	if !ps.mu.TryLock() {
+		return resultOf(errPollInProgress)
+	}
+	defer ps.mu.Unlock()
+	defer func() {
+		s.pollMu.Lock()
+		ps.lastSeen = time.Now()
+		s.pollMu.Unlock()
+	}()
+	if op.Seq != nil && ps.answer != nil && *op.Seq+1 == ps.seq {
+		return socketResult{Status: http.StatusOK, Body: ps.answer} // the last answer was lost
+	}
+	batch, err := sock.Next(ctx, op.Limit, op.Timeout, nil)
+	if err != nil && len(batch) == 0 {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return resultOf(errorf(http.StatusServiceUnavailable, "canceled", "the poll ended early"))
+		}
+		return resultOf(errSocketGone)
+	}
+	ans := socketPollAnswer{Events: []json.RawMessage{}, Seq: ps.seq}
+	for _, d := range batch {
+		switch {
+		case d.Resync != nil:
+			ans.Resync = append(ans.Resync, d.Resync)
+		case d.Control != nil:
+			raw, _ := json.Marshal(d.Control)
+			ans.Events = append(ans.Events, raw)
+		default:
+			ans.Events = append(ans.Events, d.Msg.Envelope())
+		}
+	}
+	ans.Cursor = sock.Cursor()
+	if len(batch) > 0 {
+		ps.seq++
+		ans.Seq = ps.seq
+	}
+	res := jsonResult(http.StatusOK, ans)
+	if len(batch) > 0 {
+		ps.answer = res.Body
+	}
+	return res
+}
+
+// strictDecode decodes one JSON object, refusing unknown fields and trailing data.
+func strictDecode(body []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the object")
+	}
+	return nil
+}
