@@ -133,16 +133,16 @@ func (s *Server) rememberClaims(socketID string, cl *Claims) {
 
 // socketCall is an operation on a socket, run on the node that holds it.
 type socketCall struct {
-	Op       string            `json:"op"` // subscribe, unsubscribe, poll, refuse
-	SocketID string            `json:"socket_id"`
-	Channel  string            `json:"channel,omitempty"`
-	Cursor   *string           `json:"cursor,omitempty"`
-	Exclude  []string          `json:"exclude,omitempty"`
-	Notice   json.RawMessage   `json:"notice,omitempty"`
-	Timeout  time.Duration     `json:"timeout,omitempty"`
-	Limit    int               `json:"limit,omitempty"`
-	Seq      *uint64           `json:"seq,omitempty"`
-	Error    *apiError         `json:"error,omitempty"`
+	Op       string          `json:"op"` // subscribe, unsubscribe, poll, refuse
+	SocketID string          `json:"socket_id"`
+	Channel  string          `json:"channel,omitempty"`
+	Cursor   *string         `json:"cursor,omitempty"`
+	Exclude  []string        `json:"exclude,omitempty"`
+	Notice   json.RawMessage `json:"notice,omitempty"`
+	Timeout  time.Duration   `json:"timeout,omitempty"`
+	Limit    int             `json:"limit,omitempty"`
+	Seq      *uint64         `json:"seq,omitempty"`
+	Error    *apiError       `json:"error,omitempty"`
 }
 
 // socketResult is a socketCall's answer: an HTTP status and JSON body.
