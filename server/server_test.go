@@ -31,6 +31,7 @@ func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *stream.Hub) {
 		t.Fatal(err)
 	}
 	cfg.Auth = auth
+	cfg.SocketSecret = DeriveSocketSecret(testSecret)
 	st := memstore.New(memstore.Options{})
 	hub := stream.New(st, stream.Options{})
 	srv := New(cfg, hub, zerolog.New(io.Discard))
