@@ -55,6 +55,11 @@ type Config struct {
 	// Bus reaches the other nodes of a deployment, for calls on sockets they hold; nil for a
 	// single node.
 	Bus store.Bus
+	// ClientEvents says which channels accept whispers: ClientEventsMembers (default),
+	// ClientEventsAll or ClientEventsNone.
+	ClientEvents string
+	// WhisperRate is how many client events a socket may send per second. Default 10.
+	WhisperRate float64
 	// Version is advertised in /v1/config.
 	Version string
 }
@@ -81,6 +86,12 @@ func (c Config) WithDefaults() Config {
 		c.PollLimitMax = 1000
 	}
 	def(&c.SocketTimeout, 2*c.PollTimeout)
+	if c.ClientEvents == "" {
+		c.ClientEvents = ClientEventsMembers
+	}
+	if c.WhisperRate == 0 {
+		c.WhisperRate = 10
+	}
 	return c
 }
 
@@ -95,10 +106,11 @@ type Server struct {
 	// http.Server.Shutdown does not wait for.
 	streams sync.WaitGroup
 
-	sockTokens  socketTokens
-	pollMu      sync.Mutex
-	pollSockets map[string]*pollSocket
-	claimsMu    sync.Mutex
+	sockTokens    socketTokens
+	whisperLimits rateLimits
+	pollMu        sync.Mutex
+	pollSockets   map[string]*pollSocket
+	claimsMu      sync.Mutex
 	// socketClaims are the tokens sockets were opened with, which authorize their later
 	// subscriptions in JWT mode.
 	socketClaims map[string]*Claims
@@ -127,7 +139,7 @@ func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
 			AllowOrigins:     s.cfg.CORSOrigins,
 			AllowMethods:     []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodOptions},
-			AllowHeaders:     []string{"Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Herald-Socket-Token"},
+			AllowHeaders:     []string{"Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Herald-Socket-Token", "X-Herald-Socket-Id"},
 			AllowCredentials: !contains(s.cfg.CORSOrigins, "*"),
 			MaxAge:           600,
 		}))
@@ -146,6 +158,7 @@ func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
 	v1.POST("/sockets", s.openSocket)
 	v1.POST("/sockets/:socket_id/subscriptions", s.subscribeSocket)
 	v1.DELETE("/sockets/:socket_id/subscriptions/:channel", s.unsubscribeSocket)
+	v1.POST("/channels/:channel/whispers", s.whisper)
 	s.echo = e
 	s.http = &http.Server{
 		Handler:           e,

@@ -115,6 +115,7 @@ func (s *Server) expirePollSockets(now time.Time) {
 
 func (s *Server) closeSocket(sock *stream.Socket) {
 	sock.Close()
+	s.whisperLimits.forget(sock.ID())
 	s.claimsMu.Lock()
 	delete(s.socketClaims, sock.ID())
 	s.claimsMu.Unlock()
@@ -143,6 +144,7 @@ type socketCall struct {
 	Limit    int             `json:"limit,omitempty"`
 	Seq      *uint64         `json:"seq,omitempty"`
 	Error    *apiError       `json:"error,omitempty"`
+	Event    string          `json:"event,omitempty"`
 }
 
 // socketResult is a socketCall's answer: an HTTP status and JSON body.
@@ -239,6 +241,8 @@ func (s *Server) runLocal(ctx context.Context, op socketCall) socketResult {
 		return jsonResult(http.StatusOK, map[string]string{})
 	case "poll":
 		return s.pollSocketLocal(ctx, sock, op)
+	case "whisper":
+		return s.whisperLocal(ctx, sock, op)
 	}
 	return resultOf(badRequest("bad_call", "unknown socket operation "+strconv.Quote(op.Op)))
 }

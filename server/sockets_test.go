@@ -248,3 +248,64 @@ func TestPollSocket(t *testing.T) {
 	q := url.Values{"socket_id": {sk.SocketID}, "timeout": {"0"}}
 	expectError(t, "expired socket", call(t, "GET", ts.URL+"/v1/poll?"+q.Encode(), hdr, ""), http.StatusNotFound, "socket_gone")
 }
+
+// streamSocket opens /v1/stream and returns the reader, socket id and token.
+func streamSocket(t *testing.T, base string) (*sseReader, string, string) {
+	t.Helper()
+	st := openStream(t, base+"/v1/stream")
+	var c struct {
+		SocketID    string `json:"socket_id"`
+		SocketToken string `json:"socket_token"`
+	}
+	if f := st.next(t); json.Unmarshal([]byte(f.data), &c) != nil {
+		t.Fatalf("connected frame %+v", f)
+	}
+	return st, c.SocketID, c.SocketToken
+}
+
+func TestWhispers(t *testing.T) {
+	ts, _ := newTestServer(t, Config{WhisperRate: 5})
+	tok := mint(t, TokenSpec{Subject: "u1", Subscribe: []string{"private-*", "presence-*"}, TTL: time.Hour})
+	auth := map[string]string{"Authorization": "Bearer " + tok}
+	type member struct {
+		st        *sseReader
+		id, token string
+	}
+	var ms []member
+	for range 3 {
+		st, id, token := streamSocket(t, ts.URL)
+		ms = append(ms, member{st, id, token})
+	}
+	for _, m := range ms[:2] {
+		hdr := map[string]string{SocketTokenHeader: m.token, "Authorization": auth["Authorization"]}
+		if r := call(t, "POST", ts.URL+"/v1/sockets/"+m.id+"/subscriptions", hdr, `{"channel":"private-chat"}`); r.status != http.StatusOK {
+			t.Fatalf("subscribe: %d %s", r.status, r.body)
+		}
+		m.st.next(t) // notice
+	}
+	whisper := func(m member, channel, body string) apiReply {
+		return call(t, "POST", ts.URL+"/v1/channels/"+channel+"/whispers?socket_id="+m.id, map[string]string{SocketTokenHeader: m.token}, body)
+	}
+	if r := whisper(ms[0], "private-chat", `{"event":"client-typing","data":{"typing":true}}`); r.status != http.StatusOK {
+		t.Fatalf("whisper: %d %s", r.status, r.body)
+	}
+	f := ms[1].st.next(t)
+	if f.event != "client-typing" || f.id != "" || f.data != `{"channel":"private-chat","event":"client-typing","data":{"typing":true}}` {
+		t.Fatalf("receiver got %+v", f)
+	}
+	ms[0].st.quiet(t) // never back to the sender
+	expectError(t, "not subscribed", whisper(ms[2], "private-chat", `{"event":"client-x"}`), http.StatusForbidden, "not_subscribed")
+	expectError(t, "public channel", whisper(ms[0], "chat", `{"event":"client-x"}`), http.StatusForbidden, "client_events_not_allowed")
+	expectError(t, "no client- prefix", whisper(ms[0], "private-chat", `{"event":"typing"}`), http.StatusBadRequest, "invalid_event")
+	expectError(t, "bad token", call(t, "POST", ts.URL+"/v1/channels/private-chat/whispers?socket_id="+ms[0].id, map[string]string{SocketTokenHeader: "x"}, `{"event":"client-x"}`), http.StatusUnauthorized, "socket_token_invalid")
+	limited := 0
+	for range 10 {
+		if r := whisper(ms[0], "private-chat", `{"event":"client-typing"}`); r.status == http.StatusTooManyRequests {
+			expectError(t, "rate", r, http.StatusTooManyRequests, "rate_limited")
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Fatal("10 whispers at once with a rate of 5/s: none refused")
+	}
+}

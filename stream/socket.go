@@ -498,6 +498,14 @@ func (s *Socket) Refuse(channel string, data json.RawMessage) {
 	s.wake()
 }
 
+// Has reports whether the socket is subscribed to channel.
+func (s *Socket) Has(channel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := slices.BinarySearchFunc(s.subs, channel, compareSub)
+	return ok
+}
+
 // Channels lists the socket's channels.
 func (s *Socket) Channels() []string {
 	s.mu.Lock()
