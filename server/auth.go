@@ -1,11 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -23,6 +26,12 @@ type Claims struct {
 	jwt.RegisteredClaims
 	Subscribe []string `json:"herald.subscribe,omitempty"`
 	Publish   []string `json:"herald.publish,omitempty"`
+	// App names the tenant the token is for; empty means the default app.
+	App string `json:"app,omitempty"`
+	// UserInfo is what presence channels show of the user (JWT mode).
+	UserInfo json.RawMessage `json:"herald.user_info,omitempty"`
+	// Raw is every claim, for channel rules that look at the app's own claims (org, role …).
+	Raw map[string]any `json:"-"`
 }
 
 // CanSubscribe reports whether the claims allow subscribing to channel.
@@ -168,6 +177,14 @@ func (a *Authenticator) Verify(token string) (*Claims, error) {
 	_, err := a.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return a.key, nil })
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	// The signature is good, so the payload is the issuer's: decode it whole for the rules.
+	if parts := strings.Split(token, "."); len(parts) == 3 {
+		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			_ = dec.Decode(&claims.Raw)
+		}
 	}
 	a.mu.Lock()
 	if len(a.cache) >= maxCachedTokens {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/stream"
 )
@@ -125,11 +126,7 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 
 // claims returns the verified token of the request, or nil when it carries none.
 func (s *Server) claims(c echo.Context) (*Claims, error) {
-	req := c.Request()
-	token := bearer(req.Header.Get("Authorization"))
-	if token == "" {
-		token = c.QueryParam("token")
-	}
+	token := requestToken(c)
 	if token == "" {
 		return nil, nil
 	}
@@ -143,16 +140,62 @@ func (s *Server) claims(c echo.Context) (*Claims, error) {
 	return cl, nil
 }
 
-func (s *Server) authorizePublish(c echo.Context, channel string) error {
+func requestToken(c echo.Context) string {
+	if tok := bearer(c.Request().Header.Get("Authorization")); tok != "" {
+		return tok
+	}
+	return c.QueryParam("token")
+}
+
+// authorizePublish decides a publish and returns the app it goes to. A backend's server API
+// key (from the config file) is checked first; otherwise the JWT's herald.publish patterns
+// and every channel rule that matches must allow it.
+func (s *Server) authorizePublish(c echo.Context, channel string) (*App, error) {
+	if s.cfg.Authz != nil {
+		if key, ok := s.cfg.Authz.APIKey(bearer(c.Request().Header.Get("Authorization"))); ok {
+			if !key.CanPublish(channel) {
+				return nil, errorf(http.StatusForbidden, "forbidden", "the API key may not publish to "+channel)
+			}
+			if key.App != "" {
+				if a := s.app(key.App); a != nil {
+					return a, nil
+				}
+				return nil, errorf(http.StatusForbidden, "unknown_app", "the API key's app is not served here")
+			}
+			return s.defaultApp(), nil
+		}
+	}
 	cl, err := s.claims(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cl == nil {
-		return errTokenMissing
+		return nil, errTokenMissing
 	}
-	if !cl.CanPublish(channel) {
-		return errorf(http.StatusForbidden, "forbidden", "the token may not publish to "+channel)
+	if err := s.allow(cl, authz.Publish, channel); err != nil {
+		return nil, err
+	}
+	return s.appFor(cl)
+}
+
+// allow applies a token's patterns and the channel rules to one action on one channel.
+func (s *Server) allow(cl *Claims, action authz.Action, channel string) error {
+	verb := "subscribe to "
+	if action == authz.Publish {
+		verb = "publish to "
+	}
+	if s.cfg.Authz != nil {
+		if ok, reason := s.cfg.Authz.Rules.Allow(action, channel, cl.Raw); !ok {
+			return errorf(http.StatusForbidden, "forbidden", "the token may not "+verb+channel+": "+reason)
+		}
+		return nil
+	}
+	granted := cl.CanSubscribe(channel)
+	if action == authz.Publish {
+		granted = cl.CanPublish(channel)
+	}
+	if !granted {
+		return errorf(http.StatusForbidden, "forbidden", "the token may not "+verb+channel)
 	}
 	return nil
 }
@@ -168,7 +211,8 @@ func (s *Server) publish(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.authorizePublish(c, channel); err != nil {
+	app, err := s.authorizePublish(c, channel)
+	if err != nil {
 		return err
 	}
 	key := c.Request().Header.Get("Idempotency-Key")
@@ -183,16 +227,16 @@ func (s *Server) publish(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.appendAndAnswer(c, store.AppendRequest{
+	return s.appendAndAnswer(c, app, store.AppendRequest{
 		Channel: channel, Name: req.Event, Data: req.Data, SocketID: req.SocketID, IdempotencyKey: key,
 	})
 }
 
-func (s *Server) appendAndAnswer(c echo.Context, req store.AppendRequest) error {
+func (s *Server) appendAndAnswer(c echo.Context, app *App, req store.AppendRequest) error {
 	// The append must not be cut short by a client that goes away mid-request: either it
 	// happens and is acknowledged, or the client retries with its Idempotency-Key. The store
 	// bounds its own round trips.
-	res, err := s.hub.Store().Append(context.WithoutCancel(c.Request().Context()), req)
+	res, err := app.Hub.Store().Append(context.WithoutCancel(c.Request().Context()), req)
 	switch {
 	case errors.Is(err, store.ErrIdempotencyConflict):
 		return errIdempotencyReused
@@ -248,7 +292,8 @@ func (s *Server) testMessage(c echo.Context) error {
 	if err := stream.ValidChannel(req.Channel); err != nil {
 		return errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
 	}
-	if err := s.authorizePublish(c, req.Channel); err != nil {
+	app, err := s.authorizePublish(c, req.Channel)
+	if err != nil {
 		return err
 	}
 	msg := req.Message
@@ -259,25 +304,27 @@ func (s *Server) testMessage(c echo.Context) error {
 	if err != nil {
 		return badRequest("invalid_json", "message is not valid JSON")
 	}
-	return s.appendAndAnswer(c, store.AppendRequest{Channel: req.Channel, Name: "TestMessage", Data: data})
+	return s.appendAndAnswer(c, app, store.AppendRequest{Channel: req.Channel, Name: "TestMessage", Data: data})
 }
 
 func (s *Server) health(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	st := s.hub.Store()
 	c.Response().Header().Set("Cache-Control", "no-store")
-	if err := st.Ping(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": st.Kind()})
+	kind := s.defaultApp().Hub.Store().Kind()
+	for _, a := range s.cfg.Apps {
+		if err := a.Hub.Store().Ping(ctx); err != nil {
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": kind})
+		}
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "store": st.Kind()})
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "store": kind})
 }
 
 func (s *Server) config(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{
 		"version":   s.cfg.Version,
 		"protocol":  "herald.v1",
-		"store":     s.hub.Store().Kind(),
+		"store":     s.defaultApp().Hub.Store().Kind(),
 		"heartbeat": int(s.cfg.Heartbeat / time.Second),
 		"retry_ms":  s.cfg.Retry.Milliseconds(),
 		"transports": []string{

@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/rs/zerolog"
 
+	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/stream"
 )
@@ -52,9 +53,10 @@ type Config struct {
 	// SocketTimeout closes a long-poll socket nobody polled for this long. Default twice
 	// PollTimeout.
 	SocketTimeout time.Duration
-	// Bus reaches the other nodes of a deployment, for calls on sockets they hold; nil for a
-	// single node.
-	Bus store.Bus
+	// Apps are the tenants served; the first is the default app. At least one.
+	Apps []*App
+	// Authz holds channel rules and server API keys from the config file; nil for none.
+	Authz *authz.Config
 	// ClientEvents says which channels accept whispers: ClientEventsMembers (default),
 	// ClientEventsAll or ClientEventsNone.
 	ClientEvents string
@@ -95,10 +97,9 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Server serves the v1 API for one hub.
+// Server serves the v1 API (and the Pusher HTTP API) for its apps.
 type Server struct {
 	cfg  Config
-	hub  *stream.Hub
 	log  zerolog.Logger
 	echo *echo.Echo
 	http *http.Server
@@ -121,9 +122,12 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// New returns a Server for hub.
-func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
-	s := &Server{cfg: cfg.WithDefaults(), hub: hub, log: log,
+// New returns a Server for cfg.Apps, which must not be empty.
+func New(cfg Config, log zerolog.Logger) *Server {
+	if len(cfg.Apps) == 0 {
+		panic("server.New: no apps")
+	}
+	s := &Server{cfg: cfg.WithDefaults(), log: log,
 		pollSockets: make(map[string]*pollSocket), socketClaims: make(map[string]*Claims)}
 	s.sockTokens = socketTokens{key: s.cfg.SocketSecret}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
@@ -170,15 +174,26 @@ func New(cfg Config, hub *stream.Hub, log zerolog.Logger) *Server {
 	}
 	// http.Server.Shutdown waits for connections to go idle, which streams never do: end them
 	// first, each with a jittered retry so clients do not all come back at once.
-	s.http.RegisterOnShutdown(hub.Shutdown)
+	s.http.RegisterOnShutdown(s.shutdownHubs)
 	s.janitor.Add(1)
 	go s.expireLoop()
-	if s.cfg.Bus != nil {
-		if err := s.cfg.Bus.Serve(s.stopCtx, hub.Node(), s.serveBus); err != nil {
-			log.Warn().Err(err).Msg("cannot serve socket calls from other nodes")
+	for _, a := range s.cfg.Apps {
+		if a.Bus == nil {
+			continue
+		}
+		if err := a.Bus.Serve(s.stopCtx, a.Hub.Node(), func(ctx context.Context, req []byte) []byte {
+			return s.serveBus(ctx, a, req)
+		}); err != nil {
+			log.Warn().Err(err).Str("app", a.ID).Msg("cannot serve socket calls from other nodes")
 		}
 	}
 	return s
+}
+
+func (s *Server) shutdownHubs() {
+	for _, a := range s.cfg.Apps {
+		a.Hub.Shutdown()
+	}
 }
 
 // expireLoop closes long-poll sockets whose clients stopped polling.
@@ -211,7 +226,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown ends every stream, then waits for them and for other requests until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
-	s.hub.Shutdown() // also when Serve was never called
+	s.shutdownHubs() // also when Serve was never called
 	s.stopOnce.Do(func() {
 		s.stop()
 		s.janitor.Wait()

@@ -34,7 +34,8 @@ func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *stream.Hub) {
 	cfg.SocketSecret = DeriveSocketSecret(testSecret)
 	st := memstore.New(memstore.Options{})
 	hub := stream.New(st, stream.Options{})
-	srv := New(cfg, hub, zerolog.New(io.Discard))
+	cfg.Apps = []*App{{ID: "default", Hub: hub, Bus: st, Presence: memstore.NewPresence(memstore.PresenceOptions{})}}
+	srv := New(cfg, zerolog.New(io.Discard))
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

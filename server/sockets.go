@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/stream"
 )
@@ -30,15 +31,19 @@ const SocketTokenHeader = "X-Herald-Socket-Token"
 // socketTokens signs socket ids: a token proves its holder opened that socket.
 type socketTokens struct{ key []byte }
 
-func (t socketTokens) token(socketID string) string {
+// token signs the socket id together with its app, so a token also says which app a socket
+// of another node belongs to.
+func (t socketTokens) token(app, socketID string) string {
 	m := hmac.New(sha256.New, t.key)
 	m.Write([]byte("herald socket v1\x00"))
+	m.Write([]byte(app))
+	m.Write([]byte{0})
 	m.Write([]byte(socketID))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:24])
 }
 
-func (t socketTokens) valid(socketID, token string) bool {
-	return len(t.key) > 0 && hmac.Equal([]byte(t.token(socketID)), []byte(token))
+func (t socketTokens) valid(app, socketID, token string) bool {
+	return len(t.key) > 0 && hmac.Equal([]byte(t.token(app, socketID)), []byte(token))
 }
 
 // DeriveSocketSecret turns a deployment secret (the JWT secret) into the socket-token key, so
@@ -81,7 +86,11 @@ func (s *Server) openSocket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	sock, err := s.hub.Open(c.Request().Context(), stream.Request{Dynamic: true})
+	app, err := s.appFor(cl)
+	if err != nil {
+		return err
+	}
+	sock, err := app.Hub.Open(c.Request().Context(), stream.Request{Dynamic: true})
 	if err != nil {
 		return storeError(err)
 	}
@@ -93,7 +102,7 @@ func (s *Server) openSocket(c echo.Context) error {
 	s.rememberClaims(sock.ID(), cl)
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, map[string]string{
-		"socket_id": sock.ID(), "socket_token": s.sockTokens.token(sock.ID()), "cursor": sock.Cursor(),
+		"socket_id": sock.ID(), "socket_token": s.sockTokens.token(app.ID, sock.ID()), "cursor": sock.Cursor(),
 	})
 }
 
@@ -153,17 +162,17 @@ type socketResult struct {
 	Body   json.RawMessage `json:"body"`
 }
 
-// call runs op on the socket's node: here, or over the Bus.
-func (s *Server) call(ctx context.Context, op socketCall) socketResult {
-	if node := socketNode(op.SocketID); node != s.hub.Node() {
-		if s.cfg.Bus == nil {
+// call runs op on the socket's node: here, or over the app's Bus.
+func (s *Server) call(ctx context.Context, app *App, op socketCall) socketResult {
+	if node := socketNode(op.SocketID); node != app.Hub.Node() {
+		if app.Bus == nil {
 			return resultOf(errSocketGone)
 		}
 		req, _ := json.Marshal(op)
 		wait := 10*time.Second + op.Timeout
 		rctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
-		raw, err := s.cfg.Bus.Request(rctx, node, req)
+		raw, err := app.Bus.Request(rctx, node, req)
 		var res socketResult
 		switch {
 		case errors.Is(err, store.ErrNoNode):
@@ -176,17 +185,17 @@ func (s *Server) call(ctx context.Context, op socketCall) socketResult {
 		}
 		return res
 	}
-	return s.runLocal(ctx, op)
+	return s.runLocal(ctx, app, op)
 }
 
-// serveBus answers socket calls other nodes send to this node.
-func (s *Server) serveBus(ctx context.Context, req []byte) []byte {
+// serveBus answers socket calls other nodes send to this node's hub of app.
+func (s *Server) serveBus(ctx context.Context, app *App, req []byte) []byte {
 	var op socketCall
 	var res socketResult
 	if err := json.Unmarshal(req, &op); err != nil {
 		res = resultOf(badRequest("bad_call", "unreadable socket call"))
 	} else {
-		res = s.runLocal(ctx, op)
+		res = s.runLocal(ctx, app, op)
 	}
 	out, _ := json.Marshal(res)
 	return out
@@ -203,8 +212,8 @@ func jsonResult(status int, v any) socketResult {
 }
 
 // runLocal runs op on a socket of this node.
-func (s *Server) runLocal(ctx context.Context, op socketCall) socketResult {
-	sock := s.hub.Socket(op.SocketID)
+func (s *Server) runLocal(ctx context.Context, app *App, op socketCall) socketResult {
+	sock := app.Hub.Socket(op.SocketID)
 	if sock == nil {
 		return resultOf(errSocketGone)
 	}
@@ -242,24 +251,26 @@ func (s *Server) runLocal(ctx context.Context, op socketCall) socketResult {
 	case "poll":
 		return s.pollSocketLocal(ctx, sock, op)
 	case "whisper":
-		return s.whisperLocal(ctx, sock, op)
+		return s.whisperLocal(ctx, app, sock, op)
 	}
 	return resultOf(badRequest("bad_call", "unknown socket operation "+strconv.Quote(op.Op)))
 }
 
-// socketFromPath validates the :socket_id parameter and the socket token.
-func (s *Server) socketFromRequest(c echo.Context, id string) (string, error) {
+// socketFromRequest validates a socket id and its token, and finds the socket's app.
+func (s *Server) socketFromRequest(c echo.Context, id string) (string, *App, error) {
 	if !ValidSocketID(id) {
-		return "", errBadSocketID
+		return "", nil, errBadSocketID
 	}
 	tok := c.Request().Header.Get(SocketTokenHeader)
 	if tok == "" {
 		tok = c.QueryParam("socket_token")
 	}
-	if !s.sockTokens.valid(id, tok) {
-		return "", errSocketToken
+	for _, a := range s.cfg.Apps {
+		if s.sockTokens.valid(a.ID, id, tok) {
+			return id, a, nil
+		}
 	}
-	return id, nil
+	return "", nil, errSocketToken
 }
 
 // SubscribeRequest is the body of POST /v1/sockets/{socket_id}/subscriptions.
@@ -298,7 +309,7 @@ func ParseSubscribe(body []byte) (SubscribeRequest, error) {
 
 // subscribeSocket is POST /v1/sockets/{socket_id}/subscriptions.
 func (s *Server) subscribeSocket(c echo.Context) error {
-	id, err := s.socketFromRequest(c, c.Param("socket_id"))
+	id, app, err := s.socketFromRequest(c, c.Param("socket_id"))
 	if err != nil {
 		return err
 	}
@@ -315,7 +326,7 @@ func (s *Server) subscribeSocket(c echo.Context) error {
 		var ae *apiError
 		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
 			// The socket hears of it too, as Pusher clients expect.
-			s.call(ctx, socketCall{Op: "refuse", SocketID: id, Channel: req.Channel, Error: ae})
+			s.call(ctx, app, socketCall{Op: "refuse", SocketID: id, Channel: req.Channel, Error: ae})
 		}
 		return err
 	}
@@ -323,7 +334,7 @@ func (s *Server) subscribeSocket(c echo.Context) error {
 	if req.Cursor != "" {
 		op.Cursor = &req.Cursor
 	}
-	return writeResult(c, s.call(ctx, op))
+	return writeResult(c, s.call(ctx, app, op))
 }
 
 // authorizeSocketSubscribe decides a subscription: public channels are open; private and
@@ -348,15 +359,12 @@ func (s *Server) authorizeSocketSubscribe(c echo.Context, socketID string, req S
 	if cl == nil {
 		return errTokenMissing
 	}
-	if !cl.CanSubscribe(req.Channel) {
-		return errorf(http.StatusForbidden, "forbidden", "the token may not subscribe to "+req.Channel)
-	}
-	return nil
+	return s.allow(cl, authz.Subscribe, req.Channel)
 }
 
 // unsubscribeSocket is DELETE /v1/sockets/{socket_id}/subscriptions/{channel}.
 func (s *Server) unsubscribeSocket(c echo.Context) error {
-	id, err := s.socketFromRequest(c, c.Param("socket_id"))
+	id, app, err := s.socketFromRequest(c, c.Param("socket_id"))
 	if err != nil {
 		return err
 	}
@@ -364,7 +372,7 @@ func (s *Server) unsubscribeSocket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return writeResult(c, s.call(c.Request().Context(), socketCall{Op: "unsubscribe", SocketID: id, Channel: channel}))
+	return writeResult(c, s.call(c.Request().Context(), app, socketCall{Op: "unsubscribe", SocketID: id, Channel: channel}))
 }
 
 func writeResult(c echo.Context, res socketResult) error {
@@ -374,7 +382,7 @@ func writeResult(c echo.Context, res socketResult) error {
 
 // pollSocket serves GET /v1/poll?socket_id=… on any node.
 func (s *Server) pollSocketRequest(c echo.Context) error {
-	id, err := s.socketFromRequest(c, c.QueryParam("socket_id"))
+	id, app, err := s.socketFromRequest(c, c.QueryParam("socket_id"))
 	if err != nil {
 		return err
 	}
@@ -394,7 +402,7 @@ func (s *Server) pollSocketRequest(c echo.Context) error {
 		}
 		op.Seq = &n
 	}
-	return writeResult(c, s.call(c.Request().Context(), op))
+	return writeResult(c, s.call(c.Request().Context(), app, op))
 }
 
 // socketPollAnswer is a poll answer of a socket: events and notices in order, the socket's

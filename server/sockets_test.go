@@ -183,7 +183,7 @@ func TestSocketSubscriptionsOnAStream(t *testing.T) {
 	expectError(t, "bad cursor", call(t, "POST", subs, hdr, `{"channel":"room","cursor":"zz"}`), http.StatusBadRequest, "invalid_cursor")
 	gone := "1.1"
 	expectError(t, "unknown socket", call(t, "POST", ts.URL+"/v1/sockets/"+gone+"/subscriptions",
-		map[string]string{SocketTokenHeader: socketTokens{DeriveSocketSecret(testSecret)}.token(gone)}, `{"channel":"room"}`), http.StatusNotFound, "socket_gone")
+		map[string]string{SocketTokenHeader: socketTokens{DeriveSocketSecret(testSecret)}.token("default", gone)}, `{"channel":"room"}`), http.StatusNotFound, "socket_gone")
 
 	if r := call(t, "DELETE", subs+"/room", hdr, ""); r.status != http.StatusOK {
 		t.Fatalf("unsubscribe: %d %s", r.status, r.body)

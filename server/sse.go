@@ -41,7 +41,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		return err
 	}
 	s.rememberClaims(sock.ID(), sub.claims)
-	st := &sseStream{srv: s, sock: sock, oneChannel: oneChannel, expires: sub.expires, started: time.Now()}
+	st := &sseStream{srv: s, app: sub.app, sock: sock, oneChannel: oneChannel, expires: sub.expires, started: time.Now()}
 
 	w := c.Response()
 	h := w.Header()
@@ -149,6 +149,7 @@ func (fw *flushWriter) write(frames [][]byte) error {
 // so it may outlive the handler.
 type sseStream struct {
 	srv        *Server
+	app        *App
 	sock       *stream.Socket
 	oneChannel bool
 	expires    time.Time
@@ -170,7 +171,7 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 		SocketToken string `json:"socket_token,omitempty"`
 		Heartbeat   int    `json:"heartbeat"`
 		Cursor      string `json:"cursor"`
-	}{sock.ID(), s.sockTokens.token(sock.ID()), int(s.cfg.Heartbeat / time.Second), sock.Cursor()})
+	}{sock.ID(), s.sockTokens.token(st.app.ID, sock.ID()), int(s.cfg.Heartbeat / time.Second), sock.Cursor()})
 	first := make([]byte, 0, 64+len(hello))
 	first = append(first, "retry: "...)
 	first = strconv.AppendInt(first, s.cfg.Retry.Milliseconds(), 10)

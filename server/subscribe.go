@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/stream"
 )
@@ -20,6 +21,7 @@ type subscription struct {
 	req     stream.Request
 	expires time.Time // the token's expiry; zero without a token
 	claims  *Claims
+	app     *App
 }
 
 // isPrivate reports whether reading channel needs an authorized token.
@@ -69,9 +71,12 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 		if cl == nil {
 			return sub, errTokenMissing
 		}
-		if !cl.CanSubscribe(name) {
-			return sub, errorf(http.StatusForbidden, "forbidden", "the token may not subscribe to "+name)
+		if err := s.allow(cl, authz.Subscribe, name); err != nil {
+			return sub, err
 		}
+	}
+	if sub.app, err = s.appFor(cl); err != nil {
+		return sub, err
 	}
 	if cl != nil {
 		sub.expires = s.cfg.Auth.Expiry(cl)
@@ -105,7 +110,7 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 
 // open opens the socket, mapping engine failures to API errors.
 func (s *Server) open(ctx context.Context, sub subscription) (*stream.Socket, error) {
-	sock, err := s.hub.Open(ctx, sub.req)
+	sock, err := sub.app.Hub.Open(ctx, sub.req)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:

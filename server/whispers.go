@@ -35,16 +35,19 @@ func (s *Server) whisper(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := s.socketFromRequest(c, c.QueryParam("socket_id"))
-	if err != nil {
-		if sid := c.Request().Header.Get("X-Herald-Socket-Id"); sid != "" {
-			id, err = s.socketFromRequest(c, sid)
-		}
-		if err != nil {
-			return err
-		}
+	sid := c.QueryParam("socket_id")
+	if sid == "" {
+		sid = c.Request().Header.Get("X-Herald-Socket-Id")
 	}
-	switch s.cfg.ClientEvents {
+	id, app, err := s.socketFromRequest(c, sid)
+	if err != nil {
+		return err
+	}
+	mode := s.cfg.ClientEvents
+	if app.Pusher != nil && app.Pusher.ClientEvents != "" {
+		mode = string(app.Pusher.ClientEvents)
+	}
+	switch mode {
 	case ClientEventsNone:
 		return errorf(http.StatusForbidden, "client_events_disabled", "this server does not accept client events")
 	case ClientEventsAll:
@@ -68,18 +71,22 @@ func (s *Server) whisper(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return writeResult(c, s.call(c.Request().Context(), socketCall{Op: "whisper", SocketID: id, Channel: channel, Event: req.Event, Notice: data}))
+	return writeResult(c, s.call(c.Request().Context(), app, socketCall{Op: "whisper", SocketID: id, Channel: channel, Event: req.Event, Notice: data}))
 }
 
 // whisperLocal runs on the node holding the socket, which knows its channels and its rate.
-func (s *Server) whisperLocal(ctx context.Context, sock *stream.Socket, op socketCall) socketResult {
+func (s *Server) whisperLocal(ctx context.Context, app *App, sock *stream.Socket, op socketCall) socketResult {
 	if !sock.Has(op.Channel) {
 		return resultOf(errorf(http.StatusForbidden, "not_subscribed", "the socket must be subscribed to "+op.Channel+" to send client events"))
 	}
-	if !s.whisperLimits.allow(sock.ID(), s.cfg.WhisperRate, time.Now()) {
+	rate := s.cfg.WhisperRate
+	if app.Pusher != nil && app.Pusher.Limits.ClientEventsPerSecond > 0 {
+		rate = float64(app.Pusher.Limits.ClientEventsPerSecond)
+	}
+	if !s.whisperLimits.allow(sock.ID(), rate, time.Now()) {
 		return resultOf(errorf(http.StatusTooManyRequests, "rate_limited", "too many client events from this socket"))
 	}
-	b, ok := s.hub.Store().(store.Broadcaster)
+	b, ok := app.Hub.Store().(store.Broadcaster)
 	if !ok {
 		return resultOf(errorf(http.StatusNotImplemented, "not_supported", "this store cannot broadcast"))
 	}

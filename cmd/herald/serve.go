@@ -19,7 +19,6 @@ import (
 
 	"github.com/herald-rt/herald/server"
 	"github.com/herald-rt/herald/store"
-	"github.com/herald-rt/herald/store/memstore"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -40,7 +39,8 @@ func addKeyFlags(fs *flagSet) keyFlags {
 
 type serveConfig struct {
 	addr, redisURL, redisPrefix, logLevel, debugAddr       *string
-	socketSecret                                           *string
+	socketSecret, configPath, clientEvents                 *string
+	presenceTTL                                            *time.Duration
 	dev                                                    *bool
 	cors                                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
@@ -72,6 +72,9 @@ func serve(args []string) error {
 		linger:          fs.Duration("linger", 30*time.Second, "how long a channel stays listened to after its last subscriber leaves"),
 		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight"),
 		logLevel:        fs.String("log-level", "info", "debug, info, warn or error"),
+		configPath:      fs.String("config", "", "YAML file with apps (Pusher id/key/secret), channel rules and server API keys"),
+		clientEvents:    fs.String("client-events", "members", "which channels accept whispers: members (private/presence subscribers), all, none"),
+		presenceTTL:     fs.Duration("presence-ttl", 60*time.Second, "a node that stops refreshing its presence members loses them after this long"),
 		socketSecret:    fs.String("socket-secret", "", "key that signs socket tokens, the same on every node (default: derived from --jwt-secret)"),
 		debugAddr:       fs.String("debug-addr", "", "if set, serve Go's /debug/pprof on this address (keep it on loopback)"),
 		keys:            addKeyFlags(fs),
@@ -116,13 +119,19 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret := store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
-	st, err := openStore(ctx, *cfg.redisURL, *cfg.redisPrefix, ret, log)
+	az, err := loadAuthz(*cfg.configPath)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	hub := stream.New(st, stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger})
-	defer hub.Close()
+	apps, closeApps, err := openApps(ctx, backend{
+		redisURL: *cfg.redisURL, prefix: *cfg.redisPrefix, retention: ret,
+		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},
+		presenceTTL: *cfg.presenceTTL, log: log,
+	}, az)
+	if err != nil {
+		return err
+	}
+	defer closeApps()
 
 	srv := server.New(server.Config{
 		Auth:           auth,
@@ -138,14 +147,16 @@ func serve(args []string) error {
 		HistorySize:    *cfg.historySize,
 		Version:        version,
 		SocketSecret:   sockSecret,
-		Bus:            busOf(st),
-	}, hub, log)
+		Apps:           apps,
+		Authz:          az,
+		ClientEvents:   *cfg.clientEvents,
+	}, log)
 
 	ln, err := net.Listen("tcp", *cfg.addr)
 	if err != nil {
 		return err
 	}
-	log.Info().Str("addr", ln.Addr().String()).Str("store", st.Kind()).Str("version", version).
+	log.Info().Str("addr", ln.Addr().String()).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
 		Uint64("max_open_files", raiseFileLimit()).Msg("herald listening")
 	if *cfg.dev {
 		printDevHelp(secret, ln.Addr().String())
@@ -167,21 +178,6 @@ func serve(args []string) error {
 		log.Warn().Err(err).Msg("shutdown")
 	}
 	return <-errc
-}
-
-func openStore(ctx context.Context, redisURL, prefix string, ret store.Retention, log zerolog.Logger) (store.Store, error) {
-	if redisURL == "" {
-		return memstore.New(memstore.Options{Retention: ret}), nil
-	}
-	return openRedisStore(ctx, redisURL, prefix, ret, log)
-}
-
-// busOf returns the store's node bus, for calls on sockets other nodes hold.
-func busOf(st store.Store) store.Bus {
-	if b, ok := st.(store.Bus); ok {
-		return b
-	}
-	return nil
 }
 
 func newLogger(dev bool, level string) zerolog.Logger {

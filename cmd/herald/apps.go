@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/herald-rt/herald/server"
+	"github.com/herald-rt/herald/server/authz"
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/memstore"
+	"github.com/herald-rt/herald/store/redisstore"
+	"github.com/herald-rt/herald/stream"
+)
+
+// backend is where the apps keep their data.
+type backend struct {
+	redisURL, prefix string
+	retention        store.Retention
+	hub              stream.Options
+	presenceTTL      time.Duration
+	log              zerolog.Logger
+}
+
+// loadAuthz reads the config file, or the HERALD_APP_* variables alone; nil when neither is set.
+func loadAuthz(path string) (*authz.Config, error) {
+	if path == "" && os.Getenv("HERALD_APP_ID") == "" && os.Getenv("HERALD_APP_KEY") == "" {
+		return nil, nil
+	}
+	cfg, err := authz.Load(path, os.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// openApps builds one hub, store and presence per app. Without a config there is one app,
+// "default", keyed directly under the prefix; configured apps are keyed under prefix + id, so
+// apps sharing a Redis never meet. close releases everything.
+func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server.App, close func(), err error) {
+	var closers []func()
+	close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			close()
+		}
+	}()
+	type spec struct {
+		id, prefix string
+		pusher     *authz.App
+	}
+	specs := []spec{{id: "default", prefix: b.prefix}}
+	if cfg != nil {
+		specs = specs[:0]
+		def := cfg.DefaultApp()
+		ordered := append([]*authz.App{def}, cfg.Apps()...)
+		seen := map[string]bool{}
+		for _, a := range ordered {
+			if a == nil || seen[a.ID] {
+				continue
+			}
+			seen[a.ID] = true
+			specs = append(specs, spec{id: a.ID, prefix: b.prefix + a.ID + ":", pusher: a})
+		}
+	}
+	var client redis.UniversalClient
+	if b.redisURL != "" {
+		opts, err := redis.ParseURL(b.redisURL)
+		if err != nil {
+			return nil, close, fmt.Errorf("--redis-url: %w", err)
+		}
+		c := redis.NewClient(opts)
+		client = c
+		closers = append(closers, func() { c.Close() })
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := c.Ping(pctx).Err(); err != nil {
+			b.log.Warn().Err(err).Msg("Redis is not reachable yet; serving 503 until it is")
+		}
+		cancel()
+	}
+	for _, sp := range specs {
+		var st store.Store
+		var presence store.Presence
+		if client == nil {
+			mem := memstore.New(memstore.Options{Retention: b.retention})
+			st, presence = mem, memstore.NewPresence(memstore.PresenceOptions{TTL: b.presenceTTL})
+		} else {
+			rs, err := redisstore.New(ctx, redisstore.Options{Client: client, Prefix: sp.prefix, Retention: b.retention, Logger: b.log})
+			if err != nil {
+				return nil, close, err
+			}
+			st = rs
+			p, err := redisstore.NewPresence(redisstore.PresenceOptions{Client: client, Prefix: sp.prefix, TTL: b.presenceTTL})
+			if err != nil {
+				rs.Close()
+				return nil, close, err
+			}
+			presence = p
+		}
+		closers = append(closers, func() { st.Close() })
+		hub := stream.New(st, b.hub)
+		closers = append(closers, hub.Close)
+		app := &server.App{ID: sp.id, Hub: hub, Presence: presence, Pusher: sp.pusher}
+		if bus, ok := st.(store.Bus); ok {
+			app.Bus = bus
+		}
+		apps = append(apps, app)
+	}
+	return apps, close, nil
+}

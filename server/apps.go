@@ -1,0 +1,59 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/herald-rt/herald/server/authz"
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/stream"
+)
+
+// App is one tenant of a Herald deployment. Every channel, stream key and presence set
+// belongs to one app — each has its own hub over its own store keys — so two apps that use
+// the same channel names never see each other's events.
+type App struct {
+	ID string
+	// Hub fans out the app's events; its store holds the app's log.
+	Hub *stream.Hub
+	// Presence keeps the members of the app's presence channels.
+	Presence store.Presence
+	// Bus reaches the nodes holding the app's sockets; nil for a single node.
+	Bus store.Bus
+	// Pusher holds the app's Pusher key, secret and limits; nil when no app is configured, in
+	// which case Pusher signatures and the Pusher HTTP API are refused.
+	Pusher *authz.App
+}
+
+// app returns the app with id, or nil.
+func (s *Server) app(id string) *App {
+	for _, a := range s.cfg.Apps {
+		if a.ID == id {
+			return a
+		}
+	}
+	return nil
+}
+
+// defaultApp serves requests that name no app.
+func (s *Server) defaultApp() *App { return s.cfg.Apps[0] }
+
+// appFor picks the app of a v1 request: the token's app claim, or the default app.
+func (s *Server) appFor(cl *Claims) (*App, error) {
+	if cl == nil || cl.App == "" {
+		return s.defaultApp(), nil
+	}
+	if a := s.app(cl.App); a != nil {
+		return a, nil
+	}
+	return nil, errorf(http.StatusForbidden, "unknown_app", "the token's app is not served here")
+}
+
+// appOfHub finds the app whose hub has node id node (the first part of its socket ids).
+func (s *Server) appOfNode(node string) *App {
+	for _, a := range s.cfg.Apps {
+		if a.Hub.Node() == node {
+			return a
+		}
+	}
+	return nil
+}
