@@ -89,3 +89,7 @@ func TestAuthenticatorConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func jwtSign(claims map[string]any) (string, error) {
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims)).SignedString(testSecret)
+}

@@ -62,6 +62,9 @@ type Config struct {
 	ClientEvents string
 	// WhisperRate is how many client events a socket may send per second. Default 10.
 	WhisperRate float64
+	// PresenceTTL is the lease of a presence membership; the node renews its members every
+	// third of it. It must match the presence stores'. Default 60s.
+	PresenceTTL time.Duration
 	// Version is advertised in /v1/config.
 	Version string
 }
@@ -88,6 +91,7 @@ func (c Config) WithDefaults() Config {
 		c.PollLimitMax = 1000
 	}
 	def(&c.SocketTimeout, 2*c.PollTimeout)
+	def(&c.PresenceTTL, 60*time.Second)
 	if c.ClientEvents == "" {
 		c.ClientEvents = ClientEventsMembers
 	}
@@ -109,6 +113,7 @@ type Server struct {
 
 	sockTokens    socketTokens
 	whisperLimits rateLimits
+	members       memberships
 	pollMu        sync.Mutex
 	pollSockets   map[string]*pollSocket
 	claimsMu      sync.Mutex
@@ -163,6 +168,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	v1.POST("/sockets/:socket_id/subscriptions", s.subscribeSocket)
 	v1.DELETE("/sockets/:socket_id/subscriptions/:channel", s.unsubscribeSocket)
 	v1.POST("/channels/:channel/whispers", s.whisper)
+	v1.GET("/channels/:channel/members", s.channelMembers)
 	s.echo = e
 	s.http = &http.Server{
 		Handler:           e,
@@ -175,8 +181,9 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	// http.Server.Shutdown waits for connections to go idle, which streams never do: end them
 	// first, each with a jittered retry so clients do not all come back at once.
 	s.http.RegisterOnShutdown(s.shutdownHubs)
-	s.janitor.Add(1)
+	s.janitor.Add(2)
 	go s.expireLoop()
+	go s.presenceLoop()
 	for _, a := range s.cfg.Apps {
 		if a.Bus == nil {
 			continue

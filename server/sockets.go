@@ -71,6 +71,7 @@ var (
 // pollSocket is a socket served by long-poll: it has no connection of its own, so it expires
 // when its client stops polling.
 type pollSocket struct {
+	app      *App
 	sock     *stream.Socket
 	mu       sync.Mutex // one poll at a time
 	lastSeen time.Time  // guarded by Server.pollMu
@@ -94,7 +95,7 @@ func (s *Server) openSocket(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	ps := &pollSocket{sock: sock}
+	ps := &pollSocket{app: app, sock: sock}
 	s.pollMu.Lock()
 	ps.lastSeen = time.Now()
 	s.pollSockets[sock.ID()] = ps
@@ -118,12 +119,13 @@ func (s *Server) expirePollSockets(now time.Time) {
 	}
 	s.pollMu.Unlock()
 	for _, ps := range gone {
-		s.closeSocket(ps.sock)
+		s.closeSocket(ps.app, ps.sock)
 	}
 }
 
-func (s *Server) closeSocket(sock *stream.Socket) {
+func (s *Server) closeSocket(app *App, sock *stream.Socket) {
 	sock.Close()
+	s.leaveAllPresence(app, sock.ID())
 	s.whisperLimits.forget(sock.ID())
 	s.claimsMu.Lock()
 	delete(s.socketClaims, sock.ID())
@@ -153,7 +155,13 @@ type socketCall struct {
 	Limit    int             `json:"limit,omitempty"`
 	Seq      *uint64         `json:"seq,omitempty"`
 	Error    *apiError       `json:"error,omitempty"`
-	Event    string          `json:"event,omitempty"`
+	// Member is the presence identity the receiving node verified (Pusher channel_data or
+	// the call's token).
+	Member *store.Member `json:"member,omitempty"`
+	// BySocketToken asks the owner to authorize with the token the socket was opened with,
+	// which only the owner knows.
+	BySocketToken bool   `json:"by_socket_token,omitempty"`
+	Event         string `json:"event,omitempty"`
 }
 
 // socketResult is a socketCall's answer: an HTTP status and JSON body.
@@ -219,29 +227,13 @@ func (s *Server) runLocal(ctx context.Context, app *App, op socketCall) socketRe
 	}
 	switch op.Op {
 	case "subscribe":
-		var cur *store.Cursor
-		if op.Cursor != nil {
-			c, err := stream.ParseCursor(*op.Cursor)
-			if err != nil {
-				return resultOf(badRequest("invalid_cursor", "the cursor is not one this channel's server sent"))
-			}
-			cur = &c
-		}
-		err := sock.Subscribe(ctx, op.Channel, cur, op.Exclude, op.Notice)
-		switch {
-		case err == nil:
-			return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
-		case errors.Is(err, stream.ErrTooManyChannels):
-			return resultOf(errTooManyChannels)
-		case errors.Is(err, stream.ErrClosed), errors.Is(err, stream.ErrLagged), errors.Is(err, stream.ErrShutdown):
-			return resultOf(errSocketGone)
-		default:
-			s.log.Warn().Err(err).Str("channel", op.Channel).Msg("subscribe failed")
-			return resultOf(errStoreUnavailable)
-		}
+		return s.subscribeLocal(ctx, app, sock, op)
 	case "unsubscribe":
 		if !sock.Unsubscribe(op.Channel) {
 			return resultOf(errorf(http.StatusNotFound, "not_subscribed", "the socket is not subscribed to "+op.Channel))
+		}
+		if isPresence(op.Channel) {
+			s.leavePresence(ctx, app, op.Channel, op.SocketID)
 		}
 		return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
 	case "refuse":
@@ -307,7 +299,8 @@ func ParseSubscribe(body []byte) (SubscribeRequest, error) {
 	return req, nil
 }
 
-// subscribeSocket is POST /v1/sockets/{socket_id}/subscriptions.
+// subscribeSocket is POST /v1/sockets/{socket_id}/subscriptions. This node verifies what the
+// call carries — a Pusher signature or a token — and the socket's node applies it.
 func (s *Server) subscribeSocket(c echo.Context) error {
 	id, app, err := s.socketFromRequest(c, c.Param("socket_id"))
 	if err != nil {
@@ -322,7 +315,11 @@ func (s *Server) subscribeSocket(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if err := s.authorizeSocketSubscribe(c, id, req); err != nil {
+	op := socketCall{Op: "subscribe", SocketID: id, Channel: req.Channel, Exclude: req.ExcludeSocketIDs}
+	if req.Cursor != "" {
+		op.Cursor = &req.Cursor
+	}
+	if err := s.authorizeSocketSubscribe(c, app, id, req, &op); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
 			// The socket hears of it too, as Pusher clients expect.
@@ -330,18 +327,35 @@ func (s *Server) subscribeSocket(c echo.Context) error {
 		}
 		return err
 	}
-	op := socketCall{Op: "subscribe", SocketID: id, Channel: req.Channel, Exclude: req.ExcludeSocketIDs}
-	if req.Cursor != "" {
-		op.Cursor = &req.Cursor
-	}
 	return writeResult(c, s.call(ctx, app, op))
 }
 
-// authorizeSocketSubscribe decides a subscription: public channels are open; private and
-// presence channels need a token (on this call, or the one the socket was opened with)
-// whose herald.subscribe patterns match.
-func (s *Server) authorizeSocketSubscribe(c echo.Context, socketID string, req SubscribeRequest) error {
+// authorizeSocketSubscribe checks the credentials a subscription call carries. Public
+// channels need none. Private and presence channels take a Pusher signature from the app's
+// own /broadcasting/auth, or a token on this call; with neither, the socket's node decides
+// with the token the socket was opened with.
+func (s *Server) authorizeSocketSubscribe(c echo.Context, app *App, socketID string, req SubscribeRequest, op *socketCall) error {
 	if !isPrivate(req.Channel) {
+		return nil
+	}
+	if req.Auth != "" {
+		if app.Pusher == nil {
+			return errorf(http.StatusUnauthorized, "signature_unavailable", "this app has no Pusher key and secret configured")
+		}
+		member, err := app.Pusher.VerifyChannelAuth(socketID, req.Channel, req.Auth, req.ChannelData)
+		switch {
+		case errors.Is(err, authz.ErrChannelData):
+			return badRequest("invalid_channel_data", err.Error())
+		case err != nil:
+			return errorf(http.StatusUnauthorized, "invalid_signature", "the auth signature does not match this socket and channel")
+		}
+		if isPresence(req.Channel) {
+			if member == nil {
+				return badRequest("invalid_channel_data", "presence channels need channel_data with a user_id")
+			}
+			op.Member = &store.Member{UserID: member.UserID, UserInfo: member.UserInfo}
+			return checkMember(app, *op.Member)
+		}
 		return nil
 	}
 	cl, err := s.claims(c)
@@ -349,17 +363,85 @@ func (s *Server) authorizeSocketSubscribe(c echo.Context, socketID string, req S
 		return err
 	}
 	if cl == nil {
+		op.BySocketToken = true
+		return nil
+	}
+	if err := s.allow(cl, authz.Subscribe, req.Channel); err != nil {
+		return err
+	}
+	if isPresence(req.Channel) {
+		m := identityFromClaims(cl)
+		op.Member = &m
+		return checkMember(app, m)
+	}
+	return nil
+}
+
+// subscribeLocal applies a subscription on the socket's own node.
+func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Socket, op socketCall) socketResult {
+	refuse := func(e *apiError) socketResult {
+		data, _ := json.Marshal(e)
+		sock.Refuse(op.Channel, data)
+		return resultOf(e)
+	}
+	if op.BySocketToken {
 		s.claimsMu.Lock()
-		cl = s.socketClaims[socketID]
+		cl := s.socketClaims[op.SocketID]
 		s.claimsMu.Unlock()
-		if cl != nil && time.Now().After(s.cfg.Auth.Expiry(cl)) {
-			cl = nil
+		if cl == nil || time.Now().After(s.cfg.Auth.Expiry(cl)) {
+			return refuse(errTokenMissing)
+		}
+		if err := s.allow(cl, authz.Subscribe, op.Channel); err != nil {
+			var ae *apiError
+			errors.As(err, &ae)
+			return refuse(ae)
+		}
+		if isPresence(op.Channel) {
+			m := identityFromClaims(cl)
+			if err := checkMember(app, m); err != nil {
+				var ae *apiError
+				errors.As(err, &ae)
+				return refuse(ae)
+			}
+			op.Member = &m
 		}
 	}
-	if cl == nil {
-		return errTokenMissing
+	var cur *store.Cursor
+	if op.Cursor != nil {
+		c, err := stream.ParseCursor(*op.Cursor)
+		if err != nil {
+			return resultOf(badRequest("invalid_cursor", "the cursor is not one this channel's server sent"))
+		}
+		cur = &c
 	}
-	return s.allow(cl, authz.Subscribe, req.Channel)
+	var notice json.RawMessage
+	if isPresence(op.Channel) {
+		if op.Member == nil {
+			return refuse(badRequest("invalid_channel_data", "presence channels need a user identity"))
+		}
+		n, err := s.joinPresence(ctx, app, op.Channel, op.SocketID, *op.Member)
+		if err != nil {
+			var ae *apiError
+			errors.As(err, &ae)
+			return refuse(ae)
+		}
+		notice = n
+	}
+	err := sock.Subscribe(ctx, op.Channel, cur, op.Exclude, notice)
+	if err != nil && isPresence(op.Channel) {
+		s.leavePresence(context.WithoutCancel(ctx), app, op.Channel, op.SocketID)
+	}
+	switch {
+	case err == nil:
+		return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
+	case errors.Is(err, stream.ErrTooManyChannels):
+		return resultOf(errTooManyChannels)
+	case errors.Is(err, stream.ErrClosed), errors.Is(err, stream.ErrLagged), errors.Is(err, stream.ErrShutdown):
+		return resultOf(errSocketGone)
+	default:
+		s.log.Warn().Err(err).Str("channel", op.Channel).Msg("subscribe failed")
+		return resultOf(errStoreUnavailable)
+	}
 }
 
 // unsubscribeSocket is DELETE /v1/sockets/{socket_id}/subscriptions/{channel}.

@@ -160,7 +160,7 @@ var pingFrame = []byte(": ping\n\n")
 
 func (st *sseStream) run(ctx context.Context, out frameWriter) {
 	s, sock := st.srv, st.sock
-	defer s.closeSocket(sock)
+	defer s.closeSocket(st.app, sock)
 	if !st.expires.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, st.expires)

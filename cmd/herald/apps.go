@@ -87,18 +87,22 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		cancel()
 	}
 	for _, sp := range specs {
+		maxMembers := authz.DefaultLimits().MaxPresenceMembers
+		if sp.pusher != nil {
+			maxMembers = sp.pusher.Limits.MaxPresenceMembers
+		}
 		var st store.Store
 		var presence store.Presence
 		if client == nil {
 			mem := memstore.New(memstore.Options{Retention: b.retention})
-			st, presence = mem, memstore.NewPresence(memstore.PresenceOptions{TTL: b.presenceTTL})
+			st, presence = mem, memstore.NewPresence(memstore.PresenceOptions{TTL: b.presenceTTL, MaxMembers: maxMembers})
 		} else {
 			rs, err := redisstore.New(ctx, redisstore.Options{Client: client, Prefix: sp.prefix, Retention: b.retention, Logger: b.log})
 			if err != nil {
 				return nil, close, err
 			}
 			st = rs
-			p, err := redisstore.NewPresence(redisstore.PresenceOptions{Client: client, Prefix: sp.prefix, TTL: b.presenceTTL})
+			p, err := redisstore.NewPresence(redisstore.PresenceOptions{Client: client, Prefix: sp.prefix, TTL: b.presenceTTL, MaxMembers: maxMembers})
 			if err != nil {
 				rs.Close()
 				return nil, close, err

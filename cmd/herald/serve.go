@@ -150,6 +150,7 @@ func serve(args []string) error {
 		Apps:           apps,
 		Authz:          az,
 		ClientEvents:   *cfg.clientEvents,
+		PresenceTTL:    *cfg.presenceTTL,
 	}, log)
 
 	ln, err := net.Listen("tcp", *cfg.addr)
