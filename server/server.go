@@ -169,6 +169,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	v1.DELETE("/sockets/:socket_id/subscriptions/:channel", s.unsubscribeSocket)
 	v1.POST("/channels/:channel/whispers", s.whisper)
 	v1.GET("/channels/:channel/members", s.channelMembers)
+	s.pusherRoutes(e)
 	s.echo = e
 	s.http = &http.Server{
 		Handler:           e,
