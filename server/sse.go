@@ -61,6 +61,22 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 			defer conn.Close()
 			st.run(context.Background(), &connWriter{conn: conn, timeout: s.cfg.WriteTimeout})
 		}()
+		if !oneChannel {
+			// A socket with subscriptions and presence must notice its client leaving at
+			// once, not at the next heartbeat: one blocked read tells. One-channel streams
+			// skip it and stay at the smallest footprint; a write finds them gone.
+			s.streams.Add(1)
+			go func() {
+				defer s.streams.Done()
+				var b [1]byte
+				for {
+					if _, err := conn.Read(b[:]); err != nil {
+						sock.Close()
+						return
+					}
+				}
+			}()
+		}
 		return nil
 	}
 	w.WriteHeader(http.StatusOK)
