@@ -63,6 +63,14 @@ func (m *memberships) remove(app *App, channel, socketID string) bool {
 	return true
 }
 
+// member returns the presence identity a socket joined channel with.
+func (m *memberships) member(app *App, channel, socketID string) (store.Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mem, ok := m.by[app][channel][socketID]
+	return mem, ok
+}
+
 // ofSocket lists the presence channels a socket is a member of.
 func (m *memberships) ofSocket(app *App, socketID string) []string {
 	m.mu.Lock()

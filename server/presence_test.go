@@ -102,6 +102,13 @@ func TestPresenceWithTokens(t *testing.T) {
 	if f := a.st.expect(t, "herald:member_added"); !strings.Contains(f.data, `"data":{"user_id":"u2","user_info":{"name":"Bob"}}`) || f.id != "" {
 		t.Fatalf("member_added %+v", f)
 	}
+	// Whispers on a presence channel tell the receivers who sent them.
+	if r := call(t, "POST", ts.URL+"/v1/channels/presence-room/whispers?socket_id="+a.id, map[string]string{SocketTokenHeader: a.token}, `{"event":"client-typing","data":{}}`); r.status != 200 {
+		t.Fatalf("whisper: %d %s", r.status, r.body)
+	}
+	if f := b.st.expect(t, "client-typing"); !strings.Contains(f.data, `"user_id":"u1"`) {
+		t.Fatalf("presence whisper without the sender's user id: %+v", f)
+	}
 	join(a2) // same user: nobody hears of a new member
 	a2.st.expect(t, "herald:subscription_succeeded")
 	a.st.quiet(t)

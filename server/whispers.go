@@ -91,12 +91,11 @@ func (s *Server) whisperLocal(ctx context.Context, app *App, sock *stream.Socket
 		return resultOf(errorf(http.StatusNotImplemented, "not_supported", "this store cannot broadcast"))
 	}
 	msg := store.Ephemeral{Channel: op.Channel, Name: op.Event, Data: op.Notice, SocketID: sock.ID()}
-	if strings.HasPrefix(op.Channel, "presence-") {
-		s.claimsMu.Lock()
-		if cl := s.socketClaims[sock.ID()]; cl != nil {
-			msg.UserID = cl.Subject
+	if isPresence(op.Channel) {
+		// Receivers learn who is typing: the identity the socket joined the channel with.
+		if m, ok := s.members.member(app, op.Channel, sock.ID()); ok {
+			msg.UserID = m.UserID
 		}
-		s.claimsMu.Unlock()
 	}
 	if err := b.Broadcast(ctx, msg); err != nil {
 		return resultOf(errStoreUnavailable)
