@@ -21,10 +21,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ -f test/node/package.json ] && [ ! -d test/node/node_modules ]; then
-  log "installing the interop tests' npm packages"
-  (cd test/node && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# npm packages of the Node tests: installed when missing or older than their lock file.
+for dir in test/node clientjs; do
+  [ -f "$dir/package-lock.json" ] || continue
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "installing the npm packages of $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 
 # An ephemeral redis-server on a free port, stopped however this script ends.
 workdir=$(mktemp -d)

@@ -71,7 +71,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 				var b [1]byte
 				for {
 					if _, err := conn.Read(b[:]); err != nil {
-						sock.Close()
+						sock.Terminate() // the stream's goroutine closes it
 						return
 					}
 				}

@@ -86,6 +86,7 @@ type Socket struct {
 
 	// Next blocks on the queue alone — one channel receive, no select — so every other
 	// reason to wake up (heartbeat due, context done, socket killed) queues the wake sentinel.
+	timerMu     sync.Mutex // guards heartbeat, watched and stopWatch: Close may run beside Next
 	heartbeat   *time.Timer
 	beatPending atomic.Bool // the heartbeat timer is armed and has not fired
 	watched     context.Context
@@ -254,12 +255,14 @@ func (s *Socket) offer(m *Message) {
 func (s *Socket) Close() {
 	s.kill(ErrClosed)
 	s.hub.forget(s)
+	s.timerMu.Lock()
 	if s.stopWatch != nil {
 		s.stopWatch()
 	}
 	if s.heartbeat != nil {
 		s.heartbeat.Stop()
 	}
+	s.timerMu.Unlock()
 	s.mu.Lock()
 	subs := s.subs
 	s.subs = nil
@@ -314,10 +317,12 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 	start := len(out)
 	if done := ctx.Done(); done != nil && s.watched != ctx {
 		// Transports pass the same context on every call: watch it once, not per call.
+		s.timerMu.Lock()
 		if s.stopWatch != nil {
 			s.stopWatch()
 		}
 		s.watched, s.stopWatch = ctx, context.AfterFunc(ctx, s.wake)
+		s.timerMu.Unlock()
 	}
 	for {
 		if err := s.Err(); err != nil {
@@ -343,11 +348,13 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 		deadline := s.lastActive.Add(wait)
 		if !s.beatPending.Load() {
 			s.beatPending.Store(true)
+			s.timerMu.Lock()
 			if s.heartbeat == nil {
 				s.heartbeat = time.AfterFunc(time.Until(deadline), s.heartbeatDue)
 			} else {
 				s.heartbeat.Reset(time.Until(deadline))
 			}
+			s.timerMu.Unlock()
 		}
 		m := <-s.queue
 		if m != wakeSentinel {
