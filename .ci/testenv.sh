@@ -61,3 +61,7 @@ go vet ./...
 
 log "unit tests (race detector)"
 go test -race -count=1 -timeout 8m ./...
+
+log "clientjs tests (node --test, against the real herald binary)"
+go build -o bin/herald ./cmd/herald
+(cd clientjs && HERALD_BIN="$PWD/../bin/herald" npm test)

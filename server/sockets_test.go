@@ -309,3 +309,17 @@ func TestWhispers(t *testing.T) {
 		t.Fatal("10 whispers at once with a rate of 5/s: none refused")
 	}
 }
+
+func TestUnnamedFormat(t *testing.T) {
+	ts, _ := newTestServer(t, Config{})
+	pub := mint(t, TokenSpec{Subject: "p", Publish: []string{"*"}, TTL: time.Hour})
+	st := openStream(t, ts.URL+"/v1/stream?channel=room&format=message")
+	if f := st.next(t); f.event != "herald:connected" {
+		t.Fatalf("notices keep their names: %+v", f)
+	}
+	id := publishVia(t, ts.URL, pub, "room", `{"n":1}`)
+	f := st.next(t)
+	if f.event != "" || !strings.HasPrefix(f.id, "c.") || !strings.Contains(f.data, `"event":"Tick"`) || !strings.Contains(f.data, `"id":"`+id+`"`) {
+		t.Fatalf("want an unnamed frame whose data names the event, got %+v", f)
+	}
+}

@@ -41,7 +41,8 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		return err
 	}
 	s.rememberClaims(sock.ID(), sub.claims)
-	st := &sseStream{srv: s, app: sub.app, sock: sock, oneChannel: oneChannel, expires: sub.expires, started: time.Now()}
+	st := &sseStream{srv: s, app: sub.app, sock: sock, oneChannel: oneChannel, expires: sub.expires, started: time.Now(),
+		unnamed: c.QueryParam("format") == "message"}
 
 	w := c.Response()
 	h := w.Header()
@@ -168,8 +169,12 @@ type sseStream struct {
 	app        *App
 	sock       *stream.Socket
 	oneChannel bool
-	expires    time.Time
-	started    time.Time
+	// unnamed sends events, whispers and presence changes as unnamed frames (EventSource's
+	// "message", whose data names the event), so a client can take every event without
+	// knowing its name in advance; herald:* notices keep their names.
+	unnamed bool
+	expires time.Time
+	started time.Time
 }
 
 var pingFrame = []byte(": ping\n\n")
@@ -206,7 +211,7 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 		batch, err = sock.Next(ctx, streamBatch, s.cfg.Heartbeat, batch[:0])
 		frames = frames[:0]
 		for _, d := range batch {
-			frames = appendDelivery(frames, d, st.oneChannel)
+			frames = appendDelivery(frames, d, st.oneChannel, st.unnamed)
 		}
 		if err == nil && len(batch) == 0 {
 			frames = append(frames, pingFrame)
@@ -243,7 +248,7 @@ var tokenExpiredFrame = []byte("event: herald:error\ndata: {\"code\":\"token_exp
 
 // appendDelivery adds one delivery's frame pieces. Event bytes are the message's shared bytes;
 // only a composite id line is written per connection.
-func appendDelivery(frames [][]byte, d stream.Delivery, oneChannel bool) [][]byte {
+func appendDelivery(frames [][]byte, d stream.Delivery, oneChannel, unnamed bool) [][]byte {
 	switch {
 	case d.Resync != nil:
 		data, _ := json.Marshal(d.Resync)
@@ -261,6 +266,13 @@ func appendDelivery(frames [][]byte, d stream.Delivery, oneChannel bool) [][]byt
 		b = append(b, "\ndata: "...)
 		b = append(b, data...)
 		return append(frames, append(b, "\n\n"...))
+	case unnamed && d.Msg.Ephemeral():
+		return append(frames, d.Msg.DataLine())
+	case unnamed:
+		id := make([]byte, 0, len(d.ID)+5)
+		id = append(id, "id: "...)
+		id = append(id, d.ID...)
+		return append(frames, append(id, '\n'), d.Msg.DataLine())
 	case oneChannel, d.Msg.Ephemeral():
 		// Ephemeral frames carry no id line: the stream's position stays at the last event.
 		return append(frames, d.Msg.Frame())

@@ -36,6 +36,10 @@ func (m *Message) Frame() []byte { return m.frame }
 // Body is the SSE event without an `id:` line, for streams that write their own composite id.
 func (m *Message) Body() []byte { return m.frame[m.body:] }
 
+// DataLine is the frame's `data:` line and the blank line after it: the event without its
+// name, for streams that send every event unnamed (EventSource's "message").
+func (m *Message) DataLine() []byte { return m.frame[m.envlo-len("data: "):] }
+
 // Envelope is the event's JSON envelope:
 // {"id":"<cursor>","channel":"…","event":"…","data":<json>,"ts":<unix ms>}.
 func (m *Message) Envelope() []byte { return m.frame[m.envlo:m.envhi] }

@@ -57,6 +57,9 @@ type Resync struct {
 	Channels []string `json:"channels"`
 	Reason   string   `json:"reason"`
 	Cursor   string   `json:"cursor"`
+	// ChannelCursor is the channel's own position after the resync (the cursor to subscribe
+	// it again with), where Cursor is the socket's.
+	ChannelCursor string `json:"channel_cursor,omitempty"`
 }
 
 // Socket is one client connection's view of its channels: its queue of live events, its
@@ -664,7 +667,7 @@ func (s *Socket) readHistory(ctx context.Context, out []Delivery, limit int) ([]
 			sub.pos = page.Head
 		}
 		out = append(out, Delivery{
-			Resync: &Resync{Channels: []string{sub.channel}, Reason: "history_expired", Cursor: s.cursorLocked()},
+			Resync: &Resync{Channels: []string{sub.channel}, Reason: "history_expired", Cursor: s.cursorLocked(), ChannelCursor: sub.pos.String()},
 			ID:     s.cursorLocked(),
 		})
 	}

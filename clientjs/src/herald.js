@@ -1,0 +1,340 @@
+// Herald client: the Laravel Echo API over one EventSource per client (or an HTTP long-poll),
+// with subscriptions added and removed by calls on the socket (docs/protocol.md, "Sockets").
+
+const NOTICES = ['message', 'herald:connected', 'herald:subscription_succeeded', 'herald:subscription_error',
+  'herald:member_added', 'herald:member_removed', 'herald:resync', 'herald:error'];
+const NOTIFICATION = '.Illuminate\\Notifications\\Events\\BroadcastNotificationCreated';
+const GUARDED = /^(private|presence)-/;
+
+/** A channel: Echo's channel API (public, private and presence alike). */
+export class HeraldChannel {
+  constructor(client, name) {
+    this.client = client;
+    this.name = name;
+    this.options = client.options;
+    this.cbs = {};      // event name -> [callback]
+    this.all = [];      // listenToAll callbacks
+    this.members = {};  // presence: user_id -> user_info
+    this.cursor = undefined; // the last event's id: where a new socket resumes
+    this.notificationCreatedEvent = NOTIFICATION;
+  }
+
+  // Echo's EventFormatter: ".Name" or "\Name" is taken as is, else namespaced with dots as "\".
+  format(e) {
+    if (e[0] === '.' || e[0] === '\\') return e.slice(1);
+    const ns = this.options.namespace;
+    return (ns ? ns + '.' + e : e).replace(/\./g, '\\');
+  }
+
+  on(event, cb) {
+    event = event.replace(/^pusher:/, 'herald:');
+    (this.cbs[event] ||= []).push(cb);
+    this.client.want(event);
+    return this;
+  }
+
+  off(event, cb) {
+    event = event.replace(/^pusher:/, 'herald:');
+    const l = this.cbs[event];
+    if (l) this.cbs[event] = cb ? l.filter(f => f !== cb && f.cb !== cb) : [];
+    return this;
+  }
+
+  emit(event, data, meta) {
+    for (const f of this.cbs[event] || []) f(data, meta);
+    if (event.startsWith('herald:')) return;
+    const ns = String(this.options.namespace ?? '').replace(/\./g, '\\');
+    for (const f of this.all) f(ns && event.startsWith(ns + '\\') ? event.slice(ns.length + 1) : '.' + event, data);
+  }
+
+  // wrap keeps the caller's callback reachable for stopListening(event, cb).
+  wrap(event, cb, f) { f.cb = cb; return this.on(event, f); }
+
+  listen(event, cb) { return this.on(this.format(event), cb); }
+  stopListening(event, cb) { return this.off(this.format(event), cb); }
+  listenToAll(cb) { this.all.push(cb); return this; }
+  stopListeningToAll(cb) { this.all = cb ? this.all.filter(f => f !== cb) : []; return this; }
+  subscribed(cb) { return this.wrap('herald:subscription_succeeded', cb, () => cb()); }
+  error(cb) { return this.on('herald:subscription_error', cb); }
+  /** Called with {channels, reason, cursor} when history no longer covers the channel's cursor. */
+  resync(cb) { return this.on('herald:resync', cb); }
+  notification(cb) { return this.listen(NOTIFICATION, cb); }
+  stopListeningForNotification(cb) { return this.stopListening(NOTIFICATION, cb); }
+  listenForWhisper(event, cb) { return this.listen('.client-' + event, cb); }
+  stopListeningForWhisper(event, cb) { return this.stopListening('.client-' + event, cb); }
+  whisper(event, data) { this.client.whisper(this.name, 'client-' + event, data); return this; }
+  here(cb) { return this.wrap('herald:subscription_succeeded', cb, () => cb(Object.values(this.members))); }
+  joining(cb) { return this.wrap('herald:member_added', cb, m => cb(m.user_info)); }
+  leaving(cb) { return this.wrap('herald:member_removed', cb, m => cb(m.user_info)); }
+  subscribe() { this.client.sub(this); }
+  unsubscribe() { this.client.leaveChannel(this.name); }
+}
+
+/**
+ * The client. Options: host (Herald's base URL, default same origin), authEndpoint, auth
+ * {headers, params}, csrfToken, bearerToken, token (JWT string or async function), namespace,
+ * transport ('sse' | 'poll'), EventSource, fetch, connectTimeout, pollTimeout,
+ * reconnectDelay, maxReconnectDelay, maxRetries.
+ */
+export class Herald {
+  constructor(options = {}) {
+    this.options = { namespace: 'App.Events', authEndpoint: '/broadcasting/auth', ...options };
+    this.channels = {};
+    this.state = 'disconnected';
+    this.watchers = new Set();
+    this.names = new Set(NOTICES);
+    this.old = [];      // earlier socket ids, excluded from replays (toOthers)
+    this.gen = 0;       // connection generation: anything from an older one is ignored
+    this.fails = 0;     // consecutive failed connections (backoff)
+    this.streamFails = 0;
+    this.poll = options.transport === 'poll';
+    const ax = globalThis.axios;
+    if (!options.withoutInterceptors && !options.broadcaster && typeof ax === 'function') {
+      ax.interceptors.request.use(c => (this.sid && (c.headers['X-Socket-Id'] = this.sid), c));
+    }
+    this.connect();
+  }
+
+  // ---- the Echo API ----
+  channel(name) {
+    let ch = this.channels[name];
+    if (!ch) {
+      ch = this.channels[name] = new HeraldChannel(this, name);
+      this.sub(ch);
+    }
+    return ch;
+  }
+  private(name) { return this.channel('private-' + name); }
+  join(name) { return this.channel('presence-' + name); }
+  encryptedPrivate() { throw new Error('Herald does not support encrypted private channels'); }
+  listen(name, event, cb) { return this.channel(name).listen(event, cb); }
+  leave(name) {
+    for (const p of ['', 'private-', 'private-encrypted-', 'presence-']) this.leaveChannel(p + name);
+  }
+  leaveChannel(name) {
+    const ch = this.channels[name];
+    if (!ch) return;
+    delete this.channels[name];
+    ch.cbs = {};
+    ch.all = [];
+    if (ch.live && ch.live === this.sid) this.call('DELETE', this.path(name)).catch(() => {});
+    ch.live = null;
+  }
+  leaveAllChannels() { for (const name in this.channels) this.leaveChannel(name); }
+  socketId() { return this.sid; }
+  connectionStatus() { return this.state; }
+  onConnectionChange(cb) { this.watchers.add(cb); return () => this.watchers.delete(cb); }
+
+  connect() {
+    if (this.state === 'disconnected' || this.state === 'failed') this.open();
+  }
+
+  disconnect() {
+    this.close();
+    this.fails = 0;
+    this.set('disconnected');
+  }
+
+  // ---- connection ----
+  set(state) {
+    if (state === this.state) return;
+    this.state = state;
+    for (const cb of [...this.watchers]) cb(state);
+  }
+
+  // close ends the current transport and forgets the socket; channels keep their cursors.
+  close() {
+    this.gen++;
+    clearTimeout(this.timer);
+    if (this.es) this.es.close();
+    if (this.abort) this.abort.abort();
+    this.es = this.abort = null;
+    if (this.sid) this.old = [...this.old, this.sid].slice(-20);
+    this.sid = this.tok = undefined;
+    for (const name in this.channels) this.channels[name].live = null;
+  }
+
+  async open() {
+    const gen = ++this.gen;
+    const o = this.options;
+    this.set(this.fails ? 'reconnecting' : 'connecting');
+    try {
+      this.jwt = typeof o.token === 'function' ? await o.token() : o.token;
+      if (gen !== this.gen) return;
+      const ES = o.EventSource || globalThis.EventSource;
+      if (this.poll ||= !ES) return await this.longPoll(gen);
+      // format=message: every event arrives unnamed with its name in the data, so listenToAll
+      // sees events no listener named in advance.
+      const es = this.es = new ES(this.url('/v1/stream?format=message' + (this.jwt ? '&token=' + encodeURIComponent(this.jwt) : '')), { withCredentials: !!o.withCredentials });
+      let opened = false;
+      const handle = e => {
+        if (this.es !== es) return;
+        const d = JSON.parse(e.data);
+        this.frame(e.type === 'message' ? d.event : e.type, d);
+      };
+      this.handle = handle;
+      for (const n of this.names) es.addEventListener(n, handle);
+      es.onopen = () => { opened = true; };
+      es.onerror = () => {
+        // Never let EventSource reopen by itself: a new socket needs new subscriptions.
+        if (this.es === es) this.drop(!this.sid && opened);
+      };
+      // No herald:connected in time: a buffering proxy holds the stream.
+      this.timer = setTimeout(() => this.drop(true), o.connectTimeout ?? 5000);
+    } catch (err) {
+      if (gen === this.gen) this.drop();
+    }
+  }
+
+  // drop ends a failed connection and schedules the next attempt (full-jitter backoff).
+  drop(streamFailed) {
+    this.close();
+    if (streamFailed && ++this.streamFails >= 2) this.poll = true;
+    const o = this.options;
+    if (++this.fails > (o.maxRetries ?? Infinity)) return this.set('failed');
+    this.set('reconnecting');
+    const cap = Math.min(o.maxReconnectDelay ?? 30000, (o.reconnectDelay ?? 1000) * 2 ** (this.fails - 1));
+    const gen = this.gen;
+    this.timer = setTimeout(() => gen === this.gen && this.open(), Math.random() * cap);
+  }
+
+  async longPoll(gen) {
+    this.abort = new AbortController();
+    try {
+      this.hello(await this.call('POST', '/v1/sockets'));
+      let seq = '';
+      while (gen === this.gen) {
+        const r = await this.call('GET', '/v1/poll?socket_id=' + this.sid + '&timeout=' + (this.options.pollTimeout ?? 25) + seq);
+        if (gen !== this.gen) return;
+        seq = '&seq=' + r.seq;
+        for (const x of r.resync || []) this.frame('herald:resync', x);
+        for (const x of r.events) this.frame(x.event, x);
+      }
+    } catch (err) {
+      if (gen === this.gen) this.drop();
+    }
+  }
+
+  hello(s) {
+    clearTimeout(this.timer);
+    this.sid = s.socket_id;
+    this.tok = s.socket_token;
+    this.fails = this.streamFails = 0;
+    this.set('connected');
+    for (const name in this.channels) this.sub(this.channels[name]);
+  }
+
+  // want makes sure the stream hands us frames named event (EventSource has no wildcard).
+  want(event) {
+    if (this.names.has(event)) return;
+    this.names.add(event);
+    if (this.es) this.es.addEventListener(event, this.handle);
+  }
+
+  // frame handles one frame: an event envelope, a notice, a whisper or a control frame.
+  frame(type, d) {
+    if (type === 'herald:connected') return this.hello(d);
+    if (type === 'herald:error') return this.drop(); // token_expired: reconnect with a fresh token
+    if (type === 'herald:resync') {
+      for (const name of d.channels) {
+        const ch = this.channels[name];
+        if (!ch) continue;
+        ch.cursor = d.channel_cursor;
+        ch.emit(ch.cbs['herald:resync']?.length ? 'herald:resync' : 'herald:subscription_error',
+          { type: 'Resync', error: d.reason, status: 0, ...d });
+      }
+      return;
+    }
+    const ch = this.channels[d.channel];
+    if (!ch) return;
+    const data = d.data;
+    if (d.id) {
+      if (older(d.id, ch.cursor)) return;
+      ch.cursor = d.id;
+    } else if (type === 'herald:subscription_succeeded') {
+      ch.members = data?.presence?.hash || {};
+    } else if (type === 'herald:subscription_error') {
+      return ch.emit(type, { type: 'AuthError', error: data?.message, status: /^(token|socket_token|invalid_sig|signature)/.test(data?.code) ? 401 : 403, code: data?.code });
+    } else if (type === 'herald:member_added') {
+      ch.members[data.user_id] = data.user_info;
+    } else if (type === 'herald:member_removed') {
+      data.user_info = ch.members[data.user_id];
+      delete ch.members[data.user_id];
+    }
+    ch.emit(d.event || type, data, d.user_id !== undefined ? { user_id: d.user_id } : undefined);
+  }
+
+  // ---- calls ----
+  url(path) { return (this.options.host || '').replace(/\/$/, '') + path; }
+  path(name) { return '/v1/sockets/' + this.sid + '/subscriptions/' + encodeURIComponent(name); }
+
+  async call(method, path, body) {
+    const h = { Accept: 'application/json' };
+    if (this.tok) h['X-Herald-Socket-Token'] = this.tok;
+    if (this.jwt) h.Authorization = 'Bearer ' + this.jwt;
+    if (body) h['Content-Type'] = 'application/json';
+    const r = await (this.options.fetch || fetch)(this.url(path), {
+      method, headers: h, body: body && JSON.stringify(body), signal: this.abort?.signal,
+    });
+    const j = await r.json().catch(() => ({}));
+    if (!r.ok) throw Object.assign(new Error(j.error?.message || 'HTTP ' + r.status), { status: r.status, code: j.error?.code });
+    return j;
+  }
+
+  // auth asks the app's own authEndpoint to sign the channel for this socket, like Echo.
+  async auth(name, sid) {
+    const o = this.options;
+    const a = o.auth || {};
+    const csrf = globalThis.Laravel?.csrfToken || o.csrfToken || globalThis.document?.querySelector?.('meta[name="csrf-token"]')?.getAttribute('content');
+    const h = { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' };
+    if (csrf) h['X-CSRF-TOKEN'] = csrf;
+    if (o.bearerToken) h.Authorization = 'Bearer ' + o.bearerToken;
+    const r = await (o.fetch || fetch)(o.authEndpoint, {
+      method: 'POST', credentials: 'same-origin', headers: { ...h, ...a.headers },
+      body: new URLSearchParams({ ...a.params, socket_id: sid, channel_name: name }),
+    });
+    if (!r.ok) throw Object.assign(new Error('authorization failed: HTTP ' + r.status), { status: r.status });
+    return r.json();
+  }
+
+  // sub subscribes a channel on the current socket, from its cursor.
+  async sub(ch) {
+    const sid = this.sid;
+    if (!sid || ch.live === sid) return;
+    ch.live = sid;
+    const body = { channel: ch.name };
+    if (ch.cursor) body.cursor = ch.cursor;
+    if (this.old.length) body.exclude_socket_ids = this.old;
+    try {
+      if (GUARDED.test(ch.name) && !this.options.token) {
+        const a = await this.auth(ch.name, sid);
+        body.auth = a.auth;
+        if (a.channel_data) body.channel_data = a.channel_data;
+      }
+      if (sid !== this.sid || this.channels[ch.name] !== ch) return;
+      await this.call('POST', '/v1/sockets/' + sid + '/subscriptions', body);
+      // Left while the call was on its way: undo it.
+      if (sid === this.sid && this.channels[ch.name] !== ch) this.call('DELETE', this.path(ch.name)).catch(() => {});
+    } catch (err) {
+      if (sid !== this.sid) return;
+      ch.live = null;
+      if (err.code === 'socket_gone') return this.drop();
+      // A refused subscription also arrives as herald:subscription_error on the socket.
+      if (err.status !== 401 && err.status !== 403 || !err.code) ch.emit('herald:subscription_error', { type: 'AuthError', error: err.message, status: err.status });
+    }
+  }
+
+  whisper(channel, event, data) {
+    if (!this.sid) return;
+    this.call('POST', '/v1/channels/' + encodeURIComponent(channel) + '/whispers?socket_id=' + this.sid, { event, data })
+      .catch(() => {});
+  }
+}
+
+// older: cursor a (<epoch>-<seq>) is at or before b in the same epoch — already delivered.
+function older(a, b) {
+  if (!b) return false;
+  const [ea, sa] = a.split('-');
+  const [eb, sb] = b.split('-');
+  return ea === eb && +sa <= +sb;
+}

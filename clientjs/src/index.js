@@ -1,0 +1,2 @@
+export { Herald, HeraldChannel } from './herald.js';
+export { connectorClass } from './echo.js';
