@@ -543,9 +543,10 @@ func seqN(data json.RawMessage) (int, error) {
 }
 
 type resyncNotice struct {
-	Channels []string `json:"channels"`
-	Reason   string   `json:"reason"`
-	Cursor   string   `json:"cursor"`
+	Channels      []string `json:"channels"`
+	Reason        string   `json:"reason"`
+	Cursor        string   `json:"cursor"`
+	ChannelCursor string   `json:"channel_cursor"` // the channel's own position after the resync
 }
 
 type pollAnswer struct {
