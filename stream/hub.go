@@ -118,54 +118,35 @@ func (h *Hub) Store() store.Store { return h.st }
 // HandleEvent implements store.Handler: it encodes the event once and queues the same message
 // on every socket of the channel without ever blocking — a full queue marks that socket lagged.
 func (h *Hub) HandleEvent(ev *store.Event) {
-	h.mu.RLock()
-	cs := h.channels[ev.Channel]
-	h.mu.RUnlock()
-	if cs == nil {
-		return
-	}
-	cs.mu.RLock()
-	defer cs.mu.RUnlock()
-	if len(cs.subs) == 0 {
-		return
-	}
-	m := NewMessage(ev)
-	for _, sub := range cs.subs {
-		sub.sock.offer(m)
-	}
+	h.fanOut(ev.Channel, func() *Message { return NewMessage(ev) })
 }
 
 // HandleEphemeral implements store.Handler: live-only messages go to the channel's sockets
 // like events, without touching their positions.
 func (h *Hub) HandleEphemeral(e *store.Ephemeral) {
-	h.mu.RLock()
-	cs := h.channels[e.Channel]
-	h.mu.RUnlock()
-	if cs == nil {
-		return
-	}
-	cs.mu.RLock()
-	defer cs.mu.RUnlock()
-	if len(cs.subs) == 0 {
-		return
-	}
-	m := NewEphemeral(e)
-	for _, sub := range cs.subs {
-		sub.sock.offer(m)
-	}
+	h.fanOut(e.Channel, func() *Message { return NewEphemeral(e) })
 }
 
 // HandleGap implements store.Handler: every socket of the channel catches up from the log.
 func (h *Hub) HandleGap(channel string) {
+	h.fanOut(channel, func() *Message { return &Message{Channel: channel, gapped: true} })
+}
+
+// fanOut offers one message to every socket of channel on this node. build runs only when
+// the channel has sockets here, so nothing is encoded for nobody.
+func (h *Hub) fanOut(channel string, build func() *Message) {
 	h.mu.RLock()
 	cs := h.channels[channel]
 	h.mu.RUnlock()
 	if cs == nil {
 		return
 	}
-	m := &Message{Channel: channel, gapped: true}
 	cs.mu.RLock()
 	defer cs.mu.RUnlock()
+	if len(cs.subs) == 0 {
+		return
+	}
+	m := build()
 	for _, sub := range cs.subs {
 		sub.sock.offer(m)
 	}
