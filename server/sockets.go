@@ -112,10 +112,15 @@ func (s *Server) expirePollSockets(now time.Time) {
 	var gone []*pollSocket
 	s.pollMu.Lock()
 	for id, ps := range s.pollSockets {
-		if now.Sub(ps.lastSeen) > s.cfg.SocketTimeout {
-			delete(s.pollSockets, id)
-			gone = append(gone, ps)
+		if now.Sub(ps.lastSeen) <= s.cfg.SocketTimeout {
+			continue
 		}
+		if !ps.mu.TryLock() {
+			continue // a poll is waiting on it right now (polls may outlast the timeout)
+		}
+		ps.mu.Unlock()
+		delete(s.pollSockets, id)
+		gone = append(gone, ps)
 	}
 	s.pollMu.Unlock()
 	for _, ps := range gone {

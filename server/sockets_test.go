@@ -323,3 +323,33 @@ func TestUnnamedFormat(t *testing.T) {
 		t.Fatalf("want an unnamed frame whose data names the event, got %+v", f)
 	}
 }
+
+func TestPollLongerThanSocketTimeout(t *testing.T) {
+	ts, _ := newTestServer(t, Config{PollTimeout: time.Second, PollTimeoutMax: 4 * time.Second, SocketTimeout: time.Second})
+	pub := mint(t, TokenSpec{Subject: "p", Publish: []string{"*"}, TTL: time.Hour})
+	r := call(t, "POST", ts.URL+"/v1/sockets", nil, "")
+	var sk struct {
+		SocketID    string `json:"socket_id"`
+		SocketToken string `json:"socket_token"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &sk); err != nil || r.status != http.StatusCreated {
+		t.Fatalf("open socket: %d %s", r.status, r.body)
+	}
+	hdr := map[string]string{SocketTokenHeader: sk.SocketToken}
+	if r := call(t, "POST", ts.URL+"/v1/sockets/"+sk.SocketID+"/subscriptions", hdr, `{"channel":"room"}`); r.status != 200 {
+		t.Fatalf("subscribe: %d %s", r.status, r.body)
+	}
+	first := call(t, "GET", ts.URL+"/v1/poll?socket_id="+sk.SocketID+"&timeout=0", hdr, "") // the notice
+	if first.status != 200 {
+		t.Fatalf("first poll: %d %s", first.status, first.body)
+	}
+	go func() {
+		time.Sleep(2500 * time.Millisecond)
+		publishVia(t, ts.URL, pub, "room", `{"late":true}`)
+	}()
+	// This poll waits longer than the socket timeout: the socket must not expire under it.
+	r = call(t, "GET", ts.URL+"/v1/poll?socket_id="+sk.SocketID+"&timeout=4&seq=1", hdr, "")
+	if r.status != 200 || !strings.Contains(r.body, `"late":true`) {
+		t.Fatalf("long poll: %d %s", r.status, r.body)
+	}
+}
