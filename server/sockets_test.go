@@ -311,7 +311,7 @@ func TestWhispers(t *testing.T) {
 }
 
 func TestUnnamedFormat(t *testing.T) {
-	ts, _ := newTestServer(t, Config{})
+	ts, _ := newTestServer(t, Config{Heartbeat: time.Second})
 	pub := mint(t, TokenSpec{Subject: "p", Publish: []string{"*"}, TTL: time.Hour})
 	st := openStream(t, ts.URL+"/v1/stream?channel=room&format=message")
 	if f := st.next(t); f.event != "herald:connected" {
@@ -321,6 +321,10 @@ func TestUnnamedFormat(t *testing.T) {
 	f := st.next(t)
 	if f.event != "" || !strings.HasPrefix(f.id, "c.") || !strings.Contains(f.data, `"event":"Tick"`) || !strings.Contains(f.data, `"id":"`+id+`"`) {
 		t.Fatalf("want an unnamed frame whose data names the event, got %+v", f)
+	}
+	// Heartbeats are events a script can see, not comments.
+	if f := st.next(t); f.event != "herald:ping" || f.data != "{}" || f.id != "" {
+		t.Fatalf("want a herald:ping heartbeat, got %+v", f)
 	}
 }
 

@@ -179,6 +179,10 @@ type sseStream struct {
 
 var pingFrame = []byte(": ping\n\n")
 
+// namedPingFrame is the heartbeat of format=message streams: a comment never reaches a
+// browser's script, an event does, so a client can tell a silent stream from a dead one.
+var namedPingFrame = []byte("event: herald:ping\ndata: {}\n\n")
+
 func (st *sseStream) run(ctx context.Context, out frameWriter) {
 	s, sock := st.srv, st.sock
 	defer s.closeSocket(st.app, sock)
@@ -214,7 +218,11 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 			frames = appendDelivery(frames, d, st.oneChannel, st.unnamed)
 		}
 		if err == nil && len(batch) == 0 {
-			frames = append(frames, pingFrame)
+			if st.unnamed {
+				frames = append(frames, namedPingFrame)
+			} else {
+				frames = append(frames, pingFrame)
+			}
 		}
 		switch {
 		case err == nil:

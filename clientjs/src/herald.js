@@ -2,7 +2,7 @@
 // with subscriptions added and removed by calls on the socket (docs/protocol.md, "Sockets").
 
 const NOTICES = ['message', 'herald:connected', 'herald:subscription_succeeded', 'herald:subscription_error',
-  'herald:member_added', 'herald:member_removed', 'herald:resync', 'herald:error'];
+  'herald:member_added', 'herald:member_removed', 'herald:resync', 'herald:error', 'herald:ping'];
 const NOTIFICATION = '.Illuminate\\Notifications\\Events\\BroadcastNotificationCreated';
 const GUARDED = /^(private|presence)-/;
 
@@ -146,6 +146,7 @@ export class Herald {
   close() {
     this.gen++;
     clearTimeout(this.timer);
+    clearTimeout(this.dog);
     if (this.es) this.es.close();
     if (this.abort) this.abort.abort();
     this.es = this.abort = null;
@@ -169,6 +170,7 @@ export class Herald {
       let opened = false;
       const handle = e => {
         if (this.es !== es) return;
+        this.watch();
         const d = JSON.parse(e.data);
         this.frame(e.type === 'message' ? d.event : e.type, d);
       };
@@ -215,8 +217,17 @@ export class Herald {
     }
   }
 
+  // watch restarts the watchdog of a stream: a stream sends something (at least herald:ping)
+  // every heartbeat, so a long silence means a dead connection the browser has not noticed.
+  watch() {
+    clearTimeout(this.dog);
+    if (this.beat) this.dog = setTimeout(() => this.drop(), this.beat * 2500);
+  }
+
   hello(s) {
     clearTimeout(this.timer);
+    this.beat = this.es ? s.heartbeat : 0;
+    this.watch();
     this.sid = s.socket_id;
     this.tok = s.socket_token;
     this.fails = this.streamFails = 0;

@@ -101,3 +101,28 @@ test('JWT mode: token function, presence identity from claims, token expiry reco
   await waitFor('second', () => got.length === 2);
   assert.deepEqual(got, [1, 2]);
 });
+
+test('a stream that goes silent past its heartbeat is dropped and reopened', async () => {
+  // A half-open connection: herald:connected arrives, then nothing, not even herald:ping.
+  let opened = 0;
+  class Silent {
+    constructor(url) {
+      this.url = url;
+      this.listeners = {};
+      opened++;
+      setTimeout(() => {
+        this.onopen?.();
+        const data = JSON.stringify({ socket_id: '1.' + opened, socket_token: 't', heartbeat: 0.1, cursor: 'c' });
+        for (const f of this.listeners['herald:connected'] || []) f({ type: 'herald:connected', data });
+      }, 5);
+    }
+    addEventListener(name, f) { (this.listeners[name] ||= []).push(f); }
+    close() { this.closed = true; }
+  }
+  const states = [];
+  const a = client(null, { EventSource: Silent, reconnectDelay: 10, maxReconnectDelay: 20 });
+  a.onConnectionChange(s => states.push(s));
+  await waitFor('watchdog reconnects', () => opened >= 3, 5000);
+  assert.ok(states.includes('reconnecting'), `states: ${states}`);
+  a.disconnect();
+});
