@@ -295,6 +295,11 @@ export class Herald {
   // auth asks the app's own authEndpoint to sign the channel for this socket, like Echo.
   async auth(name, sid) {
     const o = this.options;
+    // Echo's custom authorizer: authorize(socketId, callback(failed, data)).
+    if (o.authorizer) {
+      return new Promise((resolve, reject) => o.authorizer({ name }, o).authorize(sid,
+        (failed, data) => failed ? reject(Object.assign(new Error('authorization failed'), { status: data?.status ?? 403 })) : resolve(data)));
+    }
     const a = o.auth || {};
     const csrf = globalThis.Laravel?.csrfToken || o.csrfToken || globalThis.document?.querySelector?.('meta[name="csrf-token"]')?.getAttribute('content');
     const h = { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' };

@@ -10,6 +10,10 @@ export interface HeraldOptions {
   auth?: { headers?: Record<string, string>; params?: Record<string, string> };
   csrfToken?: string | null;
   bearerToken?: string | null;
+  /** Echo's custom authorizer, used instead of authEndpoint: callback(failed, {auth, channel_data?}). */
+  authorizer?: (channel: { name: string }, options: HeraldOptions) => {
+    authorize(socketId: string, callback: (failed: boolean | Error | null, data?: any) => void): void;
+  };
   /** JWT mode: a token, or a function called at every (re)connect and when the token expired. */
   token?: string | (() => string | Promise<string>);
   /** Event namespace (default "App.Events"); false for none. */

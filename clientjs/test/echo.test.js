@@ -134,3 +134,24 @@ test('Echo refuses encrypted private channels', () => {
   const a = echo({ id: 1, name: 'Ann' });
   assert.throws(() => a.encryptedPrivate('secret'), /does not support encrypted private channels/);
 });
+
+test('a custom authorizer signs instead of the auth endpoint, as in Echo', async () => {
+  let asked = 0;
+  const e = echo({ id: 5, name: 'Eve' }, {
+    authorizer: (channel, options) => ({
+      authorize: (socketId, callback) => {
+        asked++;
+        fetch(auth.url, { method: 'POST', headers: { ...options.auth.headers, 'Content-Type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ socket_id: socketId, channel_name: channel.name }) })
+          .then(r => r.json()).then(d => callback(false, d), err => callback(true, err));
+      },
+    }),
+  });
+  const got = [];
+  const ch = e.private('custom.1').listen('.note', d => got.push(d));
+  await subscribed(ch);
+  await pusher.trigger('private-custom.1', 'note', { ok: true });
+  await waitFor('event', () => got.length === 1);
+  assert.deepEqual(got, [{ ok: true }]);
+  assert.equal(asked, 1);
+});
