@@ -202,10 +202,19 @@ export class Herald {
 
   async longPoll(gen) {
     this.abort = new AbortController();
+    const o = this.options;
+    const since = Date.now();
     try {
       this.hello(await this.call('POST', '/v1/sockets'));
       let seq = '';
       while (gen === this.gen) {
+        // A fallback, not a verdict: try the stream again now and then (the proxy may be gone).
+        if (o.transport !== 'poll' && (o.EventSource || globalThis.EventSource) && Date.now() - since > (o.streamRetry ?? 60000)) {
+          this.poll = false;
+          this.streamFails = 0;
+          this.close();
+          return this.open();
+        }
         const r = await this.call('GET', '/v1/poll?socket_id=' + this.sid + '&timeout=' + (this.options.pollTimeout ?? 25) + seq);
         if (gen !== this.gen) return;
         seq = '&seq=' + r.seq;

@@ -26,6 +26,8 @@ export interface HeraldOptions {
   fetch?: typeof fetch;
   /** ms to wait for herald:connected before the stream counts as failed (default 5000). */
   connectTimeout?: number;
+  /** After falling back to long-poll, try the stream again after this many ms (default 60000). */
+  streamRetry?: number;
   /** Long-poll wait in seconds (default 25). */
   pollTimeout?: number;
   /** Backoff base and cap in ms (defaults 1000 and 30000), full jitter. */

@@ -126,3 +126,29 @@ test('a stream that goes silent past its heartbeat is dropped and reopened', asy
   assert.ok(states.includes('reconnecting'), `states: ${states}`);
   a.disconnect();
 });
+
+test('after falling back to long-poll, the stream is tried again and taken when it works', async () => {
+  let made = 0;
+  class FlakyThenFine { // buffered by a proxy twice, then a working stream
+    constructor(url, opts) {
+      made++;
+      if (made > 2) return new EventSource(url, opts);
+      this.url = url;
+      setTimeout(() => this.onopen?.(), 5);
+    }
+    addEventListener() {}
+    close() {}
+  }
+  const a = client({ id: 1, name: 'Ann' }, { EventSource: FlakyThenFine, connectTimeout: 200, reconnectDelay: 20, streamRetry: 800, pollTimeout: 1 });
+  const got = [];
+  const ch = a.channel('back-to-stream').listen('Ping', d => got.push(d.n));
+  await subscribed(ch);
+  assert.equal(a.poll, true);
+  await pusher.trigger('back-to-stream', 'App\\Events\\Ping', { n: 1 });
+  await waitFor('stream again', () => a.poll === false && a.connectionStatus() === 'connected' && a.es, 8000);
+  await sleep(200);
+  await pusher.trigger('back-to-stream', 'App\\Events\\Ping', { n: 2 });
+  await waitFor('both events, once each', () => got.length >= 2);
+  await sleep(200);
+  assert.deepEqual(got, [1, 2]);
+});
