@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-rt/herald/server/authz"
 )
 
 // Claims are what a Herald token carries: the subject and the channel patterns it may
@@ -42,39 +44,11 @@ func (c *Claims) CanPublish(channel string) bool { return anyMatch(c.Publish, ch
 
 func anyMatch(patterns []string, channel string) bool {
 	for _, p := range patterns {
-		if Match(p, channel) {
+		if authz.Match(p, channel) {
 			return true
 		}
 	}
 	return false
-}
-
-// Match reports whether name matches pattern, where `*` matches any run of characters
-// (including none) and every other character matches itself.
-func Match(pattern, name string) bool {
-	// Greedy matching with backtracking to the last star: linear in practice, no recursion.
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case p < len(pattern) && pattern[p] == name[n]:
-			p++
-			n++
-		case star >= 0:
-			p = star + 1
-			mark++
-			n = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }
 
 // AuthConfig selects how tokens are verified. Exactly one of Secret and PublicKeyFile is set.

@@ -63,12 +63,12 @@ func FuzzMatch(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, pattern, name string) {
-		got := match(pattern, name)
+		got := Match(pattern, name)
 		if strings.Contains(pattern, "{") {
 			return
 		}
 		if want := refMatch(pattern, name); got != want {
-			t.Fatalf("match(%q, %q) = %v, want %v", pattern, name, got, want)
+			t.Fatalf("Match(%q, %q) = %v, want %v", pattern, name, got, want)
 		}
 	})
 }

@@ -41,13 +41,13 @@ func guarded(channel string) bool {
 
 func hasPrefix(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
 
-// match reports whether name matches a token or API key pattern: `*` stands for any run of
+// Match reports whether name matches a token or API key pattern: `*` stands for any run of
 // characters, possibly empty, and every other byte stands for itself.
 //
 // It walks both strings once; after a mismatch it goes back to the most recent star and lets
 // that star absorb one more byte. Only the latest star ever needs revisiting, so the work is
 // bounded by len(pattern)*len(name) and there is no recursion.
-func match(pattern, name string) bool {
+func Match(pattern, name string) bool {
 	pi, ni := 0, 0
 	lastStar, resume := -1, 0
 	for ni < len(name) {
@@ -78,7 +78,7 @@ func match(pattern, name string) bool {
 // matchAny reports whether any of the patterns matches name.
 func matchAny(patterns []string, name string) bool {
 	for _, p := range patterns {
-		if match(p, name) {
+		if Match(p, name) {
 			return true
 		}
 	}

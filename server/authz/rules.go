@@ -94,7 +94,7 @@ func (r *Rules) Allow(action Action, channel string, claims map[string]any) (boo
 		}
 		var captures []string
 		if ru.re == nil {
-			if !match(ru.glob, channel) {
+			if !Match(ru.glob, channel) {
 				continue
 			}
 		} else {
@@ -124,14 +124,14 @@ func tokenGrants(v any, channel string) bool {
 	switch v := v.(type) {
 	case []any:
 		for _, p := range v {
-			if s, ok := p.(string); ok && match(s, channel) {
+			if s, ok := p.(string); ok && Match(s, channel) {
 				return true
 			}
 		}
 	case []string:
 		return matchAny(v, channel)
 	case string:
-		return match(v, channel)
+		return Match(v, channel)
 	}
 	return false
 }

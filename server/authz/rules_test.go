@@ -257,8 +257,8 @@ func TestMatch(t *testing.T) {
 		{"*.*", "ab", false},
 	}
 	for _, tc := range cases {
-		if got := match(tc.pattern, tc.name); got != tc.want {
-			t.Errorf("match(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
+		if got := Match(tc.pattern, tc.name); got != tc.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
 		}
 	}
 }
