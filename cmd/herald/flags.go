@@ -18,8 +18,14 @@ func envName(flagName string) string {
 
 type flagSet struct {
 	*flag.FlagSet
-	errs []string
+	errs       []string
+	positional []string
 }
+
+// Args, NArg and Arg are the positional arguments, wherever they stood among the flags.
+func (fs *flagSet) Args() []string   { return fs.positional }
+func (fs *flagSet) NArg() int        { return len(fs.positional) }
+func (fs *flagSet) Arg(i int) string { return fs.positional[i] }
 
 func newFlagSet(name, usage string) *flagSet {
 	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
@@ -93,11 +99,23 @@ func (fs *flagSet) List(name, usage string, splitEnv bool) *[]string {
 	return &l.values
 }
 
-// parse parses args and reports environment errors too.
+// parse parses args — flags may come before, between or after the positional arguments, as
+// in `herald publish demo Tick '{}' --token T` — and reports environment errors too.
+// Positional arguments are then fs.Args(); after "--" everything is positional.
 func (fs *flagSet) parse(args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.FlagSet.Args()
+		if len(rest) == 0 {
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
+	fs.positional = positional
 	if len(fs.errs) > 0 {
 		return fmt.Errorf("bad environment: %s", strings.Join(fs.errs, "; "))
 	}

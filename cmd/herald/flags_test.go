@@ -51,3 +51,25 @@ func TestCommandLineReplacesEnvironmentList(t *testing.T) {
 		t.Fatalf("cors: %q", *cors)
 	}
 }
+
+func TestFlagsMayFollowArguments(t *testing.T) {
+	fs := newFlagSet("publish", "test")
+	tok := fs.String("token", "", "")
+	if err := fs.parse([]string{"demo", "--token", "T", "MessageSent", `{"a":1}`}); err != nil {
+		t.Fatal(err)
+	}
+	if *tok != "T" || strings.Join(fs.Args(), " ") != `demo MessageSent {"a":1}` {
+		t.Fatalf("token %q args %q", *tok, fs.Args())
+	}
+}
+
+func TestDoubleDashEndsFlags(t *testing.T) {
+	fs := newFlagSet("publish", "test")
+	fs.String("token", "", "")
+	if err := fs.parse([]string{"demo", "Tick", "--", "-5"}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(fs.Args(), " ") != "demo Tick -5" {
+		t.Fatalf("args %q", fs.Args())
+	}
+}
