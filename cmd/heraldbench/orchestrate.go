@@ -467,78 +467,33 @@ func (orc *orchestrator) ssebenchArgs(c runConfig, base, token string) []string 
 	return a
 }
 
-// ssebenchLine is the part of ssebench's JSON line that goes in the table.
-type ssebenchLine struct {
-	Mode          string            `json:"mode"`
-	ConnsOK       int64             `json:"conns_ok"`
-	ConnsFailed   int64             `json:"conns_failed"`
-	FailReasons   map[string]int    `json:"conns_failed_reasons"`
-	ConnsDropped  int64             `json:"conns_dropped"`
-	ConnsAliveEnd int64             `json:"conns_alive_end"`
-	ConnectS      float64           `json:"connect_s"`
-	MsgSize       int               `json:"msg_size"`
-	RateTarget    float64           `json:"rate_target"`
-	Published     uint64            `json:"published"`
-	PublishErrors uint64            `json:"publish_errors"`
-	PublishErrsBy map[string]uint64 `json:"publish_errors_by_status"`
-	Skipped       uint64            `json:"publish_skipped"`
-	WindowS       float64           `json:"publish_window_s"`
-	PublishRate   float64           `json:"publish_rate"`
-	PubP50        float64           `json:"publish_p50_ms"`
-	PubP99        float64           `json:"publish_p99_ms"`
-	PubMax        float64           `json:"publish_max_ms"`
-	Expected      uint64            `json:"expected_deliveries"`
-	Delivered     uint64            `json:"delivered"`
-	Lost          uint64            `json:"lost"`
-	Dup           uint64            `json:"dup"`
-	Gaps          uint64            `json:"gaps"`
-	OutOfOrder    uint64            `json:"out_of_order"`
-	Misrouted     uint64            `json:"misrouted"`
-	Stale         uint64            `json:"stale"`
-	OtherEvents   uint64            `json:"other_events"`
-	Comments      uint64            `json:"comments"`
-	DeliveriesS   float64           `json:"deliveries_per_s"`
-	LatP50        float64           `json:"latency_p50_ms"`
-	LatP90        float64           `json:"latency_p90_ms"`
-	LatP99        float64           `json:"latency_p99_ms"`
-	LatP999       float64           `json:"latency_p999_ms"`
-	LatMax        float64           `json:"latency_max_ms"`
-	LatMean       float64           `json:"latency_mean_ms"`
-	RSSBefore     *int64            `json:"server_rss_before_kb"`
-	RSSIdle       *int64            `json:"server_rss_idle_kb"`
-	RSSEnd        *int64            `json:"server_rss_end_kb"`
-	HWMEnd        *int64            `json:"server_hwm_end_kb"`
-	BytesPerConn  *float64          `json:"bytes_per_conn"`
-	ServerCPUS    *float64          `json:"server_cpu_s"`
-	DelivPerCPU   *float64          `json:"deliveries_per_server_cpu_s"`
-	MeasuredS     float64           `json:"measured_s"`
-	ClientCPUS    float64           `json:"client_cpu_s"`
-	HostBusyPct   float64           `json:"host_cpu_busy_pct"`
-}
-
-// toResult converts ssebench's figures into a row of this tool's table.
-func (l *ssebenchLine) toResult(c runConfig) *result {
-	r := &result{
-		Tool: "ssebench", Scenario: c.Scenario, Mode: c.Mode, Channels: c.Channels, PubWorkers: c.PubWorkers,
-		ConnsReady: l.ConnsOK, ConnsFailed: l.ConnsFailed, FailReasons: l.FailReasons, ConnsDropped: l.ConnsDropped,
-		ConnsAliveEnd: l.ConnsAliveEnd, ConnectS: l.ConnectS, MsgSize: l.MsgSize, RateTarget: l.RateTarget,
-		Published: l.Published, PublishErrors: l.PublishErrors, PublishErrsBy: l.PublishErrsBy, PublishSkipped: l.Skipped,
-		PublishWindowS: l.WindowS, PublishesPerS: l.PublishRate, PubP50: l.PubP50, PubP99: l.PubP99, PubMax: l.PubMax,
-		Expected: l.Expected, Delivered: l.Delivered, Lost: l.Lost, Dup: l.Dup, Gaps: l.Gaps, OutOfOrder: l.OutOfOrder,
-		Misrouted: l.Misrouted, Stale: l.Stale, OtherEvents: l.OtherEvents, Comments: l.Comments, DeliveriesS: l.DeliveriesS,
-		LatP50: l.LatP50, LatP90: l.LatP90, LatP99: l.LatP99, LatP999: l.LatP999, LatMax: l.LatMax, LatMean: l.LatMean,
-		ServerPID: c.ServerPID, ServerRSSBefore: l.RSSBefore, ServerRSSIdle: l.RSSIdle, ServerRSSEnd: l.RSSEnd,
-		ServerHWMEnd: l.HWMEnd, BytesPerConn: l.BytesPerConn, ServerCPUS: l.ServerCPUS, DelivPerCPUS: l.DelivPerCPU,
-		MeasuredS: l.MeasuredS, ClientCPUS: l.ClientCPUS, HostBusyPct: l.HostBusyPct,
+// fromSSEBench reads ssebench's JSON line into a row of this tool's table. The two tools name
+// their figures alike, so the line decodes into a result directly; only the figures ssebench
+// names differently are mapped here.
+func fromSSEBench(line []byte, c runConfig) (*result, error) {
+	r := &result{}
+	if err := json.Unmarshal(line, r); err != nil {
+		return nil, err
 	}
+	var renamed struct {
+		ConnsOK       int64             `json:"conns_ok"`
+		PublishErrsBy map[string]uint64 `json:"publish_errors_by_status"`
+		PublishRate   float64           `json:"publish_rate"`
+	}
+	if err := json.Unmarshal(line, &renamed); err != nil {
+		return nil, err
+	}
+	r.ConnsReady, r.PublishErrsBy, r.PublishesPerS = renamed.ConnsOK, renamed.PublishErrsBy, renamed.PublishRate
+	r.Tool, r.Scenario, r.Mode, r.Channels, r.PubWorkers, r.ServerPID = "ssebench", c.Scenario, c.Mode, c.Channels, c.PubWorkers, c.ServerPID
+	r.ConnsRequested = 0
 	if c.Mode != modePublish {
 		r.ConnsRequested = c.Conns
 	}
-	if c.Mode == modePublish && l.ServerCPUS != nil && *l.ServerCPUS > 0 {
-		r.PubPerCPUS = fptr(float64(l.Published) / *l.ServerCPUS)
+	if c.Mode == modePublish && r.ServerCPUS != nil && *r.ServerCPUS > 0 {
+		r.PubPerCPUS = fptr(float64(r.Published) / *r.ServerCPUS)
 	}
 	r.roundAll()
-	return r
+	return r, nil
 }
 
 // runSSEBench runs the reference tool against the fresh server and reads
@@ -569,11 +524,10 @@ func (orc *orchestrator) runSSEBench(c runConfig, srv *server, token string) (*r
 		}
 		return nil, fmt.Errorf("ssebench: %w", err)
 	}
-	var l ssebenchLine
-	if jerr := json.Unmarshal(line, &l); jerr != nil {
+	r, jerr := fromSSEBench(line, c)
+	if jerr != nil {
 		return nil, fmt.Errorf("ssebench JSON: %w", jerr)
 	}
-	r := l.toResult(c)
 	r.Command = "ssebench " + shellJoin(redactToken(args, token))
 	if err != nil {
 		var ee *exec.ExitError

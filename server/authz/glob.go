@@ -4,6 +4,8 @@ package authz
 const MaxChannelLen = 164
 
 // channelByte marks the bytes a channel name may hold: A-Z a-z 0-9 _ - = @ , . ;
+// It repeats stream.ValidChannel's set on purpose: authz decides without depending on the
+// engine. The two must stay the same (docs/protocol.md, "Channels").
 var channelByte = func() (t [256]bool) {
 	for c := 'a'; c <= 'z'; c++ {
 		t[c] = true
