@@ -48,6 +48,22 @@ func (s *Server) appFor(cl *Claims) (*App, error) {
 	return nil, errorf(http.StatusForbidden, "unknown_app", "the token's app is not served here")
 }
 
+// errAppMismatch refuses a token on a request whose app was chosen by something else (the
+// socket it acts on): a token only ever speaks for its own app.
+var errAppMismatch = errorf(http.StatusForbidden, "app_mismatch", "the token is for another app than the socket it acts on")
+
+// checkApp verifies that cl, a verified token, is for app.
+func (s *Server) checkApp(cl *Claims, app *App) error {
+	a, err := s.appFor(cl)
+	if err != nil {
+		return err
+	}
+	if a != app {
+		return errAppMismatch
+	}
+	return nil
+}
+
 // appOfHub finds the app whose hub has node id node (the first part of its socket ids).
 func (s *Server) appOfNode(node string) *App {
 	for _, a := range s.cfg.Apps {

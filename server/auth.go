@@ -51,12 +51,20 @@ func anyMatch(patterns []string, channel string) bool {
 	return false
 }
 
-// AuthConfig selects how tokens are verified. Exactly one of Secret and PublicKeyFile is set.
+// AuthConfig selects how tokens are verified: with the deployment's key (at most one of
+// Secret and PublicKeyFile), and with the keys of apps that have their own.
 type AuthConfig struct {
 	// Secret is the HS256 key.
 	Secret []byte
 	// PublicKeyFile is a PEM public key (RSA → RS256, ECDSA → ES256, Ed25519 → EdDSA).
 	PublicKeyFile string
+	// AppKeys are the keys of apps with their own (herald.yaml's jwt_secret_env and
+	// jwt_public_key), by app id. A token for such an app is verified with its key only, and
+	// that key verifies no token of another app; the deployment's key verifies only tokens of
+	// apps without one.
+	AppKeys map[string]TokenKey
+	// DefaultApp is the app of a token without an app claim.
+	DefaultApp string
 	// Issuer and Audience, when set, must match the token's iss and aud.
 	Issuer   string
 	Audience string
@@ -64,72 +72,111 @@ type AuthConfig struct {
 	Leeway time.Duration
 }
 
+// TokenKey is one key that verifies tokens: an HS256 Secret or a PEM PublicKeyFile.
+type TokenKey struct {
+	Secret        []byte
+	PublicKeyFile string
+}
+
 // ErrUnauthorized is wrapped by every token verification failure.
 var ErrUnauthorized = errors.New("invalid token")
 
-// Authenticator verifies tokens with an explicit parser: allowed algorithms only, exp required.
-// Verified tokens are remembered until they expire, so a client that publishes or polls many
-// times with one token pays for the signature check once (it was a quarter of a publish's CPU).
+// Authenticator verifies tokens with an explicit parser: allowed algorithms only, exp required,
+// iat not in the future. Verified tokens are remembered until they expire, so a client that
+// publishes or polls many times with one token pays for the signature check once (it was a
+// quarter of a publish's CPU).
 type Authenticator struct {
-	parser *jwt.Parser
-	key    any
-	leeway time.Duration
+	global     *verifier            // the deployment's key; nil when only apps have keys
+	apps       map[string]*verifier // apps with their own key
+	defaultApp string
+	leeway     time.Duration
 
 	mu    sync.Mutex
 	cache map[string]*Claims // verified token → its claims; bounded by maxCachedTokens
+}
+
+// verifier is one key with the parser for its algorithm.
+type verifier struct {
+	parser *jwt.Parser
+	key    any
 }
 
 const maxCachedTokens = 10000
 
 // NewAuthenticator returns an Authenticator for cfg.
 func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
-	var key any
-	var methods []string
-	switch {
-	case len(cfg.Secret) > 0 && cfg.PublicKeyFile != "":
-		return nil, errors.New("set either a JWT secret or a JWT public key file, not both")
-	case len(cfg.Secret) > 0:
-		if len(cfg.Secret) < 32 {
-			return nil, errors.New("the JWT secret must be at least 32 bytes")
-		}
-		key, methods = cfg.Secret, []string{"HS256"}
-	case cfg.PublicKeyFile != "":
-		pub, err := loadPublicKey(cfg.PublicKeyFile)
-		if err != nil {
-			return nil, err
-		}
-		key = pub
-		switch pub.(type) {
-		case *rsa.PublicKey:
-			methods = []string{"RS256"}
-		case *ecdsa.PublicKey:
-			methods = []string{"ES256"}
-		case ed25519.PublicKey:
-			methods = []string{"EdDSA"}
-		default:
-			return nil, fmt.Errorf("unsupported public key type %T", pub)
-		}
-	default:
-		return nil, errors.New("no JWT key configured")
-	}
 	leeway := cfg.Leeway
 	if leeway == 0 {
 		leeway = 5 * time.Second
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithLeeway(leeway)}
+	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(leeway)}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	return &Authenticator{parser: jwt.NewParser(opts...), key: key, leeway: leeway, cache: make(map[string]*Claims)}, nil
+	a := &Authenticator{apps: make(map[string]*verifier), defaultApp: cfg.DefaultApp, leeway: leeway, cache: make(map[string]*Claims)}
+	if len(cfg.Secret) > 0 || cfg.PublicKeyFile != "" {
+		v, err := newVerifier(TokenKey{Secret: cfg.Secret, PublicKeyFile: cfg.PublicKeyFile}, opts)
+		if err != nil {
+			return nil, err
+		}
+		a.global = v
+	}
+	for id, k := range cfg.AppKeys {
+		v, err := newVerifier(k, opts)
+		if err != nil {
+			return nil, fmt.Errorf("app %q: %w", id, err)
+		}
+		a.apps[id] = v
+	}
+	if a.global == nil && len(a.apps) == 0 {
+		return nil, errors.New("no JWT key configured")
+	}
+	return a, nil
+}
+
+func newVerifier(k TokenKey, opts []jwt.ParserOption) (*verifier, error) {
+	var key any
+	var method string
+	switch {
+	case len(k.Secret) > 0 && k.PublicKeyFile != "":
+		return nil, errors.New("set either a JWT secret or a JWT public key file, not both")
+	case len(k.Secret) > 0:
+		if len(k.Secret) < authz.MinJWTSecretLen {
+			return nil, fmt.Errorf("the JWT secret must be at least %d bytes", authz.MinJWTSecretLen)
+		}
+		key, method = k.Secret, "HS256"
+	case k.PublicKeyFile != "":
+		pub, err := loadPublicKey(k.PublicKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		key = pub
+		switch pub.(type) {
+		case *rsa.PublicKey:
+			method = "RS256"
+		case *ecdsa.PublicKey:
+			method = "ES256"
+		case ed25519.PublicKey:
+			method = "EdDSA"
+		default:
+			return nil, fmt.Errorf("unsupported public key type %T", pub)
+		}
+	default:
+		return nil, errors.New("no JWT key configured")
+	}
+	opts = append([]jwt.ParserOption{jwt.WithValidMethods([]string{method})}, opts...)
+	return &verifier{parser: jwt.NewParser(opts...), key: key}, nil
 }
 
 // MaxTokenLen bounds the token text, so a huge header cannot make the parser work hard.
 const MaxTokenLen = 8 << 10
 
-// Verify parses and checks a token.
+// Verify parses and checks a token. The key is chosen by the token's app claim, read before
+// the signature is checked; the claim is read again from the verified token, so a token can
+// only ever be accepted for the app whose key signed it.
 func (a *Authenticator) Verify(token string) (*Claims, error) {
 	if token == "" || len(token) > MaxTokenLen {
 		return nil, ErrUnauthorized
@@ -147,17 +194,44 @@ func (a *Authenticator) Verify(token string) (*Claims, error) {
 		delete(a.cache, token)
 		a.mu.Unlock()
 	}
-	claims := new(Claims)
-	_, err := a.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return a.key, nil })
+	payload, err := tokenPayload(token)
 	if err != nil {
+		return nil, err
+	}
+	var unverified struct {
+		App string `json:"app"`
+	}
+	if err := json.Unmarshal(payload, &unverified); err != nil {
+		return nil, fmt.Errorf("%w: the app claim must be a string", ErrUnauthorized)
+	}
+	app := a.appOf(unverified.App)
+	v := a.apps[app]
+	if v == nil {
+		v = a.global
+	}
+	if v == nil {
+		return nil, fmt.Errorf("%w: app %q has no key here", ErrUnauthorized, app)
+	}
+	claims := new(Claims)
+	if _, err := v.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return v.key, nil }); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 	}
+	if a.appOf(claims.App) != app {
+		return nil, fmt.Errorf("%w: the app claim is ambiguous", ErrUnauthorized)
+	}
 	// The signature is good, so the payload is the issuer's: decode it whole for the rules.
-	if parts := strings.Split(token, "."); len(parts) == 3 {
-		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.UseNumber()
-			_ = dec.Decode(&claims.Raw)
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if err := dec.Decode(&claims.Raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	// The JWT library also reads a time written as a string ("exp":"1700000000"); RFC 7519
+	// says NumericDate, and a token that differs from it is refused rather than guessed at.
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		if v, ok := claims.Raw[name]; ok {
+			if _, isNumber := v.(json.Number); !isNumber {
+				return nil, fmt.Errorf("%w: %s is not a JSON number", ErrUnauthorized, name)
+			}
 		}
 	}
 	a.mu.Lock()
@@ -172,6 +246,27 @@ func (a *Authenticator) Verify(token string) (*Claims, error) {
 	a.cache[token] = claims
 	a.mu.Unlock()
 	return claims, nil
+}
+
+// appOf is the app a token's app claim names: the default app when it names none.
+func (a *Authenticator) appOf(claim string) string {
+	if claim == "" {
+		return a.defaultApp
+	}
+	return claim
+}
+
+// tokenPayload decodes the claims part of a compact JWS, unverified.
+func tokenPayload(token string) ([]byte, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("%w: not a compact JWS", ErrUnauthorized)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, fmt.Errorf("%w: claims are not base64url", ErrUnauthorized)
+	}
+	return payload, nil
 }
 
 // Expiry is when a verified token stops being accepted: its exp plus the clock-skew leeway.
@@ -250,7 +345,9 @@ func NewMinter(secret []byte, privateKeyFile string) (*Minter, error) {
 
 // TokenSpec is what a minted token grants.
 type TokenSpec struct {
-	Subject   string
+	Subject string
+	// App is the token's app claim; empty means the default app.
+	App       string
 	Subscribe []string
 	Publish   []string
 	TTL       time.Duration
@@ -273,6 +370,7 @@ func (m *Minter) Mint(spec TokenSpec) (string, error) {
 		},
 		Subscribe: spec.Subscribe,
 		Publish:   spec.Publish,
+		App:       spec.App,
 	}
 	if spec.Audience != "" {
 		claims.Audience = jwt.ClaimStrings{spec.Audience}

@@ -78,11 +78,13 @@ func TestAsymmetricKeys(t *testing.T) {
 
 func TestAuthenticatorConfigErrors(t *testing.T) {
 	for name, cfg := range map[string]AuthConfig{
-		"nothing":      {},
-		"short secret": {Secret: []byte("too-short")},
-		"both":         {Secret: testSecret, PublicKeyFile: "x.pem"},
-		"missing file": {PublicKeyFile: filepath.Join(t.TempDir(), "absent.pem")},
-		"not pem":      {PublicKeyFile: writePEM(t, "bad.pem", "GARBAGE", []byte("x"))},
+		"nothing":       {},
+		"short secret":  {Secret: []byte("too-short")},
+		"both":          {Secret: testSecret, PublicKeyFile: "x.pem"},
+		"missing file":  {PublicKeyFile: filepath.Join(t.TempDir(), "absent.pem")},
+		"not pem":       {PublicKeyFile: writePEM(t, "bad.pem", "GARBAGE", []byte("x"))},
+		"short app key": {Secret: testSecret, AppKeys: map[string]TokenKey{"2": {Secret: []byte("short")}}},
+		"app key both":  {AppKeys: map[string]TokenKey{"2": {Secret: testSecret, PublicKeyFile: "x.pem"}}},
 	} {
 		if _, err := NewAuthenticator(cfg); err == nil {
 			t.Errorf("%s: no error", name)
@@ -92,4 +94,70 @@ func TestAuthenticatorConfigErrors(t *testing.T) {
 
 func jwtSign(claims map[string]any) (string, error) {
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims)).SignedString(testSecret)
+}
+
+// TestAppKeys: an app with its own key accepts tokens signed with it only, that key verifies
+// no token of another app, and the deployment's key verifies the apps without one — including
+// the default app, which a token without an app claim is for.
+func TestAppKeys(t *testing.T) {
+	appSecret := []byte("app-2-secret-app-2-secret-app-2-s")
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	pubDER, _ := x509.MarshalPKIXPublicKey(edKey.Public())
+	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret, DefaultApp: "1", AppKeys: map[string]TokenKey{
+		"2": {Secret: appSecret},
+		"3": {PublicKeyFile: writePEM(t, "pub.pem", "PUBLIC KEY", pubDER)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	sign := func(method jwt.SigningMethod, key any, app any) string {
+		claims := jwt.MapClaims{"sub": "u", "exp": exp}
+		if app != nil {
+			claims["app"] = app
+		}
+		tok, err := jwt.NewWithClaims(method, claims).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	hs, ed := jwt.SigningMethodHS256, jwt.SigningMethodEdDSA
+	for _, c := range []struct {
+		name string
+		tok  string
+		ok   bool
+	}{
+		{"default app, no claim, deployment key", sign(hs, testSecret, nil), true},
+		{"default app named, deployment key", sign(hs, testSecret, "1"), true},
+		{"unknown app, deployment key", sign(hs, testSecret, "9"), true}, // the server refuses it as unknown_app
+		{"app 2, its key", sign(hs, appSecret, "2"), true},
+		{"app 2, deployment key", sign(hs, testSecret, "2"), false},
+		{"app 1, app 2's key", sign(hs, appSecret, "1"), false},
+		{"no claim, app 2's key", sign(hs, appSecret, nil), false},
+		{"app 3, its Ed25519 key", sign(ed, edKey, "3"), true},
+		{"app 3, deployment key", sign(hs, testSecret, "3"), false},
+		{"app 2, app 3's key", sign(ed, edKey, "2"), false},
+		{"app claim a number", sign(hs, appSecret, 2), false},
+	} {
+		cl, err := auth.Verify(c.tok)
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case !c.ok && !errors.Is(err, ErrUnauthorized):
+			t.Errorf("%s: accepted (%+v), want ErrUnauthorized", c.name, cl)
+		}
+	}
+
+	// Without a deployment key, only the apps with their own are served.
+	only, err := NewAuthenticator(AuthConfig{DefaultApp: "1", AppKeys: map[string]TokenKey{"2": {Secret: appSecret}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := only.Verify(sign(hs, testSecret, nil)); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("no deployment key: a token of the default app was accepted")
+	}
+	if _, err := only.Verify(sign(hs, appSecret, "2")); err != nil {
+		t.Errorf("no deployment key: app 2's own token refused: %v", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -106,16 +107,21 @@ func TestVerifyRejects(t *testing.T) {
 		t.Fatalf("valid token refused: %v", err)
 	}
 	for name, tok := range map[string]string{
-		"no exp":         sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "iss": "app", "aud": "herald"}),
-		"expired":        sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix(), "iss": "app", "aud": "herald"}),
-		"other secret":   sign(jwt.SigningMethodHS256, []byte("another-secret-another-secret-xx"), good),
-		"HS512":          sign(jwt.SigningMethodHS512, testSecret, good),
-		"alg none":       sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good),
-		"wrong issuer":   sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "evil", "aud": "herald"}),
-		"wrong audience": sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "app", "aud": "other"}),
-		"garbage":        "not.a.token",
-		"empty":          "",
-		"huge":           strings.Repeat("a", MaxTokenLen+1),
+		"no exp":            sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "iss": "app", "aud": "herald"}),
+		"expired":           sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix(), "iss": "app", "aud": "herald"}),
+		"other secret":      sign(jwt.SigningMethodHS256, []byte("another-secret-another-secret-xx"), good),
+		"HS512":             sign(jwt.SigningMethodHS512, testSecret, good),
+		"alg none":          sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good),
+		"wrong issuer":      sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "evil", "aud": "herald"}),
+		"wrong audience":    sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "app", "aud": "other"}),
+		"iat in the future": sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iss": "app", "aud": "herald", "iat": time.Now().Add(time.Hour).Unix()}),
+		"exp as a string":   sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": fmt.Sprint(exp), "iss": "app", "aud": "herald"}),
+		"nbf as a string":   sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "nbf": "1", "iss": "app", "aud": "herald"}),
+		"iat as a string":   sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "iat": "1", "iss": "app", "aud": "herald"}),
+		"app not a string":  sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "app": 7, "iss": "app", "aud": "herald"}),
+		"garbage":           "not.a.token",
+		"empty":             "",
+		"huge":              strings.Repeat("a", MaxTokenLen+1),
 	} {
 		if _, err := auth.Verify(tok); !errors.Is(err, ErrUnauthorized) {
 			t.Errorf("%s: err %v, want ErrUnauthorized", name, err)
@@ -124,12 +130,16 @@ func TestVerifyRejects(t *testing.T) {
 }
 
 func FuzzVerify(f *testing.F) {
-	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret})
+	appSecret := []byte("app-b-secret-app-b-secret-app-b-s")
+	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret, DefaultApp: "a", AppKeys: map[string]TokenKey{"b": {Secret: appSecret}}})
 	if err != nil {
 		f.Fatal(err)
 	}
 	m, _ := NewMinter(testSecret, "")
 	tok, _ := m.Mint(TokenSpec{Subject: "u", Subscribe: []string{"*"}, TTL: time.Hour})
+	f.Add(tok)
+	mb, _ := NewMinter(appSecret, "")
+	tok, _ = mb.Mint(TokenSpec{Subject: "u", App: "b", TTL: time.Hour})
 	f.Add(tok)
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.")
 	f.Add("a.b.c")
@@ -143,6 +153,16 @@ func FuzzVerify(f *testing.F) {
 		}
 		if cl.ExpiresAt == nil {
 			t.Fatal("accepted a token without exp")
+		}
+		// Whatever was accepted was signed by its own app's key: b's key for b, the
+		// deployment's for every other app.
+		key := testSecret
+		if cl.App == "b" {
+			key = appSecret
+		}
+		if _, err := jwt.ParseWithClaims(token, new(Claims), func(*jwt.Token) (any, error) { return key, nil },
+			jwt.WithValidMethods([]string{"HS256"}), jwt.WithoutClaimsValidation()); err != nil {
+			t.Fatalf("accepted a token for app %q that its key does not verify: %v", cl.App, err)
 		}
 	})
 }

@@ -371,6 +371,9 @@ func (s *Server) authorizeSocketSubscribe(c echo.Context, app *App, socketID str
 		op.BySocketToken = true
 		return nil
 	}
+	if err := s.checkApp(cl, app); err != nil {
+		return err
+	}
 	if err := s.allow(cl, authz.Subscribe, req.Channel); err != nil {
 		return err
 	}
@@ -395,6 +398,11 @@ func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Sock
 		s.claimsMu.Unlock()
 		if cl == nil || time.Now().After(s.cfg.Auth.Expiry(cl)) {
 			return refuse(errTokenMissing)
+		}
+		if err := s.checkApp(cl, app); err != nil {
+			var ae *apiError
+			errors.As(err, &ae)
+			return refuse(ae)
 		}
 		if err := s.allow(cl, authz.Subscribe, op.Channel); err != nil {
 			var ae *apiError

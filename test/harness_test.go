@@ -127,6 +127,7 @@ type heraldOpts struct {
 	secret []byte   // JWT secret; random by default
 	addr   string   // listen address; a free loopback port by default
 	args   []string // extra `serve` flags
+	env    []string // extra environment variables, KEY=value
 }
 
 // randomSecret returns a fresh HS256 secret of 48 bytes (as hex text).
@@ -192,7 +193,7 @@ func tryStartHerald(t testing.TB, o heraldOpts, addr string) (*herald, error) {
 	args := append([]string{"serve", "--addr", addr}, o.args...)
 	h.cmd = exec.Command(heraldBin, args...)
 	// The child gets none of this machine's HERALD_* settings, only what the test passes.
-	env := []string{"HERALD_JWT_SECRET=" + string(o.secret)}
+	env := append([]string{"HERALD_JWT_SECRET=" + string(o.secret)}, o.env...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "HERALD_") {
 			env = append(env, kv)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/server"
+	"github.com/herald-rt/herald/server/authz"
 )
 
 func token(args []string) error {
@@ -25,6 +26,8 @@ func token(args []string) error {
 	subscribe := fs.List("subscribe", "channel pattern the token may subscribe to, repeatable (* matches anything)", false)
 	pub := fs.List("publish", "channel pattern the token may publish to, repeatable", false)
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")
+	app := fs.String("app", "", "the app the token is for (its app claim); signed with that app's own key when herald.yaml gives it one")
+	configPath := fs.String("config", "", "herald.yaml, to find the key of --app")
 	keys := addKeyFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -32,18 +35,61 @@ func token(args []string) error {
 	if *sub == "" {
 		return errors.New("--sub is required")
 	}
-	m, err := server.NewMinter([]byte(*keys.secret), *keys.privateKey)
-	if err != nil {
-		return fmt.Errorf("%w (set --jwt-secret / HERALD_JWT_SECRET, or --jwt-private-key)", err)
-	}
-	tok, err := m.Mint(server.TokenSpec{
-		Subject: *sub, Subscribe: *subscribe, Publish: *pub, TTL: *ttl, Issuer: *keys.issuer, Audience: *keys.audience,
-	})
+	az, err := loadAuthz(*configPath)
 	if err != nil {
 		return err
 	}
+	secret, privateKey, err := signingKey(*app, az, keys)
+	if err != nil {
+		return err
+	}
+	m, err := server.NewMinter(secret, privateKey)
+	if err != nil {
+		return fmt.Errorf("%w (set --jwt-secret / HERALD_JWT_SECRET, or --jwt-private-key)", err)
+	}
+	spec := server.TokenSpec{
+		Subject: *sub, App: *app, Subscribe: *subscribe, Publish: *pub, TTL: *ttl, Issuer: *keys.issuer, Audience: *keys.audience,
+	}
+	tok, err := m.Mint(spec)
+	if err != nil {
+		return err
+	}
+	// A token the server would refuse is no use: check it against the key that will verify it.
+	if a := az.App(*app); a != nil && a.JWTPublicKeyFile != "" {
+		v, err := server.NewAuthenticator(server.AuthConfig{AppKeys: map[string]server.TokenKey{a.ID: {PublicKeyFile: a.JWTPublicKeyFile}},
+			Issuer: *keys.issuer, Audience: *keys.audience})
+		if err != nil {
+			return fmt.Errorf("app %q: %w", a.ID, err)
+		}
+		if _, err := v.Verify(tok); err != nil {
+			return fmt.Errorf("app %q: --jwt-private-key does not match its jwt_public_key %s", a.ID, a.JWTPublicKeyFile)
+		}
+	}
 	fmt.Println(tok)
 	return nil
+}
+
+// signingKey picks the key a token for app is signed with: the app's own when herald.yaml
+// gives it one (an HS256 secret from jwt_secret_env, or --jwt-private-key for its
+// jwt_public_key), otherwise the deployment's.
+func signingKey(app string, az *authz.Config, keys keyFlags) (secret []byte, privateKeyFile string, err error) {
+	if app != "" && az != nil && az.App(app) == nil {
+		return nil, "", fmt.Errorf("--app %q: no such app in the config", app)
+	}
+	a := az.App(app)
+	if app == "" {
+		a = az.DefaultApp()
+	}
+	switch {
+	case a == nil || !a.HasOwnJWTKey():
+		return []byte(*keys.secret), *keys.privateKey, nil
+	case len(a.JWTSecret()) > 0:
+		return a.JWTSecret(), "", nil
+	case *keys.privateKey == "":
+		return nil, "", fmt.Errorf("app %q verifies tokens with its jwt_public_key: pass its private key with --jwt-private-key", a.ID)
+	default:
+		return nil, *keys.privateKey, nil
+	}
 }
 
 // clientFlags are the settings of the debugging clients.

@@ -16,7 +16,7 @@ const usage = `herald — real-time channels over Server-Sent Events and long-po
 
 Usage:
   herald serve [flags]                   run the service (herald serve --help lists every setting)
-  herald token --sub ID [flags]          mint a token with the configured key
+  herald token --sub ID [--app ID]       mint a token with the configured key (the app's own, if it has one)
   herald publish CHANNEL EVENT JSON      publish an event (debugging)
   herald tail CHANNEL [--since CURSOR]   print a channel's events as they arrive (debugging)
   herald version

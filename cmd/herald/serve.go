@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/herald-rt/herald/server"
+	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/stream"
 )
@@ -95,11 +96,14 @@ func serve(args []string) error {
 			log.Warn().Msg("DEV MODE: generated a throwaway JWT secret; tokens die with this process")
 		}
 	}
-	auth, err := server.NewAuthenticator(server.AuthConfig{
-		Secret: secret, PublicKeyFile: *cfg.keys.publicKey, Issuer: *cfg.keys.issuer, Audience: *cfg.keys.audience,
-	})
+	az, err := loadAuthz(*cfg.configPath)
 	if err != nil {
-		if len(secret) == 0 && *cfg.keys.publicKey == "" {
+		return err
+	}
+	authCfg := authConfig(secret, cfg.keys, az)
+	auth, err := server.NewAuthenticator(authCfg)
+	if err != nil {
+		if len(secret) == 0 && *cfg.keys.publicKey == "" && len(authCfg.AppKeys) == 0 {
 			return errors.New("refusing to start without a JWT key: set --jwt-secret (HERALD_JWT_SECRET) or --jwt-public-key (HERALD_JWT_PUBLIC_KEY), or run with --dev for a throwaway key")
 		}
 		return err
@@ -113,16 +117,12 @@ func serve(args []string) error {
 	case *cfg.dev:
 		sockSecret = randomSecret()
 	default:
-		return errors.New("with --jwt-public-key, set --socket-secret (HERALD_SOCKET_SECRET): the key that signs socket tokens, the same on every node")
+		return errors.New("without --jwt-secret, set --socket-secret (HERALD_SOCKET_SECRET): the key that signs socket tokens, the same on every node")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret := store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
-	az, err := loadAuthz(*cfg.configPath)
-	if err != nil {
-		return err
-	}
 	apps, closeApps, err := openApps(ctx, backend{
 		redisURL: *cfg.redisURL, prefix: *cfg.redisPrefix, retention: ret,
 		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},
@@ -179,6 +179,25 @@ func serve(args []string) error {
 		log.Warn().Err(err).Msg("shutdown")
 	}
 	return <-errc
+}
+
+// authConfig gathers the token keys: the deployment's, and those of apps with their own.
+func authConfig(secret []byte, keys keyFlags, az *authz.Config) server.AuthConfig {
+	cfg := server.AuthConfig{Secret: secret, PublicKeyFile: *keys.publicKey, Issuer: *keys.issuer, Audience: *keys.audience,
+		DefaultApp: "default"}
+	if def := az.DefaultApp(); def != nil {
+		cfg.DefaultApp = def.ID
+	}
+	for _, a := range az.Apps() {
+		if !a.HasOwnJWTKey() {
+			continue
+		}
+		if cfg.AppKeys == nil {
+			cfg.AppKeys = make(map[string]server.TokenKey)
+		}
+		cfg.AppKeys[a.ID] = server.TokenKey{Secret: a.JWTSecret(), PublicKeyFile: a.JWTPublicKeyFile}
+	}
+	return cfg
 }
 
 func newLogger(dev bool, level string) zerolog.Logger {

@@ -35,9 +35,21 @@ type App struct {
 	// ClientEvents says who may send client events (whispers) on this app's channels.
 	ClientEvents ClientEvents
 	Limits       Limits
+	// JWTPublicKeyFile is the PEM public key that verifies this app's tokens (jwt_public_key);
+	// empty when the app has no key of its own or has a secret instead.
+	JWTPublicKeyFile string
 
-	secret []byte
+	secret    []byte
+	jwtSecret []byte // jwt_secret_env's value: the HS256 key of this app's tokens
 }
+
+// JWTSecret is the HS256 key of the app's own tokens, nil when it has none. Whoever holds it
+// can mint tokens for this app only: an app with its own key accepts no other.
+func (a *App) JWTSecret() []byte { return a.jwtSecret }
+
+// HasOwnJWTKey reports whether the app's tokens are verified with a key of its own rather than
+// the deployment's.
+func (a *App) HasOwnJWTKey() bool { return len(a.jwtSecret) > 0 || a.JWTPublicKeyFile != "" }
 
 // String names the app without its secret, so an App is safe to log.
 func (a *App) String() string { return "app " + a.ID + " (key " + a.Key + ")" }
@@ -188,7 +200,7 @@ func yamlError(err error) error {
 
 var sectionOf = map[string]string{
 	"fileSpec":     "the top level (default_app, apps, channels, api_keys)",
-	"appSpec":      "an app (id, key, secret, secret_env, accept_client_events_from, limits)",
+	"appSpec":      "an app (id, key, secret, secret_env, jwt_secret_env, jwt_public_key, accept_client_events_from, limits)",
 	"limitsSpec":   "limits (max_presence_members, max_user_info_bytes, max_user_id_length, client_events_per_second)",
 	"channelsSpec": "channels (default, rules)",
 	"ruleSpec":     "a rule (channel, action, when)",
@@ -209,6 +221,8 @@ type appSpec struct {
 	Key                    string     `yaml:"key"`
 	Secret                 string     `yaml:"secret"`
 	SecretEnv              string     `yaml:"secret_env"`
+	JWTSecretEnv           string     `yaml:"jwt_secret_env"`
+	JWTPublicKey           string     `yaml:"jwt_public_key"`
 	AcceptClientEventsFrom string     `yaml:"accept_client_events_from"`
 	Limits                 limitsSpec `yaml:"limits"`
 
@@ -332,6 +346,10 @@ const (
 	maxClientEventsRate   = 10_000
 )
 
+// MinJWTSecretLen is the shortest HS256 secret accepted, for an app's key as for the
+// deployment's.
+const MinJWTSecretLen = 32
+
 // MinAPIKeyLen is the shortest plain API key accepted: a bearer secret must not be guessable.
 const MinAPIKeyLen = 32
 
@@ -450,6 +468,18 @@ func (b *builder) app(i int) (*App, error) {
 		}
 	}
 	app := &App{ID: a.ID, Key: a.Key, secret: []byte(secret), Limits: DefaultLimits()}
+	switch {
+	case a.JWTSecretEnv != "" && a.JWTPublicKey != "":
+		return nil, b.errAt([]any{"apps", i}, "app %q: set jwt_secret_env or jwt_public_key, not both", a.ID)
+	case a.JWTSecretEnv != "":
+		v := b.env(a.JWTSecretEnv)
+		if len(v) < MinJWTSecretLen {
+			return nil, b.errAt(at("jwt_secret_env"), "app %q: the environment variable %s must hold a JWT secret of at least %d bytes", a.ID, a.JWTSecretEnv, MinJWTSecretLen)
+		}
+		app.jwtSecret = []byte(v)
+	case a.JWTPublicKey != "":
+		app.JWTPublicKeyFile = a.JWTPublicKey
+	}
 	switch ClientEvents(a.AcceptClientEventsFrom) {
 	case "", ClientEventsMembers:
 		app.ClientEvents = ClientEventsMembers

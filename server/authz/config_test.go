@@ -14,9 +14,10 @@ func envOf(m map[string]string) func(string) string {
 
 // exampleEnv supplies the secrets the example file names.
 var exampleEnv = envOf(map[string]string{
-	"REVERB_APP_SECRET":  "first-app-secret",
-	"OTHER_APP_SECRET":   "second-app-secret",
-	"HERALD_BILLING_KEY": "billing-key-0123456789abcdef0123456789",
+	"REVERB_APP_SECRET":    "first-app-secret",
+	"OTHER_APP_SECRET":     "second-app-secret",
+	"OTHER_APP_JWT_SECRET": "second-app-jwt-secret-0123456789abcdef",
+	"HERALD_BILLING_KEY":   "billing-key-0123456789abcdef0123456789",
 })
 
 func mustParse(t testing.TB, doc string, env func(string) string) *Config {
@@ -162,6 +163,32 @@ func TestEnvironmentOverrides(t *testing.T) {
 	}
 }
 
+// TestAppJWTKeys: an app's own token key comes from jwt_secret_env or jwt_public_key; apps
+// without either have none and use the deployment's.
+func TestAppJWTKeys(t *testing.T) {
+	doc := "apps:\n" +
+		"  - {id: a, key: ka, secret: s}\n" +
+		"  - {id: b, key: kb, secret: s, jwt_secret_env: B_JWT}\n" +
+		"  - {id: c, key: kc, secret: s, jwt_public_key: keys/c.pem}\n"
+	long := strings.Repeat("k", MinJWTSecretLen)
+	c := mustParse(t, doc, envOf(map[string]string{"B_JWT": long}))
+	if a := c.App("a"); a.HasOwnJWTKey() || a.JWTSecret() != nil || a.JWTPublicKeyFile != "" {
+		t.Errorf("app a has no key of its own: %#v", a)
+	}
+	if b := c.App("b"); !b.HasOwnJWTKey() || string(b.JWTSecret()) != long || b.JWTPublicKeyFile != "" {
+		t.Errorf("app b: secret %q, file %q", b.JWTSecret(), b.JWTPublicKeyFile)
+	}
+	if k := c.App("c"); !k.HasOwnJWTKey() || k.JWTSecret() != nil || k.JWTPublicKeyFile != "keys/c.pem" {
+		t.Errorf("app c: secret %q, file %q", k.JWTSecret(), k.JWTPublicKeyFile)
+	}
+	if _, err := Parse([]byte(doc), envOf(map[string]string{"B_JWT": long[1:]})); err == nil || !strings.Contains(err.Error(), "at least 32 bytes") {
+		t.Errorf("a short jwt_secret_env: err = %v", err)
+	}
+	if strings.Contains(fmt.Sprintf("%v %#v %s", c.App("b"), c.App("b"), c.App("b")), long) {
+		t.Error("printing an app shows its JWT secret")
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	app := "apps:\n  - id: a\n    key: k\n    secret: s\n"
 	rule := func(r string) string { return "channels:\n  rules:\n" + r }
@@ -169,6 +196,8 @@ func TestConfigErrors(t *testing.T) {
 		{"missing secret", "apps:\n  - id: a\n    key: k\n", `line 2: apps[0]: app "a" has no secret`},
 		{"empty secret_env", "apps:\n  - id: a\n    key: k\n    secret_env: NOPE\n", "line 4: apps[0].secret_env: app \"a\" has no secret: the environment variable NOPE is empty"},
 		{"missing key", "apps:\n  - id: a\n    secret: s\n", "apps[0].key"},
+		{"empty jwt_secret_env", app + "    jwt_secret_env: NOPE\n", "line 5: apps[0].jwt_secret_env: app \"a\": the environment variable NOPE must hold a JWT secret of at least 32 bytes"},
+		{"both JWT keys", app + "    jwt_secret_env: NOPE\n    jwt_public_key: k.pem\n", `line 2: apps[0]: app "a": set jwt_secret_env or jwt_public_key, not both`},
 		{"bad id", "apps:\n  - id: a/b\n    key: k\n    secret: s\n", "line 2: apps[0].id"},
 		{"duplicate id", app + "  - id: a\n    key: k2\n    secret: s\n", `line 5: apps[1].id: app id "a" is used twice`},
 		{"duplicate key", app + "  - id: b\n    key: k\n    secret: s\n", `line 6: apps[1].key: app key "k" is used twice`},
