@@ -25,6 +25,7 @@ var (
 	errTokenMissing      = errorf(http.StatusUnauthorized, "token_missing", "this request needs a token: Authorization: Bearer <JWT> or ?token=")
 	errTokenInvalid      = errorf(http.StatusUnauthorized, "token_invalid", "the token is invalid or expired")
 	errStoreUnavailable  = errorf(http.StatusServiceUnavailable, "store_unavailable", "the event store is unavailable; nothing was appended, retrying with the same Idempotency-Key is safe")
+	errStoreTimeout      = errorf(http.StatusServiceUnavailable, "store_timeout", "the event store did not confirm the append in time: it may have been appended; retry with the same Idempotency-Key, which appends it at most once")
 	errShuttingDown      = errorf(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect")
 	errPayloadTooLarge   = errorf(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is over the limit")
 	errIdempotencyReused = errorf(http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used with a different request")
@@ -51,6 +52,9 @@ func (s *Server) writeError(err error, c echo.Context) {
 	}
 	h := c.Response().Header()
 	h.Set("Cache-Control", "no-store")
+	if unreadBody(c) {
+		closeInsteadOfDraining(c)
+	}
 	if c.Request().Method == http.MethodHead {
 		c.NoContent(ae.Status)
 		return
@@ -72,6 +76,8 @@ func codeForStatus(status int) string {
 		return "forbidden"
 	case http.StatusTooManyRequests:
 		return "rate_limited"
+	case http.StatusRequestTimeout:
+		return "body_timeout"
 	case http.StatusServiceUnavailable:
 		return "unavailable"
 	}

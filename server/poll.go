@@ -87,11 +87,21 @@ func (s *Server) durationParam(c echo.Context, name string, def, limit time.Dura
 	if raw == "" {
 		return def, nil
 	}
-	n, err := strconv.Atoi(raw)
-	if err != nil || n < 0 || time.Duration(n)*time.Second > limit {
+	d, ok := parseSeconds(raw, limit)
+	if !ok {
 		return 0, badRequest("invalid_"+name, name+" must be whole seconds from 0 to "+strconv.Itoa(int(limit/time.Second)))
 	}
-	return time.Duration(n) * time.Second, nil
+	return d, nil
+}
+
+// parseSeconds reads whole seconds from 0 to limit. The range is checked on the number before
+// it becomes a Duration: 9223372037 seconds, times 10⁹, would wrap around to a small one.
+func parseSeconds(raw string, limit time.Duration) (time.Duration, bool) {
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || n < 0 || n > int64(limit/time.Second) {
+		return 0, false
+	}
+	return time.Duration(n) * time.Second, true
 }
 
 func intParam(c echo.Context, name string, def, limit int) (int, error) {

@@ -107,23 +107,6 @@ func channelParam(c echo.Context) (string, error) {
 	return name, nil
 }
 
-// readBody reads the request body up to the configured limit.
-func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	req := c.Request()
-	if req.ContentLength > s.cfg.MaxBodyBytes {
-		return nil, errPayloadTooLarge
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, errPayloadTooLarge
-		}
-		return nil, badRequest("bad_body", "could not read the request body")
-	}
-	return body, nil
-}
-
 // claims returns the verified token of the request, or nil when it carries none.
 func (s *Server) claims(c echo.Context) (*Claims, error) {
 	token := requestToken(c)
@@ -236,7 +219,19 @@ func (s *Server) appendAndAnswer(c echo.Context, app *App, req store.AppendReque
 	// The append must not be cut short by a client that goes away mid-request: either it
 	// happens and is acknowledged, or the client retries with its Idempotency-Key. The store
 	// bounds its own round trips.
-	res, err := app.Hub.Store().Append(context.WithoutCancel(c.Request().Context()), req)
+	ctx := context.WithoutCancel(c.Request().Context())
+	res, err := app.Hub.Store().Append(ctx, req)
+	if errors.Is(err, store.ErrUnconfirmed) && req.IdempotencyKey != "" {
+		// The first attempt may have landed. Its key settles it: the repeat answers with the
+		// event when it did, and appends it now when it did not — at most once either way.
+		// Whatever the repeat's own outcome, the first attempt's stays unknown if it fails.
+		s.log.Warn().Err(err).Str("channel", req.Channel).Msg("append unconfirmed; repeating it with its Idempotency-Key")
+		if res, err = app.Hub.Store().Append(ctx, req); err == nil {
+			res.Duplicate = false // this request's event, whichever attempt appended it
+		} else if !errors.Is(err, store.ErrIdempotencyConflict) {
+			err = fmt.Errorf("%w (and the repeat: %w)", store.ErrUnconfirmed, err)
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrIdempotencyConflict):
 		return errIdempotencyReused

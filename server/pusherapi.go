@@ -259,6 +259,11 @@ func (s *Server) appendTriggers(c echo.Context, app *App, triggers []pusherTrigg
 	for _, t := range triggers {
 		for _, ch := range t.channels {
 			_, err := app.Hub.Store().Append(ctx, store.AppendRequest{Channel: ch, Name: t.name, Data: t.data, SocketID: t.socketID})
+			if errors.Is(err, store.ErrUnconfirmed) {
+				s.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append unconfirmed")
+				return errorf(http.StatusServiceUnavailable, "store_timeout",
+					fmt.Sprintf("the event store did not confirm in time: of the %d events of this request the first %d were appended, the next may have been, the rest were not", total, done))
+			}
 			if err != nil {
 				s.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append failed")
 				return errorf(http.StatusServiceUnavailable, "store_unavailable",

@@ -38,6 +38,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MaxBodyBytes limits request bodies. Default 64 KiB.
 	MaxBodyBytes int64
+	// BodyTimeout is how long a request body may take to arrive in full. Default 10s.
+	BodyTimeout time.Duration
+	// MaxHeaderBytes limits a request's line and headers; net/http answers 431 over it.
+	// Default 64 KiB.
+	MaxHeaderBytes int
 	// PollTimeout is the default long-poll wait; PollTimeoutMax the largest a client may ask.
 	// Defaults 25s and 60s.
 	PollTimeout    time.Duration
@@ -83,6 +88,10 @@ func (c Config) WithDefaults() Config {
 	def(&c.PollTimeoutMax, 60*time.Second)
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 64 << 10
+	}
+	def(&c.BodyTimeout, 10*time.Second)
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
 	}
 	if c.PollLimit <= 0 {
 		c.PollLimit = 100
@@ -144,6 +153,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(s.accessLog)
+	e.Use(s.guardBody)
 	if len(s.cfg.CORSOrigins) > 0 {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
 			AllowOrigins:     s.cfg.CORSOrigins,
@@ -175,7 +185,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		// No WriteTimeout: it would kill streams. Each stream keeps a rolling write deadline.
 		ErrorLog: nil,
 	}
@@ -263,31 +273,62 @@ func contains(list []string, v string) bool {
 	return false
 }
 
-// accessLog logs each request once it ends, with the query's token redacted. Streams log when
-// they close, so their duration is the connection's lifetime.
+// accessLog logs each request once it ends, with the query's token redacted. A hijacked stream
+// logs itself when it closes, so its duration is the connection's lifetime.
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		start := time.Now()
+		c.Set(startKey, time.Now())
 		err := next(c)
 		if err != nil {
 			c.Error(err)
 		}
-		req := c.Request()
-		status := c.Response().Status
-		ev := s.log.Info()
-		if status >= 500 {
-			ev = s.log.Warn()
+		if c.Get(streamLogKey) != nil {
+			return nil
 		}
-		ev.Str("method", req.Method).
-			Str("path", req.URL.Path).
-			Str("query", RedactQuery(req.URL.RawQuery)).
-			Int("status", status).
-			Int64("bytes", c.Response().Size).
-			Dur("duration", time.Since(start)).
-			Str("remote", c.RealIP()).
-			Msg("request")
+		s.logRequest(requestOf(c), c.Response().Status, c.Response().Size, "")
 		return nil
 	}
+}
+
+// Keys of the access log's values in an echo.Context.
+const (
+	startKey     = "herald.start"      // time.Time: when the request arrived
+	streamLogKey = "herald.stream_log" // set by a stream that writes its own log line
+)
+
+// accessEntry is what the access log says of a request, kept small: a stream holds one for
+// its whole life.
+type accessEntry struct {
+	method, path, rawQuery, remote string
+	start                          time.Time
+}
+
+func requestOf(c echo.Context) accessEntry {
+	req := c.Request()
+	start, _ := c.Get(startKey).(time.Time)
+	if start.IsZero() {
+		start = time.Now()
+	}
+	return accessEntry{method: req.Method, path: req.URL.Path, rawQuery: req.URL.RawQuery, remote: c.RealIP(), start: start}
+}
+
+// logRequest writes one access log line; server errors are warnings.
+func (s *Server) logRequest(r accessEntry, status int, bytes int64, reason string) {
+	ev := s.log.Info()
+	if status >= 500 {
+		ev = s.log.Warn()
+	}
+	ev = ev.Str("method", r.method).
+		Str("path", r.path).
+		Str("query", RedactQuery(r.rawQuery)).
+		Int("status", status).
+		Int64("bytes", bytes).
+		Dur("duration", time.Since(r.start)).
+		Str("remote", r.remote)
+	if reason != "" {
+		ev = ev.Str("reason", reason)
+	}
+	ev.Msg("request")
 }
 
 // RedactQuery hides secrets (token=…) in a raw query string, for logs.
@@ -324,6 +365,8 @@ func jitter(base time.Duration) time.Duration {
 // storeError maps store failures to API errors.
 func storeError(err error) error {
 	switch {
+	case errors.Is(err, store.ErrUnconfirmed):
+		return errStoreTimeout
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
 		return errStoreUnavailable
 	case errors.Is(err, stream.ErrShutdown):

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -41,7 +42,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		return err
 	}
 	s.rememberClaims(sock.ID(), sub.claims)
-	st := &sseStream{srv: s, app: sub.app, sock: sock, oneChannel: oneChannel, expires: sub.expires, started: time.Now(),
+	st := &sseStream{srv: s, app: sub.app, sock: sock, oneChannel: oneChannel, expires: sub.expires,
 		unnamed: c.QueryParam("format") == "message"}
 
 	w := c.Response()
@@ -56,28 +57,32 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	// stream's memory (docs/benchmarks.md, S1). HTTP/2 streams cannot be hijacked and are
 	// served in the handler.
 	if conn, ok := s.hijack(w); ok {
-		s.streams.Add(1)
+		// The access log line is written when the stream ends, with its real duration and size.
+		c.Set(streamLogKey, true)
+		entry := requestOf(c)
+		cw := &connWriter{conn: conn, timeout: s.cfg.WriteTimeout, written: int64(w.Size)}
+		s.streams.Add(2)
 		go func() {
 			defer s.streams.Done()
 			defer conn.Close()
-			st.run(context.Background(), &connWriter{conn: conn, timeout: s.cfg.WriteTimeout})
+			st.run(context.Background(), cw)
+			s.logRequest(entry, http.StatusOK, cw.written, st.reason)
 		}()
-		if !oneChannel {
-			// A socket with subscriptions and presence must notice its client leaving at
-			// once, not at the next heartbeat: one blocked read tells. One-channel streams
-			// skip it and stay at the smallest footprint; a write finds them gone.
-			s.streams.Add(1)
-			go func() {
-				defer s.streams.Done()
-				var b [1]byte
-				for {
-					if _, err := conn.Read(b[:]); err != nil {
-						sock.Terminate() // the stream's goroutine closes it
-						return
-					}
+		// One blocked read notices the client leaving at once rather than at the next
+		// heartbeat's failed write, which takes a heartbeat or two (20–30 s of a dead
+		// connection and goroutine held); presence and connection counts depend on it. Nothing
+		// more is read from the client: its bytes, if any, are dropped.
+		go func() {
+			defer s.streams.Done()
+			var b [1]byte
+			for {
+				if _, err := conn.Read(b[:]); err != nil {
+					st.clientGone.Store(true)
+					sock.Terminate() // the stream's goroutine closes it
+					return
 				}
-			}()
-		}
+			}
+		}()
 		return nil
 	}
 	w.WriteHeader(http.StatusOK)
@@ -112,7 +117,10 @@ func (s *Server) hijack(w *echo.Response) (net.Conn, bool) {
 		conn.Close()
 		return nil, false
 	}
-	w.Committed, w.Status = true, http.StatusOK
+	// A request body's deadline (guardBody) must not cut the stream, nor the read that
+	// notices the client leaving.
+	_ = conn.SetReadDeadline(time.Time{})
+	w.Committed, w.Status, w.Size = true, http.StatusOK, int64(len(head))
 	return conn, true
 }
 
@@ -127,6 +135,7 @@ type connWriter struct {
 	conn     net.Conn
 	timeout  time.Duration
 	deadline time.Time
+	written  int64 // bytes sent, for the access log
 }
 
 func (cw *connWriter) write(frames [][]byte) error {
@@ -137,11 +146,13 @@ func (cw *connWriter) write(frames [][]byte) error {
 		_ = cw.conn.SetWriteDeadline(cw.deadline)
 	}
 	if len(frames) == 1 {
-		_, err := cw.conn.Write(frames[0])
+		n, err := cw.conn.Write(frames[0])
+		cw.written += int64(n)
 		return err
 	}
 	bufs := net.Buffers(frames)
-	_, err := bufs.WriteTo(cw.conn)
+	n, err := bufs.WriteTo(cw.conn)
+	cw.written += n
 	return err
 }
 
@@ -174,7 +185,9 @@ type sseStream struct {
 	// knowing its name in advance; herald:* notices keep their names.
 	unnamed bool
 	expires time.Time
-	started time.Time
+	reason  string // why the stream ended, for the access log
+	// clientGone is set when the client closed its end, before the socket is terminated.
+	clientGone atomic.Bool
 }
 
 var pingFrame = []byte(": ping\n\n")
@@ -237,6 +250,10 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 			frames = append(frames, tokenExpiredFrame)
 		case errors.Is(err, stream.ErrLagged):
 			reason = "too slow"
+		case errors.Is(err, stream.ErrClosed) && st.clientGone.Load():
+			reason = "client gone"
+		case errors.Is(err, stream.ErrClosed):
+			reason = "terminated"
 		default:
 			reason = err.Error()
 		}
@@ -249,7 +266,7 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 			break
 		}
 	}
-	s.log.Debug().Str("socket", sock.ID()).Str("reason", reason).Dur("duration", time.Since(st.started)).Msg("stream closed")
+	st.reason = reason
 }
 
 var tokenExpiredFrame = []byte("event: herald:error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired; reconnect with a fresh one\"}\n\n")

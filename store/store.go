@@ -25,6 +25,11 @@ var (
 	ErrIdempotencyConflict = errors.New("store: idempotency key reused with a different request")
 	// ErrUnavailable: the backing service could not be reached; nothing was appended.
 	ErrUnavailable = errors.New("store: unavailable")
+	// ErrUnconfirmed: an append was sent but its outcome never came back (a timeout, or the
+	// connection lost while waiting): it may or may not have happened. Repeating it with the
+	// same idempotency key settles it — the key's record answers with the event if the first
+	// attempt landed, and the append happens at most once either way.
+	ErrUnconfirmed = errors.New("store: append sent but not confirmed")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 )
@@ -142,8 +147,8 @@ type Handler interface {
 // Store is the ordered per-channel log.
 type Store interface {
 	// Append adds an event to the end of its channel's log. It returns only once the event is
-	// durable as far as the store goes; on error nothing was appended (a retry with the same
-	// idempotency key is safe either way).
+	// durable as far as the store goes. On ErrUnconfirmed the event may have been appended; on
+	// any other error it was not. A retry with the same idempotency key is safe either way.
 	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
 	// Read returns up to limit events after the cursor, oldest first. A zero cursor with an
 	// empty epoch reads from the oldest retained event and is never Expired.

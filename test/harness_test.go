@@ -1058,12 +1058,13 @@ func (p *cutProxy) Close() {
 // Redis for the multi-node tests
 
 var (
-	redisOnce sync.Once
-	redisURL  string
-	redisErr  error
-	redisCmd  *exec.Cmd
-	redisDir  string
-	redisLogs *logBuf
+	redisOnce   sync.Once
+	redisURL    string
+	redisErr    error
+	redisCmd    *exec.Cmd
+	redisExited chan struct{}
+	redisDir    string
+	redisLogs   *logBuf
 )
 
 // testRedis returns the URL of the Redis the tests share: HERALD_TEST_REDIS_URL, or an
@@ -1112,7 +1113,7 @@ func startOwnRedis(bin string) (string, error) {
 		go func() { cmd.Wait(); close(exited) }()
 		for i := 0; i < 100; i++ {
 			if redisPing(port) {
-				redisCmd = cmd
+				redisCmd, redisExited = cmd, exited
 				return fmt.Sprintf("redis://127.0.0.1:%d/0", port), nil
 			}
 			select {
@@ -1146,7 +1147,7 @@ func redisPing(port int) bool {
 func stopOwnRedis() {
 	if redisCmd != nil {
 		redisCmd.Process.Kill()
-		redisCmd.Wait()
+		<-redisExited // its own goroutine waits for it
 	}
 	if redisDir != "" {
 		os.RemoveAll(redisDir)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,7 +104,7 @@ func publish(args []string) error {
 	fs := newFlagSet("publish", "herald publish CHANNEL EVENT JSON — publish one event")
 	base, tok := clientFlags(fs)
 	socket := fs.String("socket-id", "", "publisher socket id to exclude from delivery")
-	key := fs.String("idempotency-key", "", "Idempotency-Key header")
+	key := fs.String("idempotency-key", "", "Idempotency-Key header (default: a random one, printed)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -117,28 +119,50 @@ func publish(args []string) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(*base, "/")+"/v1/channels/"+url.PathEscape(channel)+"/events", bytes.NewReader(body))
+	if *key == "" {
+		// With a key a publish can be repeated safely: the event is appended at most once.
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		*key = hex.EncodeToString(b)
+	}
+	fmt.Fprintf(os.Stderr, "Idempotency-Key: %s\n", *key)
+	target := strings.TrimRight(*base, "/") + "/v1/channels/" + url.PathEscape(channel) + "/events"
+	status, out, err := publishOnce(target, *tok, *key, body)
+	if err == nil && status == http.StatusServiceUnavailable && bytes.Contains(out, []byte(`"store_timeout"`)) {
+		// The store may have appended it: the same key tells, and appends it if it did not.
+		fmt.Fprintf(os.Stderr, "%d %s\nretrying once with the same Idempotency-Key\n", status, bytes.TrimSpace(out))
+		status, out, err = publishOnce(target, *tok, *key, body)
+	}
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if *tok != "" {
-		req.Header.Set("Authorization", "Bearer "+*tok)
-	}
-	if *key != "" {
-		req.Header.Set("Idempotency-Key", *key)
-	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	fmt.Printf("%d %s\n", resp.StatusCode, bytes.TrimSpace(out))
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("publish failed with status %d", resp.StatusCode)
+	fmt.Printf("%d %s\n", status, bytes.TrimSpace(out))
+	if status >= 300 {
+		return fmt.Errorf("publish failed with status %d", status)
 	}
 	return nil
+}
+
+// publishOnce sends one publish and returns the answer's status and body.
+func publishOnce(target, tok, key string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, out, err
 }
 
 // tail follows a channel's SSE stream and prints each event's envelope on its own line,

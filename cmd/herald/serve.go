@@ -46,7 +46,9 @@ type serveConfig struct {
 	cors                                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
 	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
+	bodyTimeout                                            *time.Duration
 	maxBody, historySize, queueSize, pollLimit, pollLimMax *int
+	maxHeader                                              *int
 	keys                                                   keyFlags
 }
 
@@ -66,6 +68,8 @@ func serve(args []string) error {
 		pollLimit:       fs.Int("poll-limit", 100, "default events per long-poll answer"),
 		pollLimMax:      fs.Int("poll-limit-max", 1000, "most events per long-poll answer a client may ask for"),
 		maxBody:         fs.Int("max-body-bytes", 64<<10, "largest request body"),
+		bodyTimeout:     fs.Duration("body-timeout", 10*time.Second, "a request body must arrive in full within this long, or the connection is closed"),
+		maxHeader:       fs.Int("max-header-bytes", 64<<10, "largest request line and headers (431 over it)"),
 		historySize:     fs.Int("history-size", 1000, "events kept per channel for resuming"),
 		historyTTL:      fs.Duration("history-ttl", 24*time.Hour, "how long events are kept for resuming"),
 		idempotencyTTL:  fs.Duration("idempotency-ttl", 24*time.Hour, "how long Idempotency-Keys are remembered"),
@@ -140,6 +144,8 @@ func serve(args []string) error {
 		Retry:          *cfg.retry,
 		WriteTimeout:   *cfg.writeTimeout,
 		MaxBodyBytes:   int64(*cfg.maxBody),
+		BodyTimeout:    *cfg.bodyTimeout,
+		MaxHeaderBytes: *cfg.maxHeader,
 		PollTimeout:    *cfg.pollTimeout,
 		PollTimeoutMax: *cfg.pollMax,
 		PollLimit:      *cfg.pollLimit,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -167,7 +168,8 @@ func (s *Store) runBatch(batch []*appendOp) {
 
 // noRetryCmd stops go-redis from resending a pipeline after a transport error: Redis may
 // already have run the scripts, and running them twice would append twice. A failed batch is
-// reported as store.ErrUnavailable instead, which callers retry with their idempotency keys.
+// reported as store.ErrUnconfirmed instead (appendErr), which callers settle by retrying with
+// their idempotency keys.
 type noRetryCmd struct{ *redis.Cmd }
 
 func (noRetryCmd) NoRetry() bool { return true }
@@ -194,7 +196,7 @@ func (s *Store) finish(op *appendOp, cmd *redis.Cmd) {
 	defer close(op.done)
 	v, err := cmd.Result()
 	if err != nil {
-		op.err = s.wrapErr(nil, "append", err)
+		op.err = s.appendErr(err)
 		return
 	}
 	reply, ok := v.([]any)
@@ -230,6 +232,28 @@ func (s *Store) finish(op *appendOp, cmd *redis.Cmd) {
 			SocketID: op.req.SocketID,
 		},
 		Duplicate: status == "dup",
+	}
+}
+
+// appendErr classifies a failed append by what its error proves. Only a failure that shows the
+// script never ran is store.ErrUnavailable: no connection to send it on, or Redis refusing it
+// before running it. Any other failure came after the command may have left — a timeout while
+// Redis was hung, a connection lost before the answer — and is store.ErrUnconfirmed: Redis may
+// have run it, or may still run it from its input buffer.
+func (s *Store) appendErr(err error) error {
+	var rerr redis.Error
+	var nerr *net.OpError
+	switch {
+	case s.closed.Load() && errors.Is(err, redis.ErrClosed):
+		return fmt.Errorf("redisstore: append: %w", store.ErrClosed)
+	case errors.As(err, &rerr):
+		// Redis answered: a refusal (LOADING, BUSY, OOM …) means the script did not run.
+		return s.wrapErr(nil, "append", err)
+	case errors.As(err, &nerr) && nerr.Op == "dial",
+		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted), errors.Is(err, redis.ErrClosed):
+		return fmt.Errorf("redisstore: append: %w: %w", store.ErrUnavailable, err)
+	default:
+		return fmt.Errorf("redisstore: append: %w: %w", store.ErrUnconfirmed, err)
 	}
 }
 

@@ -252,7 +252,7 @@ func (s *Store) wrapErr(ctx context.Context, op string, err error) error {
 func unavailable(err error) bool {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY"} {
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "OOM"} {
 			if strings.HasPrefix(rerr.Error(), p) {
 				return true
 			}

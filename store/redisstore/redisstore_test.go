@@ -544,9 +544,11 @@ func TestProbeReplacesSilentConnection(t *testing.T) {
 	listener.Unlisten(ch)
 }
 
-// TestLostReplyIsNotRetried checks that an append whose reply is lost is reported as failed
-// and not sent again: go-redis would retry the pipeline on a new connection, and Redis, which
-// already ran the script, would append the event twice.
+// TestLostReplyIsNotRetried checks that an append whose reply is lost is reported as
+// unconfirmed — not as "unavailable, nothing appended", which would be false — and not sent
+// again: go-redis would retry the pipeline on a new connection, and Redis, which already ran the
+// script, would append the event twice. The same idempotent append, repeated, answers with the
+// event that landed.
 func TestLostReplyIsNotRetried(t *testing.T) {
 	t.Parallel()
 	needRedis(t)
@@ -564,12 +566,19 @@ func TestLostReplyIsNotRetried(t *testing.T) {
 	ch := "lost.reply"
 	appendN(t, s, ch, 1)
 	proxy.muteReplies()
-	_, err = s.Append(testCtx(t), store.AppendRequest{Channel: ch, Name: "X", Data: json.RawMessage(`2`)})
-	if !errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("append without a reply: %v, want ErrUnavailable", err)
+	req := store.AppendRequest{Channel: ch, Name: "X", Data: json.RawMessage(`2`), IdempotencyKey: "k2"}
+	_, err = s.Append(testCtx(t), req)
+	if !errors.Is(err, store.ErrUnconfirmed) || errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("append without a reply: %v, want ErrUnconfirmed", err)
 	}
 	if n := rawClient(t, "").XLen(testCtx(t), prefix+"{"+ch+"}:s").Val(); n != 2 {
 		t.Fatalf("stream holds %d entries, want 2: the unanswered append ran %d times", n, n-1)
+	}
+	// New connections answer again: the repeat finds the key's record.
+	direct := newStore(t, redisstore.Options{Prefix: prefix})
+	res, err := direct.Append(testCtx(t), req)
+	if err != nil || !res.Duplicate || res.Event.Seq != 2 {
+		t.Fatalf("repeat of the unconfirmed append: %+v %v, want the duplicate of seq 2", res, err)
 	}
 }
 

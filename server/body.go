@@ -1,0 +1,171 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Request bodies are read against a deadline. net/http has a ReadTimeout for the whole
+// request, but it also bounds how long the connection may wait afterwards, which would cut
+// every long-poll and stream short; so the deadline is set here, only while a body is due,
+// and cleared the moment the body is complete. A client that declares a body and then
+// trickles it (or never sends it) is cut off within --body-timeout, whether or not the handler
+// ever reads the body.
+
+var (
+	errBodyTimeout   = errorf(http.StatusRequestTimeout, "body_timeout", "the request body did not arrive in time")
+	errNotUTF8       = badRequest("invalid_json", "the body is not valid UTF-8 (JSON text must be)")
+	errLoneSurrogate = badRequest("invalid_json", "the body has a \\u escape of an unpaired UTF-16 surrogate, which is not text")
+)
+
+// bodyKey is where guardBody leaves the request's *timedBody in the echo.Context.
+const bodyKey = "herald.body"
+
+// guardBody refuses a declared body over the limit at once and starts the body's deadline.
+func (s *Server) guardBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if req.ContentLength == 0 || req.Body == nil || req.Body == http.NoBody {
+			return next(c)
+		}
+		if req.ContentLength > s.cfg.MaxBodyBytes {
+			return errPayloadTooLarge
+		}
+		rc := http.NewResponseController(c.Response())
+		if rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) != nil {
+			return next(c) // a transport without deadlines (a test recorder): nothing to guard
+		}
+		b := &timedBody{ReadCloser: req.Body, rc: rc}
+		req.Body = b
+		c.Set(bodyKey, b)
+		return next(c)
+	}
+}
+
+// timedBody clears the connection's read deadline once the whole body is in, so that the
+// connection may then wait as long as the request needs. A request is served by one goroutine,
+// which is the only reader of its body.
+type timedBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	complete bool
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.complete {
+		b.complete = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+// unreadBody reports whether the request declared a body that was not read to its end.
+func unreadBody(c echo.Context) bool {
+	req := c.Request()
+	if req.ContentLength == 0 || req.Body == nil || req.Body == http.NoBody {
+		return false
+	}
+	b, ok := c.Get(bodyKey).(*timedBody)
+	return !ok || !b.complete
+}
+
+// closeInsteadOfDraining makes an answer sent before the body was read the connection's last:
+// net/http would otherwise read the rest of the body before sending it, for as long as the
+// client takes. The read deadline, moved to now, also ends the drain that follows the answer.
+func closeInsteadOfDraining(c echo.Context) {
+	c.Response().Header().Set("Connection", "close")
+	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now())
+}
+
+// readBody reads the request body up to the configured limit and checks it is UTF-8, as JSON
+// text must be (RFC 8259): encoding/json would otherwise turn invalid bytes in names into U+FFFD
+// and pass them through raw inside data.
+func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	req := c.Request()
+	if req.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, errPayloadTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return nil, errPayloadTooLarge
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, errBodyTimeout
+		}
+		return nil, badRequest("bad_body", "could not read the request body")
+	}
+	if !utf8.Valid(body) {
+		return nil, errNotUTF8
+	}
+	if loneSurrogate(body) {
+		return nil, errLoneSurrogate
+	}
+	return body, nil
+}
+
+// loneSurrogate reports whether a JSON text has a \u escape of a UTF-16 surrogate that is not
+// half of a pair. Such a string is not text (I-JSON, RFC 7493, forbids it), and encoding/json
+// would decode it to U+FFFD, silently changing a name. Malformed escapes are left to the JSON
+// decoder, which refuses them.
+func loneSurrogate(b []byte) bool {
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !inString {
+			inString = c == '"'
+			continue
+		}
+		switch c {
+		case '"':
+			inString = false
+		case '\\':
+			r, ok := unicodeEscape(b, i)
+			if !ok {
+				i++ // a one-character escape (or a malformed one): skip the escaped byte
+				continue
+			}
+			i += 5
+			switch {
+			case r >= 0xDC00 && r < 0xE000:
+				return true // a low surrogate with no high one before it
+			case r >= 0xD800 && r < 0xDC00:
+				low, ok := unicodeEscape(b, i+1)
+				if !ok || low < 0xDC00 || low >= 0xE000 {
+					return true
+				}
+				i += 6
+			}
+		}
+	}
+	return false
+}
+
+// unicodeEscape decodes the \uXXXX escape that starts at b[i].
+func unicodeEscape(b []byte, i int) (rune, bool) {
+	if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i+2 : i+6] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}

@@ -1,0 +1,274 @@
+package test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// An append whose answer never came back may have happened. Herald says so —
+// 503 store_timeout, "may have been appended" — and keeps 503 store_unavailable ("nothing was
+// appended") for failures that prove it; with an Idempotency-Key it settles the question itself
+// before answering. No subscriber ever gets an event twice when publishers keep their keys.
+
+// muteProxy forwards TCP to Redis; mute drops Redis's replies on the connections open at that
+// moment, while their requests still reach Redis — a reply lost on the way.
+type muteProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []*muteConn
+	wg     sync.WaitGroup
+}
+
+type muteConn struct {
+	client, server net.Conn
+	muted          atomic.Bool
+}
+
+func startMuteProxy(t *testing.T, target string) *muteProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &muteProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mc := &muteConn{client: c, server: s}
+			p.mu.Lock()
+			p.conns = append(p.conns, mc)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { // requests always pass
+				defer p.wg.Done()
+				io.Copy(s, c)
+				s.Close()
+				c.Close()
+			}()
+			go func() { // replies pass unless muted
+				defer p.wg.Done()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 && !mc.muted.Load() {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				s.Close()
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.client.Close()
+			c.server.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *muteProxy) addr() string { return p.ln.Addr().String() }
+
+// mute drops the replies of every connection open now; later connections are not muted.
+func (p *muteProxy) mute() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.muted.Store(true)
+	}
+}
+
+// TestUnconfirmedAppend: a reply lost on the way is not "nothing was appended". With an
+// Idempotency-Key, Herald repeats the append on a fresh connection, finds the event the first
+// attempt appended, and answers 201 with its id; without one it answers 503 store_timeout.
+// Either way the subscriber gets each event once, in order.
+func TestUnconfirmedAppend(t *testing.T) {
+	t.Parallel()
+	redisAddr := strings.TrimSuffix(strings.TrimPrefix(testRedis(t), "redis://"), "/0")
+	proxy := startMuteProxy(t, redisAddr)
+	// One pooled connection, so the repeat cannot land on another muted one.
+	h := startHerald(t, heraldOpts{args: []string{
+		"--redis-url", "redis://" + proxy.addr() + "/0?read_timeout=1s&write_timeout=1s&pool_size=1",
+		"--redis-prefix", "unconfirmed:" + randomSuffix() + ":",
+	}})
+	tok := h.Publisher(t)
+	ch := uniqueChannel("unconfirmed")
+	s := mustSSE(t, h.Base+eventsPath(ch), nil)
+	s.expectPreamble(t)
+	publish := func(n int, key string) reply {
+		t.Helper()
+		var hdr http.Header
+		if key != "" {
+			hdr = http.Header{"Idempotency-Key": {key}}
+		}
+		r, err := h.publishBody(tok, ch, []byte(fmt.Sprintf(`{"event":"Tick","data":{"n":%d}}`, n)), hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	first := publish(1, "k1")
+	if first.Status != http.StatusCreated {
+		t.Fatalf("publish before the replies are lost: %s", first)
+	}
+
+	proxy.mute()
+	withKey := publish(2, "k2")
+	if withKey.Status != http.StatusCreated || !strings.Contains(string(withKey.Body), `"id":"`) {
+		t.Fatalf("publish with a key whose first reply was lost: want 201 with the event's id (settled by the key), got %s", withKey)
+	}
+	again := publish(2, "k2")
+	if again.Status != http.StatusOK || string(again.Body) != string(withKey.Body) {
+		t.Fatalf("retry with the same key: want 200 with the same id as %s, got %s", withKey, again)
+	}
+
+	proxy.mute()
+	noKey := publish(3, "")
+	expectAPIError(t, "publish without a key whose reply was lost", noKey, http.StatusServiceUnavailable, "store_timeout")
+	if !strings.Contains(string(noKey.Body), "may have been appended") {
+		t.Errorf("store_timeout must say the event may have been appended: %s", noKey)
+	}
+
+	// The subscriber's connection lost nothing for good: the notices of muted connections are
+	// refilled from the stream. Events 1, 2 and 3 each arrive once, in order.
+	got := s.mustEvents(t, 3, 30*time.Second)
+	for i, r := range got {
+		if r.N != i+1 {
+			t.Fatalf("events %v: want n = 1, 2, 3 in order, each once", envIDs(got))
+		}
+	}
+	s.expectQuiet(t, 500*time.Millisecond)
+}
+
+// TestRedisHungAnswers: while Redis is stopped (SIGSTOP), keyed publishes in flight are never
+// answered store_unavailable — their appends were sent and run once Redis resumes. Each answer
+// is 201, 200 or 503 store_timeout; retrying the timeouts with their keys after SIGCONT answers
+// with the events' ids, and the subscriber gets every event exactly once.
+func TestRedisHungAnswers(t *testing.T) {
+	t.Parallel()
+	rd := startPrivateRedis(t)
+	h := startHerald(t, heraldOpts{args: []string{
+		"--redis-url", rd.url() + "?read_timeout=1s&write_timeout=1s", "--redis-prefix", "hung:" + randomSuffix() + ":",
+	}})
+	tok := h.Publisher(t)
+	ch := uniqueChannel("hung")
+	s := mustSSE(t, h.Base+eventsPath(ch), nil)
+	s.expectPreamble(t)
+	h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 0})
+	s.mustEvents(t, 1, 10*time.Second)
+
+	const n = 8
+	if err := rd.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			rd.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	answers := make([]reply, n)
+	var wg sync.WaitGroup
+	for i := 1; i <= n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := h.publishBody(tok, ch, []byte(fmt.Sprintf(`{"event":"Tick","data":{"n":%d}}`, i)), http.Header{"Idempotency-Key": {fmt.Sprintf("hung-%d", i)}})
+			if err != nil {
+				r = reply{Status: -1, Body: []byte(err.Error())}
+			}
+			answers[i-1] = r
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	rd.cmd.Process.Signal(syscall.SIGCONT)
+	stopped = false
+	wg.Wait()
+
+	ids := map[int]string{}
+	for i, r := range answers {
+		switch {
+		case r.Status == http.StatusCreated || r.Status == http.StatusOK:
+			var pr publishReply
+			if err := strictJSON(r.Body, &pr); err != nil {
+				t.Fatalf("event %d: %s", i+1, r)
+			}
+			ids[i+1] = pr.ID
+		case r.Status == http.StatusServiceUnavailable && strings.Contains(string(r.Body), `"store_timeout"`):
+		default:
+			t.Errorf("event %d while Redis hung: want 201, 200 or 503 store_timeout, got %s", i+1, r)
+		}
+	}
+	// Retry every unsettled one with its key until Redis answers (it is back: bounded).
+	for i := 1; i <= n; i++ {
+		if ids[i] != "" {
+			continue
+		}
+		body := []byte(fmt.Sprintf(`{"event":"Tick","data":{"n":%d}}`, i))
+		var r reply
+		waitFor(15*time.Second, func() bool {
+			var err error
+			r, err = h.publishBody(tok, ch, body, http.Header{"Idempotency-Key": {fmt.Sprintf("hung-%d", i)}})
+			return err == nil && r.Status != http.StatusServiceUnavailable
+		})
+		var pr publishReply
+		if (r.Status != http.StatusOK && r.Status != http.StatusCreated) || strictJSON(r.Body, &pr) != nil {
+			t.Fatalf("retry of event %d after Redis resumed: %s", i, r)
+		}
+		ids[i] = pr.ID
+	}
+	got := s.mustEvents(t, n, 30*time.Second)
+	seen := map[int]string{}
+	for _, r := range got {
+		if _, dup := seen[r.N]; dup {
+			t.Fatalf("event %d delivered twice: %v", r.N, envIDs(got))
+		}
+		seen[r.N] = r.Env.ID
+	}
+	for i := 1; i <= n; i++ {
+		if seen[i] != ids[i] {
+			t.Errorf("event %d: acknowledged as %q, delivered as %q", i, ids[i], seen[i])
+		}
+	}
+	// In the log's order: sequence numbers rise one by one.
+	var last uint64
+	for _, r := range got {
+		_, seqText, _ := strings.Cut(r.Env.ID, "-")
+		seq, err := strconv.ParseUint(seqText, 10, 64)
+		if err != nil || (last != 0 && seq != last+1) {
+			t.Fatalf("delivery order %v: not the log's order", envIDs(got))
+		}
+		last = seq
+	}
+	s.expectQuiet(t, 500*time.Millisecond)
+}
