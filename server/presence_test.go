@@ -85,6 +85,12 @@ func TestPresenceWithTokens(t *testing.T) {
 		st, id, tok := streamSocket(t, ts.URL)
 		return client{st, id, tok, auth}
 	}
+	// The app's identity limits: user_info of at most 1 KB, user ids of at most 128 characters.
+	big := newClient(token("u9", `{"bio":"`+strings.Repeat("x", 1100)+`"}`))
+	expectError(t, "user_info over 1 KB", join(big), http.StatusRequestEntityTooLarge, "user_info_too_large")
+	long := newClient(token(strings.Repeat("u", 129), `{}`))
+	expectError(t, "user id over 128 characters", join(long), http.StatusBadRequest, "invalid_user_id")
+
 	a := newClient(token("u1", `{"name":"Ann"}`))
 	a2 := newClient(token("u1", `{"name":"Ann"}`)) // a second tab of the same user
 	b := newClient(token("u2", `{"name":"Bob"}`))
@@ -162,6 +168,12 @@ func TestPresenceWithPusherSignatures(t *testing.T) {
 	readers[1].expect(t, "herald:subscription_error")
 	expectError(t, "another socket's signature", join(ids[1], toks[1], app.SignChannel(ids[0], "presence-chat", data("8")), data("8")), http.StatusUnauthorized, "invalid_signature")
 	expectError(t, "tampered channel_data", join(ids[1], toks[1], app.SignChannel(ids[1], "presence-chat", data("8")), data("9")), http.StatusUnauthorized, "invalid_signature")
+
+	// The app's identity limits (Pusher's defaults) hold for properly signed channel_data too.
+	bigInfo := `{"user_id":"8","user_info":{"bio":"` + strings.Repeat("x", 1100) + `"}}`
+	expectError(t, "user_info over 1 KB", join(ids[1], toks[1], app.SignChannel(ids[1], "presence-chat", bigInfo), bigInfo), http.StatusBadRequest, "invalid_channel_data")
+	longID := data(strings.Repeat("u", 129))
+	expectError(t, "user id over 128 characters", join(ids[1], toks[1], app.SignChannel(ids[1], "presence-chat", longID), longID), http.StatusBadRequest, "invalid_channel_data")
 
 	for i, user := range []string{"8", "9"} {
 		k := i + 1
