@@ -16,16 +16,7 @@ import (
 // the real binary: channel rules from --config on top of the tokens' own patterns, server API
 // keys for backends, and apps that never see each other's channels.
 
-const authzConfig = `
-default_app: "1001"
-apps:
-  - id: "1001"
-    key: inbox-key
-    secret: inbox-secret-inbox-secret
-  - id: "1002"
-    key: other-key
-    secret: other-secret-other-secret
-channels:
+const authzConfig = twoAppsConfig + `channels:
   rules:
     - channel: private-organization.{org}
       action: subscribe

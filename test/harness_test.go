@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -915,8 +916,8 @@ func lastEventHeader(id string) http.Header {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A loopback TCP proxy that can cut every connection, to make clients reconnect, and that
-// records the request heads it forwards.
+// A loopback TCP proxy that can cut every connection, to make clients reconnect, or mute the
+// answers on them (a reply lost on the way), and that records the request heads it forwards.
 
 type cutProxy struct {
 	t      testing.TB
@@ -924,6 +925,7 @@ type cutProxy struct {
 	target string
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	mutes  map[net.Conn]*atomic.Bool // by upstream connection: drop what it answers
 	heads  []string
 	wg     sync.WaitGroup
 }
@@ -934,7 +936,7 @@ func startProxy(t testing.TB, targetAddr string) *cutProxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &cutProxy{t: t, ln: ln, target: targetAddr, conns: map[net.Conn]struct{}{}}
+	p := &cutProxy{t: t, ln: ln, target: targetAddr, conns: map[net.Conn]struct{}{}, mutes: map[net.Conn]*atomic.Bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -942,6 +944,8 @@ func startProxy(t testing.TB, targetAddr string) *cutProxy {
 }
 
 func (p *cutProxy) Base() string { return "http://" + p.ln.Addr().String() }
+
+func (p *cutProxy) Addr() string { return p.ln.Addr().String() }
 
 func (p *cutProxy) accept() {
 	defer p.wg.Done()
@@ -972,20 +976,38 @@ func (p *cutProxy) serve(c net.Conn) {
 		c.Close()
 		return
 	}
+	muted := new(atomic.Bool)
 	p.track(c, true)
 	p.track(up, true)
+	p.mu.Lock()
+	p.mutes[up] = muted
+	p.mu.Unlock()
 	defer func() {
 		p.track(c, false)
 		p.track(up, false)
+		p.mu.Lock()
+		delete(p.mutes, up)
+		p.mu.Unlock()
 		c.Close()
 		up.Close()
 	}()
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() {
+	go func() { // server → client, unless muted
 		defer wg.Done()
-		io.Copy(c, up)
-		c.Close()
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := up.Read(buf)
+			if n > 0 && !muted.Load() {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}()
 	// Client → server: note each request head (keep-alive may carry several).
 	buf := make([]byte, 32<<10)
@@ -1017,6 +1039,16 @@ func (p *cutProxy) serve(c net.Conn) {
 	}
 	up.Close()
 	wg.Wait()
+}
+
+// MuteReplies drops, from now on, whatever the target answers on the connections open now;
+// what their clients send still reaches it. Later connections are not muted.
+func (p *cutProxy) MuteReplies() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.mutes {
+		m.Store(true)
+	}
 }
 
 // CutAll closes every connection the proxy carries.

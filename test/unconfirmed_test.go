@@ -2,13 +2,10 @@ package test
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -19,95 +16,6 @@ import (
 // appended") for failures that prove it; with an Idempotency-Key it settles the question itself
 // before answering. No subscriber ever gets an event twice when publishers keep their keys.
 
-// muteProxy forwards TCP to Redis; mute drops Redis's replies on the connections open at that
-// moment, while their requests still reach Redis — a reply lost on the way.
-type muteProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []*muteConn
-	wg     sync.WaitGroup
-}
-
-type muteConn struct {
-	client, server net.Conn
-	muted          atomic.Bool
-}
-
-func startMuteProxy(t *testing.T, target string) *muteProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &muteProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.DialTimeout("tcp", target, 5*time.Second)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mc := &muteConn{client: c, server: s}
-			p.mu.Lock()
-			p.conns = append(p.conns, mc)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { // requests always pass
-				defer p.wg.Done()
-				io.Copy(s, c)
-				s.Close()
-				c.Close()
-			}()
-			go func() { // replies pass unless muted
-				defer p.wg.Done()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 && !mc.muted.Load() {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				s.Close()
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.client.Close()
-			c.server.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *muteProxy) addr() string { return p.ln.Addr().String() }
-
-// mute drops the replies of every connection open now; later connections are not muted.
-func (p *muteProxy) mute() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.muted.Store(true)
-	}
-}
-
 // TestUnconfirmedAppend: a reply lost on the way is not "nothing was appended". With an
 // Idempotency-Key, Herald repeats the append on a fresh connection, finds the event the first
 // attempt appended, and answers 201 with its id; without one it answers 503 store_timeout.
@@ -115,10 +23,10 @@ func (p *muteProxy) mute() {
 func TestUnconfirmedAppend(t *testing.T) {
 	t.Parallel()
 	redisAddr := strings.TrimSuffix(strings.TrimPrefix(testRedis(t), "redis://"), "/0")
-	proxy := startMuteProxy(t, redisAddr)
+	proxy := startProxy(t, redisAddr)
 	// One pooled connection, so the repeat cannot land on another muted one.
 	h := startHerald(t, heraldOpts{args: []string{
-		"--redis-url", "redis://" + proxy.addr() + "/0?read_timeout=1s&write_timeout=1s&pool_size=1",
+		"--redis-url", "redis://" + proxy.Addr() + "/0?read_timeout=1s&write_timeout=1s&pool_size=1",
 		"--redis-prefix", "unconfirmed:" + randomSuffix() + ":",
 	}})
 	tok := h.Publisher(t)
@@ -142,7 +50,7 @@ func TestUnconfirmedAppend(t *testing.T) {
 		t.Fatalf("publish before the replies are lost: %s", first)
 	}
 
-	proxy.mute()
+	proxy.MuteReplies()
 	withKey := publish(2, "k2")
 	if withKey.Status != http.StatusCreated || !strings.Contains(string(withKey.Body), `"id":"`) {
 		t.Fatalf("publish with a key whose first reply was lost: want 201 with the event's id (settled by the key), got %s", withKey)
@@ -152,7 +60,7 @@ func TestUnconfirmedAppend(t *testing.T) {
 		t.Fatalf("retry with the same key: want 200 with the same id as %s, got %s", withKey, again)
 	}
 
-	proxy.mute()
+	proxy.MuteReplies()
 	noKey := publish(3, "")
 	expectAPIError(t, "publish without a key whose reply was lost", noKey, http.StatusServiceUnavailable, "store_timeout")
 	if !strings.Contains(string(noKey.Body), "may have been appended") {
