@@ -24,10 +24,11 @@ func TestUnconfirmedAppend(t *testing.T) {
 	t.Parallel()
 	redisAddr := strings.TrimSuffix(strings.TrimPrefix(testRedis(t), "redis://"), "/0")
 	proxy := startProxy(t, redisAddr)
-	// One pooled connection, so the repeat cannot land on another muted one.
+	// One pooled connection per pool, so the repeat cannot land on another muted one.
+	cfg, app := writePusherConfig(t)
 	h := startHerald(t, heraldOpts{args: []string{
 		"--redis-url", "redis://" + proxy.Addr() + "/0?read_timeout=1s&write_timeout=1s&pool_size=1",
-		"--redis-prefix", "unconfirmed:" + randomSuffix() + ":",
+		"--redis-prefix", "unconfirmed:" + randomSuffix() + ":", "--config", cfg,
 	}})
 	tok := h.Publisher(t)
 	ch := uniqueChannel("unconfirmed")
@@ -45,12 +46,20 @@ func TestUnconfirmedAppend(t *testing.T) {
 		}
 		return r
 	}
+	// loseNextReply makes sure the appends' connection is open — an append to another channel
+	// leaves it pooled — then drops whatever Redis answers on it.
+	side := uniqueChannel("side")
+	loseNextReply := func() {
+		t.Helper()
+		h.mustPublish(t, tok, side, "Warm", nil)
+		proxy.MuteReplies()
+	}
 	first := publish(1, "k1")
 	if first.Status != http.StatusCreated {
 		t.Fatalf("publish before the replies are lost: %s", first)
 	}
 
-	proxy.MuteReplies()
+	loseNextReply()
 	withKey := publish(2, "k2")
 	if withKey.Status != http.StatusCreated || !strings.Contains(string(withKey.Body), `"id":"`) {
 		t.Fatalf("publish with a key whose first reply was lost: want 201 with the event's id (settled by the key), got %s", withKey)
@@ -60,20 +69,41 @@ func TestUnconfirmedAppend(t *testing.T) {
 		t.Fatalf("retry with the same key: want 200 with the same id as %s, got %s", withKey, again)
 	}
 
-	proxy.MuteReplies()
+	loseNextReply()
 	noKey := publish(3, "")
 	expectAPIError(t, "publish without a key whose reply was lost", noKey, http.StatusServiceUnavailable, "store_timeout")
 	if !strings.Contains(string(noKey.Body), "may have been appended") {
 		t.Errorf("store_timeout must say the event may have been appended: %s", noKey)
 	}
 
-	// The subscriber's connection lost nothing for good: the notices of muted connections are
-	// refilled from the stream. Events 1, 2 and 3 each arrive once, in order.
-	got := s.mustEvents(t, 3, 30*time.Second)
-	for i, r := range got {
-		if r.N != i+1 {
-			t.Fatalf("events %v: want n = 1, 2, 3 in order, each once", envIDs(got))
+	// The other publishing routes carry no key: the same answer.
+	loseNextReply()
+	test := mustDo(t, "POST", h.Base+"/v1/test", bearerHeader(tok), strings.NewReader(`{"channel":"`+ch+`","message":4}`))
+	expectAPIError(t, "/v1/test whose reply was lost", test, http.StatusServiceUnavailable, "store_timeout")
+	for i, path := range []string{"/apps/" + app.ID + "/events", "/apps/" + app.ID + "/batch_events"} {
+		body := fmt.Sprintf(`{"name":"Tick","data":"{\"n\":%d}","channel":"%s"}`, 5+i, ch)
+		if i == 1 {
+			body = `{"batch":[` + body + `]}`
 		}
+		loseNextReply()
+		u, hdr := pusherSigned(app, "POST", path, []byte(body))
+		r := mustDo(t, "POST", h.Base+u, hdr, strings.NewReader(body))
+		expectAPIError(t, "Pusher "+path+" whose reply was lost", r, http.StatusServiceUnavailable, "store_timeout")
+	}
+
+	// The subscriber's connection lost nothing for good: the notices of muted connections are
+	// refilled from the stream. Every event arrives once, in order: all of them were appended.
+	got := s.mustEvents(t, 6, 30*time.Second)
+	for i, r := range got {
+		if i == 3 {
+			continue // the TestMessage, whose data is {"message":4,"sent_at":…}
+		}
+		if r.N != i+1 {
+			t.Fatalf("events %v: want n = 1 … 6 in order, each once", envIDs(got))
+		}
+	}
+	if got[3].Env.Event != "TestMessage" {
+		t.Fatalf("the 4th event: want the TestMessage, got %s", got[3].Raw)
 	}
 	s.expectQuiet(t, 500*time.Millisecond)
 }
