@@ -29,7 +29,21 @@ var (
 	errShuttingDown      = errorf(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect")
 	errPayloadTooLarge   = errorf(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is over the limit")
 	errIdempotencyReused = errorf(http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used with a different request")
+	errInternal          = errorf(http.StatusInternalServerError, "internal", "internal server error")
 )
+
+// apiErrorOf is err as the API answers it: an *apiError as it is, a store failure as its 503,
+// anything else a 500 that hides internals. It never returns nil for a non-nil err.
+func apiErrorOf(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if errors.As(storeError(err), &ae) {
+		return ae
+	}
+	return errInternal
+}
 
 // writeError is the Echo error handler: API errors as they are, Echo's own (404, 405, 413 …)
 // mapped to the same JSON shape, anything else a 500 that hides internals.
@@ -48,7 +62,7 @@ func (s *Server) writeError(err error, c echo.Context) {
 		}
 	default:
 		s.log.Error().Err(err).Str("path", c.Path()).Msg("internal error")
-		ae = errorf(http.StatusInternalServerError, "internal", "internal server error")
+		ae = errInternal
 	}
 	h := c.Response().Header()
 	h.Set("Cache-Control", "no-store")

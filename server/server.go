@@ -74,40 +74,55 @@ type Config struct {
 	Version string
 }
 
-// WithDefaults returns c with its zero fields set to the defaults.
+// DefaultConfig holds the default of every setting that has one; `herald serve`'s flags take
+// theirs from it. SocketTimeout's default is twice PollTimeout, whatever that is.
+func DefaultConfig() Config {
+	return Config{
+		Heartbeat:      15 * time.Second,
+		Retry:          2 * time.Second,
+		WriteTimeout:   15 * time.Second,
+		MaxBodyBytes:   64 << 10,
+		BodyTimeout:    10 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		PollTimeout:    25 * time.Second,
+		PollTimeoutMax: 60 * time.Second,
+		PollLimit:      100,
+		PollLimitMax:   1000,
+		ClientEvents:   ClientEventsMembers,
+		WhisperRate:    float64(authz.DefaultLimits().ClientEventsPerSecond),
+		PresenceTTL:    store.DefaultPresenceTTL,
+	}
+}
+
+// WithDefaults returns c with its zero (or negative) fields set to DefaultConfig's.
 func (c Config) WithDefaults() Config {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
+	d := DefaultConfig()
+	orDefault(&c.Heartbeat, d.Heartbeat)
+	orDefault(&c.Retry, d.Retry)
+	orDefault(&c.WriteTimeout, d.WriteTimeout)
+	orDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
+	orDefault(&c.BodyTimeout, d.BodyTimeout)
+	orDefault(&c.MaxHeaderBytes, d.MaxHeaderBytes)
+	orDefault(&c.PollTimeout, d.PollTimeout)
+	orDefault(&c.PollTimeoutMax, d.PollTimeoutMax)
+	orDefault(&c.PollLimit, d.PollLimit)
+	orDefault(&c.PollLimitMax, d.PollLimitMax)
+	orDefault(&c.SocketTimeout, 2*c.PollTimeout)
+	orDefault(&c.PresenceTTL, d.PresenceTTL)
+	if c.WhisperRate == 0 { // negative: no limit
+		c.WhisperRate = d.WhisperRate
 	}
-	def(&c.Heartbeat, 15*time.Second)
-	def(&c.Retry, 2*time.Second)
-	def(&c.WriteTimeout, 15*time.Second)
-	def(&c.PollTimeout, 25*time.Second)
-	def(&c.PollTimeoutMax, 60*time.Second)
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 64 << 10
-	}
-	def(&c.BodyTimeout, 10*time.Second)
-	if c.MaxHeaderBytes <= 0 {
-		c.MaxHeaderBytes = 64 << 10
-	}
-	if c.PollLimit <= 0 {
-		c.PollLimit = 100
-	}
-	if c.PollLimitMax <= 0 {
-		c.PollLimitMax = 1000
-	}
-	def(&c.SocketTimeout, 2*c.PollTimeout)
-	def(&c.PresenceTTL, 60*time.Second)
 	if c.ClientEvents == "" {
-		c.ClientEvents = ClientEventsMembers
-	}
-	if c.WhisperRate == 0 {
-		c.WhisperRate = 10
+		c.ClientEvents = d.ClientEvents
 	}
 	return c
+}
+
+// orDefault sets *v to def when it is zero or negative.
+func orDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Server serves the v1 API (and the Pusher HTTP API) for its apps.

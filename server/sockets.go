@@ -400,21 +400,15 @@ func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Sock
 			return refuse(errTokenMissing)
 		}
 		if err := s.checkApp(cl, app); err != nil {
-			var ae *apiError
-			errors.As(err, &ae)
-			return refuse(ae)
+			return refuse(apiErrorOf(err))
 		}
 		if err := s.allow(cl, authz.Subscribe, op.Channel); err != nil {
-			var ae *apiError
-			errors.As(err, &ae)
-			return refuse(ae)
+			return refuse(apiErrorOf(err))
 		}
 		if isPresence(op.Channel) {
 			m := identityFromClaims(cl)
 			if err := checkMember(app, m); err != nil {
-				var ae *apiError
-				errors.As(err, &ae)
-				return refuse(ae)
+				return refuse(apiErrorOf(err))
 			}
 			op.Member = &m
 		}
@@ -434,9 +428,7 @@ func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Sock
 		}
 		n, err := s.joinPresence(ctx, app, op.Channel, op.SocketID, *op.Member)
 		if err != nil {
-			var ae *apiError
-			errors.As(err, &ae)
-			return refuse(ae)
+			return refuse(apiErrorOf(err))
 		}
 		notice = n
 	}

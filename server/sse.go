@@ -56,7 +56,13 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	// read and write buffers and the handler's deep stack are freed, which is most of an idle
 	// stream's memory (docs/benchmarks.md, S1). HTTP/2 streams cannot be hijacked and are
 	// served in the handler.
-	if conn, ok := s.hijack(w); ok {
+	conn, hijacked, err := s.hijack(w)
+	if err != nil {
+		// The connection is taken but the client is gone: nothing more can be written.
+		s.closeSocket(sub.app, sock)
+		return nil
+	}
+	if hijacked {
 		// The access log line is written when the stream ends, with its real duration and size.
 		c.Set(streamLogKey, true)
 		entry := requestOf(c)
@@ -91,14 +97,17 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 }
 
 // hijack takes over an HTTP/1.x connection and writes the response head itself. The body is
-// delimited by closing the connection, as an endless stream's must be without chunking.
-func (s *Server) hijack(w *echo.Response) (net.Conn, bool) {
+// delimited by closing the connection, as an endless stream's must be without chunking. It
+// reports false for a connection that cannot be hijacked (HTTP/2), and an error when the
+// connection was taken but the head could not be written: it is closed then, and the response
+// must not be written again.
+func (s *Server) hijack(w *echo.Response) (net.Conn, bool, error) {
 	if w.Committed || w.Writer == nil {
-		return nil, false
+		return nil, false, nil
 	}
 	conn, rw, err := http.NewResponseController(w.Writer).Hijack()
 	if err != nil {
-		return nil, false
+		return nil, false, nil
 	}
 	rw.Reader, rw.Writer = nil, nil // drop net/http's buffers: nothing more is read, writes go straight out
 	head := make([]byte, 0, 256)
@@ -113,15 +122,16 @@ func (s *Server) hijack(w *echo.Response) (net.Conn, bool) {
 	}
 	head = append(head, "Connection: close\r\n\r\n"...)
 	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	w.Committed, w.Status = true, http.StatusOK
 	if _, err := conn.Write(head); err != nil {
 		conn.Close()
-		return nil, false
+		return nil, true, err
 	}
 	// A request body's deadline (guardBody) must not cut the stream, nor the read that
 	// notices the client leaving.
 	_ = conn.SetReadDeadline(time.Time{})
-	w.Committed, w.Status, w.Size = true, http.StatusOK, int64(len(head))
-	return conn, true
+	w.Size = int64(len(head))
+	return conn, true, nil
 }
 
 // frameWriter sends a batch of frames and makes sure they left the process.

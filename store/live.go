@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 )
 
 // Ephemeral is a live-only message on a channel: whispers (typing indicators) and presence
@@ -45,6 +46,15 @@ type Member struct {
 	UserID   string          `json:"user_id"`
 	UserInfo json.RawMessage `json:"user_info,omitempty"`
 }
+
+// DefaultPresenceTTL is how long a membership lasts without a Refresh when a Presence is given
+// none: long enough that a node refreshing every third of it survives a couple of slow rounds,
+// short enough that a vanished socket's user leaves within a minute.
+const DefaultPresenceTTL = time.Minute
+
+// DefaultMaxMembers is Pusher's limit on the users of one presence channel, which Laravel
+// applications are written against.
+const DefaultMaxMembers = 100
 
 // ErrPresenceFull: the channel already has the most members allowed.
 var ErrPresenceFull = errors.New("store: presence channel is full")

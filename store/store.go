@@ -181,16 +181,23 @@ type Retention struct {
 	IdempotencyTTL time.Duration
 }
 
-// WithDefaults fills unset fields with the defaults.
+// DefaultRetention is the history kept when a Retention field is unset: 1000 events per channel,
+// for 24 hours, and idempotency keys remembered for 24 hours.
+func DefaultRetention() Retention {
+	return Retention{MaxEvents: 1000, MaxAge: 24 * time.Hour, IdempotencyTTL: 24 * time.Hour}
+}
+
+// WithDefaults fills unset fields with DefaultRetention's.
 func (r Retention) WithDefaults() Retention {
+	d := DefaultRetention()
 	if r.MaxEvents <= 0 {
-		r.MaxEvents = 1000
+		r.MaxEvents = d.MaxEvents
 	}
 	if r.MaxAge <= 0 {
-		r.MaxAge = 24 * time.Hour
+		r.MaxAge = d.MaxAge
 	}
 	if r.IdempotencyTTL <= 0 {
-		r.IdempotencyTTL = 24 * time.Hour
+		r.IdempotencyTTL = d.IdempotencyTTL
 	}
 	return r
 }

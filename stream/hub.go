@@ -44,15 +44,21 @@ type Options struct {
 	Linger time.Duration
 }
 
+// DefaultOptions holds the defaults of Options; `herald serve`'s flags take theirs from it.
+func DefaultOptions() Options {
+	return Options{QueueSize: 256, ReadBatch: 256, Linger: 30 * time.Second}
+}
+
 func (o Options) withDefaults() Options {
+	d := DefaultOptions()
 	if o.QueueSize <= 0 {
-		o.QueueSize = 256
+		o.QueueSize = d.QueueSize
 	}
 	if o.ReadBatch <= 0 {
-		o.ReadBatch = 256
+		o.ReadBatch = d.ReadBatch
 	}
 	if o.Linger <= 0 {
-		o.Linger = 30 * time.Second
+		o.Linger = d.Linger
 	}
 	return o
 }

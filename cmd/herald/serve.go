@@ -20,6 +20,7 @@ import (
 	"github.com/herald-rt/herald/server"
 	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/redisstore"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -54,32 +55,33 @@ type serveConfig struct {
 
 func serve(args []string) error {
 	fs := newFlagSet("serve", "herald serve — run the service")
+	def, ret, hub := server.DefaultConfig(), store.DefaultRetention(), stream.DefaultOptions()
 	cfg := serveConfig{
 		addr:            fs.String("addr", "127.0.0.1:8081", "address to listen on"),
 		dev:             fs.Bool("dev", false, "INSECURE development mode: generated key, printed token, pretty logs"),
 		redisURL:        fs.String("redis-url", "", "Redis URL (redis://host:port/db); empty uses the embedded in-memory store"),
-		redisPrefix:     fs.String("redis-prefix", "herald:", "prefix of every Redis key, so deployments can share one Redis"),
+		redisPrefix:     fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of every Redis key, so deployments can share one Redis"),
 		cors:            fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
-		heartbeat:       fs.Duration("heartbeat", 15*time.Second, "interval of the \": ping\" comment on idle streams"),
-		retry:           fs.Duration("retry", 2*time.Second, "reconnect delay sent to EventSource clients"),
-		writeTimeout:    fs.Duration("write-timeout", 15*time.Second, "a stream client that takes no data for this long is cut off"),
-		pollTimeout:     fs.Duration("poll-timeout", 25*time.Second, "default long-poll wait"),
-		pollMax:         fs.Duration("poll-timeout-max", 60*time.Second, "longest long-poll wait a client may ask for"),
-		pollLimit:       fs.Int("poll-limit", 100, "default events per long-poll answer"),
-		pollLimMax:      fs.Int("poll-limit-max", 1000, "most events per long-poll answer a client may ask for"),
-		maxBody:         fs.Int("max-body-bytes", 64<<10, "largest request body"),
-		bodyTimeout:     fs.Duration("body-timeout", 10*time.Second, "a request body must arrive in full within this long, or the connection is closed"),
-		maxHeader:       fs.Int("max-header-bytes", 64<<10, "largest request line and headers (431 over it)"),
-		historySize:     fs.Int("history-size", 1000, "events kept per channel for resuming"),
-		historyTTL:      fs.Duration("history-ttl", 24*time.Hour, "how long events are kept for resuming"),
-		idempotencyTTL:  fs.Duration("idempotency-ttl", 24*time.Hour, "how long Idempotency-Keys are remembered"),
-		queueSize:       fs.Int("queue-size", 256, "live events a socket may have waiting before it is disconnected as too slow"),
-		linger:          fs.Duration("linger", 30*time.Second, "how long a channel stays listened to after its last subscriber leaves"),
+		heartbeat:       fs.Duration("heartbeat", def.Heartbeat, "interval of the \": ping\" comment on idle streams"),
+		retry:           fs.Duration("retry", def.Retry, "reconnect delay sent to EventSource clients"),
+		writeTimeout:    fs.Duration("write-timeout", def.WriteTimeout, "a stream client that takes no data for this long is cut off"),
+		pollTimeout:     fs.Duration("poll-timeout", def.PollTimeout, "default long-poll wait"),
+		pollMax:         fs.Duration("poll-timeout-max", def.PollTimeoutMax, "longest long-poll wait a client may ask for"),
+		pollLimit:       fs.Int("poll-limit", def.PollLimit, "default events per long-poll answer"),
+		pollLimMax:      fs.Int("poll-limit-max", def.PollLimitMax, "most events per long-poll answer a client may ask for"),
+		maxBody:         fs.Int("max-body-bytes", int(def.MaxBodyBytes), "largest request body"),
+		bodyTimeout:     fs.Duration("body-timeout", def.BodyTimeout, "a request body must arrive in full within this long, or the connection is closed"),
+		maxHeader:       fs.Int("max-header-bytes", def.MaxHeaderBytes, "largest request line and headers (431 over it)"),
+		historySize:     fs.Int("history-size", ret.MaxEvents, "events kept per channel for resuming"),
+		historyTTL:      fs.Duration("history-ttl", ret.MaxAge, "how long events are kept for resuming"),
+		idempotencyTTL:  fs.Duration("idempotency-ttl", ret.IdempotencyTTL, "how long Idempotency-Keys are remembered"),
+		queueSize:       fs.Int("queue-size", hub.QueueSize, "live events a socket may have waiting before it is disconnected as too slow"),
+		linger:          fs.Duration("linger", hub.Linger, "how long a channel stays listened to after its last subscriber leaves"),
 		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight"),
 		logLevel:        fs.String("log-level", "info", "debug, info, warn or error"),
 		configPath:      fs.String("config", "", "YAML file with apps (Pusher id/key/secret), channel rules and server API keys"),
-		clientEvents:    fs.String("client-events", "members", "which channels accept whispers: members (private/presence subscribers), all, none"),
-		presenceTTL:     fs.Duration("presence-ttl", 60*time.Second, "a node that stops refreshing its presence members loses them after this long"),
+		clientEvents:    fs.String("client-events", def.ClientEvents, "which channels accept whispers: members (private/presence subscribers), all, none"),
+		presenceTTL:     fs.Duration("presence-ttl", def.PresenceTTL, "a node that stops refreshing its presence members loses them after this long"),
 		socketSecret:    fs.String("socket-secret", "", "key that signs socket tokens, the same on every node (default: derived from --jwt-secret)"),
 		debugAddr:       fs.String("debug-addr", "", "if set, serve Go's /debug/pprof on this address (keep it on loopback)"),
 		keys:            addKeyFlags(fs),
@@ -126,7 +128,7 @@ func serve(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ret := store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
+	ret = store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
 	apps, closeApps, err := openApps(ctx, backend{
 		redisURL: *cfg.redisURL, prefix: *cfg.redisPrefix, retention: ret,
 		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},

@@ -13,21 +13,12 @@ import (
 	"github.com/herald-rt/herald/store"
 )
 
-// DefaultPresenceTTL is how long a membership lasts without a Refresh when
-// PresenceOptions.TTL is unset: long enough that a node refreshing every TTL/3 survives a
-// couple of slow rounds, short enough that a vanished socket leaves within a minute.
-const DefaultPresenceTTL = time.Minute
-
-// DefaultMaxMembers is Pusher's limit on the users of one presence channel, which Laravel
-// applications are written against.
-const DefaultMaxMembers = 100
-
 // PresenceOptions configures a Presence. The zero value is usable.
 type PresenceOptions struct {
-	// TTL is how long a membership lasts without a Refresh. Default DefaultPresenceTTL.
+	// TTL is how long a membership lasts without a Refresh. Default store.DefaultPresenceTTL.
 	TTL time.Duration
 	// MaxMembers is the most users a channel may have; more sockets of a user already there
-	// are always accepted. Zero means DefaultMaxMembers, negative means no limit.
+	// are always accepted. Zero means store.DefaultMaxMembers, negative means no limit.
 	MaxMembers int
 	// Now is the clock; tests may replace it. Defaults to time.Now.
 	Now func() time.Time
@@ -80,10 +71,10 @@ func NewPresence(opts PresenceOptions) *Presence {
 		channels:   make(map[string]*presenceChannel),
 	}
 	if p.ttl <= 0 {
-		p.ttl = DefaultPresenceTTL
+		p.ttl = store.DefaultPresenceTTL
 	}
 	if p.maxMembers == 0 {
-		p.maxMembers = DefaultMaxMembers
+		p.maxMembers = store.DefaultMaxMembers
 	}
 	if p.now == nil {
 		p.now = time.Now

@@ -53,20 +53,20 @@ func TestPresenceClock(t *testing.T) {
 
 func TestPresenceDefaults(t *testing.T) {
 	p := memstore.NewPresence(memstore.PresenceOptions{})
-	if p.TTL() != memstore.DefaultPresenceTTL {
+	if p.TTL() != store.DefaultPresenceTTL {
 		t.Fatalf("TTL %v", p.TTL())
 	}
 	ctx := context.Background()
-	for i := range memstore.DefaultMaxMembers {
+	for i := range store.DefaultMaxMembers {
 		if _, err := p.Join(ctx, "presence-c", fmt.Sprintf("1.%d", i), store.Member{UserID: fmt.Sprint(i)}); err != nil {
 			t.Fatalf("user %d: %v", i+1, err)
 		}
 	}
 	if _, err := p.Join(ctx, "presence-c", "2.1", store.Member{UserID: "one too many"}); !errors.Is(err, store.ErrPresenceFull) {
-		t.Fatalf("user %d: %v, want ErrPresenceFull", memstore.DefaultMaxMembers+1, err)
+		t.Fatalf("user %d: %v, want ErrPresenceFull", store.DefaultMaxMembers+1, err)
 	}
 	unlimited := memstore.NewPresence(memstore.PresenceOptions{MaxMembers: -1})
-	for i := range 2 * memstore.DefaultMaxMembers {
+	for i := range 2 * store.DefaultMaxMembers {
 		if _, err := unlimited.Join(ctx, "presence-c", fmt.Sprintf("1.%d", i), store.Member{UserID: fmt.Sprint(i)}); err != nil {
 			t.Fatalf("unlimited, user %d: %v", i+1, err)
 		}

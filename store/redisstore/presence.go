@@ -46,15 +46,6 @@ type Presence struct {
 	maxMembers string // "0": no limit
 }
 
-// DefaultPresenceTTL is how long a membership lasts without a Refresh when
-// PresenceOptions.TTL is unset: long enough that a node refreshing every TTL/3 survives a
-// couple of slow rounds, short enough that a dead node's users leave within a minute.
-const DefaultPresenceTTL = time.Minute
-
-// DefaultMaxMembers is Pusher's limit on the users of one presence channel, which Laravel
-// applications are written against.
-const DefaultMaxMembers = 100
-
 // presenceBatch bounds how many leases one Expire or Refresh script handles, so a channel
 // whose big node died does not block Redis in one long script; they loop over batches.
 const presenceBatch = 500
@@ -67,10 +58,10 @@ type PresenceOptions struct {
 	// Prefix starts every key, as Options.Prefix does for Store; usually the same, so one
 	// prefix holds a deployment's keys. No braces. Default DefaultPrefix.
 	Prefix string
-	// TTL is how long a membership lasts without a Refresh. Default DefaultPresenceTTL.
+	// TTL is how long a membership lasts without a Refresh. Default store.DefaultPresenceTTL.
 	TTL time.Duration
 	// MaxMembers is the most users a channel may have; more sockets of a user already there
-	// are always accepted. Zero means DefaultMaxMembers, negative means no limit.
+	// are always accepted. Zero means store.DefaultMaxMembers, negative means no limit.
 	MaxMembers int
 }
 
@@ -95,13 +86,13 @@ func NewPresence(opts PresenceOptions) (*Presence, error) {
 	}
 	ttl := opts.TTL
 	if ttl <= 0 {
-		ttl = DefaultPresenceTTL
+		ttl = store.DefaultPresenceTTL
 	}
 	ttl = max(ttl.Round(time.Millisecond), time.Millisecond) // Redis keeps milliseconds
 	limit := opts.MaxMembers
 	switch {
 	case limit == 0:
-		limit = DefaultMaxMembers
+		limit = store.DefaultMaxMembers
 	case limit < 0:
 		limit = 0
 	}

@@ -290,7 +290,7 @@ func TestPresenceRejectsBracedNames(t *testing.T) {
 func TestPresenceDefaults(t *testing.T) {
 	needRedis(t)
 	p := newPresence(t, redisstore.PresenceOptions{Client: rawClient(t, "")})
-	if p.TTL() != redisstore.DefaultPresenceTTL {
-		t.Fatalf("TTL %v, want %v", p.TTL(), redisstore.DefaultPresenceTTL)
+	if p.TTL() != store.DefaultPresenceTTL {
+		t.Fatalf("TTL %v, want %v", p.TTL(), store.DefaultPresenceTTL)
 	}
 }
