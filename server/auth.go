@@ -20,6 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/herald-rt/herald/server/authz"
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Claims are what a Herald token carries: the subject and the channel patterns it may
@@ -37,19 +38,10 @@ type Claims struct {
 }
 
 // CanSubscribe reports whether the claims allow subscribing to channel.
-func (c *Claims) CanSubscribe(channel string) bool { return anyMatch(c.Subscribe, channel) }
+func (c *Claims) CanSubscribe(name string) bool { return channel.MatchAny(c.Subscribe, name) }
 
 // CanPublish reports whether the claims allow publishing to channel.
-func (c *Claims) CanPublish(channel string) bool { return anyMatch(c.Publish, channel) }
-
-func anyMatch(patterns []string, channel string) bool {
-	for _, p := range patterns {
-		if authz.Match(p, channel) {
-			return true
-		}
-	}
-	return false
-}
+func (c *Claims) CanPublish(name string) bool { return channel.MatchAny(c.Publish, name) }
 
 // AuthConfig selects how tokens are verified: with the deployment's key (at most one of
 // Secret and PublicKeyFile), and with the keys of apps that have their own.

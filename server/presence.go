@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -14,14 +13,13 @@ import (
 
 	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Presence channels: the node holding a socket joins it to the channel's member set (in
 // Redis, shared by every node), announces herald:member_added when the user's first socket
 // joins and herald:member_removed after its last one leaves, and renews the memberships of its
 // sockets; memberships of a node that died expire, and whichever node notices announces them.
-
-func isPresence(channel string) bool { return strings.HasPrefix(channel, "presence-") }
 
 // memberships are this node's presence members, by app, channel and socket.
 type memberships struct {
@@ -233,11 +231,11 @@ func (s *Server) presenceLoop() {
 
 // members is GET /v1/channels/{channel}/members.
 func (s *Server) channelMembers(c echo.Context) error {
-	channel, err := channelParam(c)
+	ch, err := channelParam(c)
 	if err != nil {
 		return err
 	}
-	if !isPresence(channel) {
+	if !channel.IsPresence(ch) {
 		return errorf(http.StatusBadRequest, "not_presence", "only presence- channels have members")
 	}
 	cl, err := s.claims(c)
@@ -247,14 +245,14 @@ func (s *Server) channelMembers(c echo.Context) error {
 	if cl == nil {
 		return errTokenMissing
 	}
-	if err := s.allow(cl, authz.Subscribe, channel); err != nil {
+	if err := s.allow(cl, authz.Subscribe, ch); err != nil {
 		return err
 	}
 	app, err := s.appFor(cl)
 	if err != nil {
 		return err
 	}
-	members, err := app.Presence.Members(c.Request().Context(), channel)
+	members, err := app.Presence.Members(c.Request().Context(), ch)
 	if err != nil {
 		return errStoreUnavailable
 	}
@@ -262,7 +260,7 @@ func (s *Server) channelMembers(c echo.Context) error {
 		members = []store.Member{}
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, map[string]any{"channel": channel, "count": len(members), "members": members})
+	return c.JSON(http.StatusOK, map[string]any{"channel": ch, "count": len(members), "members": members})
 }
 
 // identityFromClaims is a JWT user's presence identity: sub and herald.user_info.

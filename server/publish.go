@@ -16,6 +16,7 @@ import (
 
 	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -101,7 +102,7 @@ func channelParam(c echo.Context) (string, error) {
 	if err != nil {
 		name = raw
 	}
-	if err := stream.ValidChannel(name); err != nil {
+	if err := channel.Valid(name); err != nil {
 		return "", errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
 	}
 	return name, nil
@@ -284,7 +285,7 @@ func (s *Server) testMessage(c echo.Context) error {
 	if req.Channel == "" {
 		req.Channel = "test"
 	}
-	if err := stream.ValidChannel(req.Channel); err != nil {
+	if err := channel.Valid(req.Channel); err != nil {
 		return errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
 	}
 	app, err := s.authorizePublish(c, req.Channel)
@@ -335,8 +336,8 @@ func (s *Server) config(c echo.Context) error {
 			"test":           "/v1/test",
 		},
 		"limits": map[string]any{
-			"max_channels_per_stream": stream.MaxChannelsPerSocket,
-			"max_channel_name":        stream.MaxChannelLen,
+			"max_channels_per_stream": channel.MaxPerSocket,
+			"max_channel_name":        channel.MaxLen,
 			"max_event_name":          stream.MaxEventNameLen,
 			"max_body_bytes":          s.cfg.MaxBodyBytes,
 			"poll_timeout_default":    int(s.cfg.PollTimeout / time.Second),

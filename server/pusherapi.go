@@ -17,6 +17,7 @@ import (
 
 	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -215,7 +216,7 @@ func (ev *pusherEvent) check(batch bool) (pusherTrigger, error) {
 		}
 	}
 	for _, ch := range t.channels {
-		if err := stream.ValidChannel(ch); err != nil {
+		if err := channel.Valid(ch); err != nil {
 			return t, unprocessable("invalid_channel", fmt.Sprintf("%q: %v", ch, err))
 		}
 	}
@@ -283,17 +284,17 @@ type channelInfo struct {
 
 // info gathers the attributes asked for: user_count for presence channels only (from the
 // shared presence store), subscription_count from this node's sockets.
-func (s *Server) channelInfo(ctx context.Context, app *App, channel string, want pusherInfo) (channelInfo, error) {
+func (s *Server) channelInfo(ctx context.Context, app *App, ch string, want pusherInfo) (channelInfo, error) {
 	var ci channelInfo
-	if want.userCount && isPresence(channel) {
-		n, err := s.userCount(ctx, app, channel)
+	if want.userCount && channel.IsPresence(ch) {
+		n, err := s.userCount(ctx, app, ch)
 		if err != nil {
 			return ci, err
 		}
 		ci.UserCount = &n
 	}
 	if want.subscriptionCount {
-		n := app.Hub.Subscribers(channel)
+		n := app.Hub.Subscribers(ch)
 		ci.SubscriptionCount = &n
 	}
 	return ci, nil
@@ -422,7 +423,7 @@ func (s *Server) pusherChannels(c echo.Context, app *App, _ []byte) error {
 // pusherChannel is GET /apps/{app_id}/channels/{channel}?info=user_count,subscription_count →
 // {"occupied":bool[,"user_count":n][,"subscription_count":n]}.
 func (s *Server) pusherChannel(c echo.Context, app *App, _ []byte) error {
-	channel, err := channelParam(c)
+	ch, err := channelParam(c)
 	if err != nil {
 		return err
 	}
@@ -430,11 +431,11 @@ func (s *Server) pusherChannel(c echo.Context, app *App, _ []byte) error {
 	if err != nil {
 		return err
 	}
-	if info.userCount && !isPresence(channel) {
+	if info.userCount && !channel.IsPresence(ch) {
 		return badRequest("invalid_info", "user_count is only available for presence- channels")
 	}
 	ctx := c.Request().Context()
-	local := app.Hub.Subscribers(channel)
+	local := app.Hub.Subscribers(ch)
 	out := struct {
 		Occupied bool `json:"occupied"`
 		channelInfo
@@ -442,8 +443,8 @@ func (s *Server) pusherChannel(c echo.Context, app *App, _ []byte) error {
 	if info.subscriptionCount {
 		out.SubscriptionCount = &local
 	}
-	if isPresence(channel) && (info.userCount || !out.Occupied) {
-		n, err := s.userCount(ctx, app, channel)
+	if channel.IsPresence(ch) && (info.userCount || !out.Occupied) {
+		n, err := s.userCount(ctx, app, ch)
 		if err != nil {
 			return err
 		}
@@ -458,11 +459,11 @@ func (s *Server) pusherChannel(c echo.Context, app *App, _ []byte) error {
 // pusherUsers is GET /apps/{app_id}/channels/{channel}/users → {"users":[{"id":"…"},…]}, for
 // presence channels only.
 func (s *Server) pusherUsers(c echo.Context, app *App, _ []byte) error {
-	channel, err := channelParam(c)
+	ch, err := channelParam(c)
 	if err != nil {
 		return err
 	}
-	if !isPresence(channel) {
+	if !channel.IsPresence(ch) {
 		return badRequest("not_presence", "only presence- channels have users")
 	}
 	type user struct {
@@ -470,7 +471,7 @@ func (s *Server) pusherUsers(c echo.Context, app *App, _ []byte) error {
 	}
 	users := []user{}
 	if app.Presence != nil {
-		members, err := app.Presence.Members(c.Request().Context(), channel)
+		members, err := app.Presence.Members(c.Request().Context(), ch)
 		if err != nil {
 			return errStoreUnavailable
 		}

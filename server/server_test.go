@@ -17,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
-	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store/memstore"
 	"github.com/herald-rt/herald/stream"
 )
@@ -61,32 +60,6 @@ func mint(t *testing.T, spec TokenSpec) string {
 		t.Fatal(err)
 	}
 	return tok
-}
-
-func TestMatch(t *testing.T) {
-	for _, c := range []struct {
-		pattern, name string
-		want          bool
-	}{
-		{"*", "anything", true},
-		{"*", "", true},
-		{"private-*", "private-conversation.1", true},
-		{"private-*", "presence-x", false},
-		{"private-conversation.*.7", "private-conversation.1.7", true},
-		{"private-conversation.*.7", "private-conversation.1.77", false},
-		{"a*b*c", "aXXbYYc", true},
-		{"a*b*c", "aXXbYY", false},
-		{"exact", "exact", true},
-		{"exact", "exactly", false},
-		{"**", "x", true},
-		{"", "", true},
-		{"", "x", false},
-	} {
-		// The token patterns are authz's: one matcher for tokens, API keys and rules.
-		if got := authz.Match(c.pattern, c.name); got != c.want {
-			t.Errorf("Match(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
-		}
-	}
 }
 
 func TestVerifyRejects(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -65,7 +67,7 @@ var (
 	errSocketToken     = errorf(http.StatusUnauthorized, "socket_token_invalid", "the "+SocketTokenHeader+" header does not match this socket")
 	errBadSocketID     = badRequest("invalid_socket_id", "socket ids look like 1234.5678")
 	errPollInProgress  = errorf(http.StatusConflict, "poll_in_progress", "another poll of this socket is still waiting")
-	errTooManyChannels = badRequest("too_many_channels", "at most 100 channels per socket")
+	errTooManyChannels = badRequest("too_many_channels", fmt.Sprintf("at most %d channels per socket", channel.MaxPerSocket))
 )
 
 // pollSocket is a socket served by long-poll: it has no connection of its own, so it expires
@@ -237,7 +239,7 @@ func (s *Server) runLocal(ctx context.Context, app *App, op socketCall) socketRe
 		if !sock.Unsubscribe(op.Channel) {
 			return resultOf(errorf(http.StatusNotFound, "not_subscribed", "the socket is not subscribed to "+op.Channel))
 		}
-		if isPresence(op.Channel) {
+		if channel.IsPresence(op.Channel) {
 			s.leavePresence(ctx, app, op.Channel, op.SocketID)
 		}
 		return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
@@ -285,11 +287,11 @@ func ParseSubscribe(body []byte) (SubscribeRequest, error) {
 	if err := strictDecode(body, &req); err != nil {
 		return req, badRequest("invalid_json", "the body must be {\"channel\":…[,\"auth\",\"channel_data\",\"cursor\",\"exclude_socket_ids\"]}: "+jsonProblem(err))
 	}
-	if err := stream.ValidChannel(req.Channel); err != nil {
+	if err := channel.Valid(req.Channel); err != nil {
 		return req, errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
 	}
 	if req.Cursor != "" {
-		if _, err := stream.ParseCursor(req.Cursor); err != nil {
+		if _, err := store.ParseCursor(req.Cursor); err != nil {
 			return req, badRequest("invalid_cursor", "the cursor is not one this channel's server sent")
 		}
 	}
@@ -340,7 +342,7 @@ func (s *Server) subscribeSocket(c echo.Context) error {
 // own /broadcasting/auth, or a token on this call; with neither, the socket's node decides
 // with the token the socket was opened with.
 func (s *Server) authorizeSocketSubscribe(c echo.Context, app *App, socketID string, req SubscribeRequest, op *socketCall) error {
-	if !isPrivate(req.Channel) {
+	if !channel.NeedsAuth(req.Channel) {
 		return nil
 	}
 	if req.Auth != "" {
@@ -354,7 +356,7 @@ func (s *Server) authorizeSocketSubscribe(c echo.Context, app *App, socketID str
 		case err != nil:
 			return errorf(http.StatusUnauthorized, "invalid_signature", "the auth signature does not match this socket and channel")
 		}
-		if isPresence(req.Channel) {
+		if channel.IsPresence(req.Channel) {
 			if member == nil {
 				return badRequest("invalid_channel_data", "presence channels need channel_data with a user_id")
 			}
@@ -377,7 +379,7 @@ func (s *Server) authorizeSocketSubscribe(c echo.Context, app *App, socketID str
 	if err := s.allow(cl, authz.Subscribe, req.Channel); err != nil {
 		return err
 	}
-	if isPresence(req.Channel) {
+	if channel.IsPresence(req.Channel) {
 		m := identityFromClaims(cl)
 		op.Member = &m
 		return checkMember(app, m)
@@ -405,7 +407,7 @@ func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Sock
 		if err := s.allow(cl, authz.Subscribe, op.Channel); err != nil {
 			return refuse(apiErrorOf(err))
 		}
-		if isPresence(op.Channel) {
+		if channel.IsPresence(op.Channel) {
 			m := identityFromClaims(cl)
 			if err := checkMember(app, m); err != nil {
 				return refuse(apiErrorOf(err))
@@ -415,14 +417,14 @@ func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Sock
 	}
 	var cur *store.Cursor
 	if op.Cursor != nil {
-		c, err := stream.ParseCursor(*op.Cursor)
+		c, err := store.ParseCursor(*op.Cursor)
 		if err != nil {
 			return resultOf(badRequest("invalid_cursor", "the cursor is not one this channel's server sent"))
 		}
 		cur = &c
 	}
 	var notice json.RawMessage
-	if isPresence(op.Channel) {
+	if channel.IsPresence(op.Channel) {
 		if op.Member == nil {
 			return refuse(badRequest("invalid_channel_data", "presence channels need a user identity"))
 		}
@@ -433,7 +435,7 @@ func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Sock
 		notice = n
 	}
 	err := sock.Subscribe(ctx, op.Channel, cur, op.Exclude, notice)
-	if err != nil && isPresence(op.Channel) {
+	if err != nil && channel.IsPresence(op.Channel) {
 		s.leavePresence(context.WithoutCancel(ctx), app, op.Channel, op.SocketID)
 	}
 	switch {

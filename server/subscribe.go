@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -22,11 +22,6 @@ type subscription struct {
 	expires time.Time // the token's expiry; zero without a token
 	claims  *Claims
 	app     *App
-}
-
-// isPrivate reports whether reading channel needs an authorized token.
-func isPrivate(channel string) bool {
-	return strings.HasPrefix(channel, "private-") || strings.HasPrefix(channel, "presence-")
 }
 
 // parseSubscribe validates the channels, the token and the cursor of a stream or poll.
@@ -46,14 +41,14 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 			return sub, badRequest("channel_required", "name at least one channel: ?channel=a&channel=b")
 		}
 		for _, name := range names {
-			if err := stream.ValidChannel(name); err != nil {
+			if err := channel.Valid(name); err != nil {
 				return sub, errorf(http.StatusUnprocessableEntity, "invalid_channel", fmt.Sprintf("%q: %v", name, err))
 			}
 		}
 		slices.Sort(names)
 		names = slices.Compact(names)
-		if len(names) > stream.MaxChannelsPerSocket {
-			return sub, badRequest("too_many_channels", fmt.Sprintf("at most %d channels per stream", stream.MaxChannelsPerSocket))
+		if len(names) > channel.MaxPerSocket {
+			return sub, badRequest("too_many_channels", fmt.Sprintf("at most %d channels per stream", channel.MaxPerSocket))
 		}
 		sub.req.Channels = names
 		sub.req.Composite = true
@@ -65,7 +60,7 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 		return sub, err
 	}
 	for _, name := range sub.req.Channels {
-		if !isPrivate(name) {
+		if !channel.NeedsAuth(name) {
 			continue
 		}
 		if cl == nil {
@@ -98,7 +93,7 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 			}
 			sub.req.Positions = pos
 		} else {
-			pos, err := stream.ParseCursor(cursor)
+			pos, err := store.ParseCursor(cursor)
 			if err != nil {
 				return sub, badRequest("invalid_cursor", "the cursor is not one this channel's server sent")
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -31,7 +32,7 @@ type WhisperRequest struct {
 }
 
 func (s *Server) whisper(c echo.Context) error {
-	channel, err := channelParam(c)
+	ch, err := channelParam(c)
 	if err != nil {
 		return err
 	}
@@ -52,7 +53,7 @@ func (s *Server) whisper(c echo.Context) error {
 		return errorf(http.StatusForbidden, "client_events_disabled", "this server does not accept client events")
 	case ClientEventsAll:
 	default:
-		if !isPrivate(channel) {
+		if !channel.NeedsAuth(ch) {
 			return errorf(http.StatusForbidden, "client_events_not_allowed", "client events are accepted on private- and presence- channels only")
 		}
 	}
@@ -71,7 +72,7 @@ func (s *Server) whisper(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return writeResult(c, s.call(c.Request().Context(), app, socketCall{Op: "whisper", SocketID: id, Channel: channel, Event: req.Event, Notice: data}))
+	return writeResult(c, s.call(c.Request().Context(), app, socketCall{Op: "whisper", SocketID: id, Channel: ch, Event: req.Event, Notice: data}))
 }
 
 // whisperLocal runs on the node holding the socket, which knows its channels and its rate.
@@ -91,7 +92,7 @@ func (s *Server) whisperLocal(ctx context.Context, app *App, sock *stream.Socket
 		return resultOf(errorf(http.StatusNotImplemented, "not_supported", "this store cannot broadcast"))
 	}
 	msg := store.Ephemeral{Channel: op.Channel, Name: op.Event, Data: op.Notice, SocketID: sock.ID()}
-	if isPresence(op.Channel) {
+	if channel.IsPresence(op.Channel) {
 		// Receivers learn who is typing: the identity the socket joined the channel with.
 		if m, ok := s.members.member(app, op.Channel, sock.ID()); ok {
 			msg.UserID = m.UserID

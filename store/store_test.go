@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strings"
 	"errors"
 	"testing"
 )
@@ -47,7 +48,8 @@ func TestFingerprintSeparatesFields(t *testing.T) {
 }
 
 func FuzzParseCursor(f *testing.F) {
-	for _, s := range []string{"0-0", "abc-1", "a-01", "-1", "a-", "toolongepoch12345-1"} {
+	for _, s := range []string{"0-0", "abc-1", "a-01", "-1", "a-", "toolongepoch12345-1", "k3j9x0qa-42",
+		"a-18446744073709551615", "a--1", "a-+1", "A-1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -63,6 +65,9 @@ func FuzzParseCursor(f *testing.F) {
 		}
 		if c.Epoch == "*" {
 			t.Fatal("parsed the Beginning sentinel")
+		}
+		if strings.ContainsAny(s, "\r\n\x00") {
+			t.Fatalf("accepted a cursor that cannot be an SSE id: %q", s)
 		}
 	})
 }

@@ -1,12 +1,12 @@
 package stream
 
 import (
-	"errors"
 	"hash/fnv"
 	"strconv"
 	"strings"
 
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // A composite cursor is the position of a socket in each of its channels, written as the SSE
@@ -19,12 +19,6 @@ import (
 // client change its channel set: channels missing from the cursor start at their head, entries
 // of channels no longer asked for are ignored.
 
-// MaxChannelsPerSocket bounds the channels of one stream or poll.
-const MaxChannelsPerSocket = 100
-
-// ErrBadCursor is wrapped by the cursor parsers' errors.
-var ErrBadCursor = errors.New("malformed cursor")
-
 const keyLen = 12
 
 // channelKey is the short stable name of a channel inside a composite cursor.
@@ -36,26 +30,18 @@ func channelKey(channel string) string {
 	return string(s[1:])
 }
 
-// ParseCursor parses a one-channel cursor as sent in an envelope id.
-func ParseCursor(text string) (store.Cursor, error) {
-	c, err := store.ParseCursor(text)
-	if err != nil {
-		return store.Cursor{}, ErrBadCursor
-	}
-	return c, nil
-}
-
 // ParseComposite parses a composite cursor into positions by channel, for the given channel
-// set. Channels of the set that the cursor does not mention are absent from the result.
+// set. Channels of the set that the cursor does not mention are absent from the result. Its
+// errors are store.ErrBadCursor, as store.ParseCursor's are for one channel's cursor.
 func ParseComposite(text string, channels []string) (map[string]store.Cursor, error) {
-	if len(text) == 0 || text[0] != 'c' || len(text) > 1+MaxChannelsPerSocket*(2+keyLen+store.MaxEpochLen+21) {
-		return nil, ErrBadCursor
+	if len(text) == 0 || text[0] != 'c' || len(text) > 1+channel.MaxPerSocket*(2+keyLen+store.MaxEpochLen+21) {
+		return nil, store.ErrBadCursor
 	}
 	byKey := make(map[string]store.Cursor)
 	rest := text[1:]
 	for rest != "" {
 		if rest[0] != '.' {
-			return nil, ErrBadCursor
+			return nil, store.ErrBadCursor
 		}
 		rest = rest[1:]
 		entry := rest
@@ -65,14 +51,14 @@ func ParseComposite(text string, channels []string) (map[string]store.Cursor, er
 			rest = ""
 		}
 		if len(entry) < keyLen+2 || entry[keyLen] != ':' || !isHex(entry[:keyLen]) {
-			return nil, ErrBadCursor
+			return nil, store.ErrBadCursor
 		}
 		c, err := store.ParseCursor(entry[keyLen+1:])
 		if err != nil {
-			return nil, ErrBadCursor
+			return nil, store.ErrBadCursor
 		}
-		if _, dup := byKey[entry[:keyLen]]; dup || len(byKey) == MaxChannelsPerSocket {
-			return nil, ErrBadCursor
+		if _, dup := byKey[entry[:keyLen]]; dup || len(byKey) == channel.MaxPerSocket {
+			return nil, store.ErrBadCursor
 		}
 		byKey[entry[:keyLen]] = c
 	}

@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Request says what a socket subscribes to and from where.
 type Request struct {
-	// Channels to subscribe to: valid names, at most MaxChannelsPerSocket, no duplicates.
+	// Channels to subscribe to: valid names, at most channel.MaxPerSocket, no duplicates.
 	Channels []string
 	// Positions resumes channels after these cursors. A channel without a position starts at
 	// its head (live only), unless FromBeginning is set.
@@ -416,7 +417,7 @@ func (s *Socket) step(ctx context.Context, out []Delivery, start, max int) (_ []
 // live events — no gap and no duplicate. exclude adds socket ids (the client's earlier
 // sockets) whose events are skipped, also in replayed history. Subscribing to a channel the
 // socket already has only repeats the notice.
-func (s *Socket) Subscribe(ctx context.Context, channel string, cursor *store.Cursor, exclude []string, notice json.RawMessage) error {
+func (s *Socket) Subscribe(ctx context.Context, ch string, cursor *store.Cursor, exclude []string, notice json.RawMessage) error {
 	if err := s.Err(); err != nil {
 		return err
 	}
@@ -426,23 +427,23 @@ func (s *Socket) Subscribe(ctx context.Context, channel string, cursor *store.Cu
 		return ErrNotDynamic
 	}
 	s.exclude = append(s.exclude, exclude...)
-	if s.sub(channel) != nil {
-		s.noticeLocked("herald:subscription_succeeded", channel, notice)
+	if s.sub(ch) != nil {
+		s.noticeLocked("herald:subscription_succeeded", ch, notice)
 		s.mu.Unlock()
 		s.wake()
 		return nil
 	}
-	if len(s.subs) >= MaxChannelsPerSocket {
+	if len(s.subs) >= channel.MaxPerSocket {
 		s.mu.Unlock()
 		return ErrTooManyChannels
 	}
 	s.mu.Unlock()
 
-	states, err := s.hub.acquire(ctx, []string{channel})
+	states, err := s.hub.acquire(ctx, []string{ch})
 	if err != nil {
 		return err
 	}
-	sub := &subscription{sock: s, state: states[0], channel: channel, key: channelKey(channel), catchup: true}
+	sub := &subscription{sock: s, state: states[0], channel: ch, key: channelKey(ch), catchup: true}
 	st := sub.state
 	st.mu.Lock()
 	sub.idx = len(st.subs)
@@ -453,7 +454,7 @@ func (s *Socket) Subscribe(ctx context.Context, channel string, cursor *store.Cu
 	if cursor != nil {
 		sub.pos = *cursor
 	} else {
-		heads, err := s.hub.st.Heads(ctx, []string{channel})
+		heads, err := s.hub.st.Heads(ctx, []string{ch})
 		if err != nil {
 			s.leave([]*subscription{sub})
 			return err
@@ -466,17 +467,17 @@ func (s *Socket) Subscribe(ctx context.Context, channel string, cursor *store.Cu
 		s.leave([]*subscription{sub})
 		return ErrClosed
 	}
-	if existing := s.sub(channel); existing != nil { // a concurrent Subscribe won
-		s.noticeLocked("herald:subscription_succeeded", channel, notice)
+	if existing := s.sub(ch); existing != nil { // a concurrent Subscribe won
+		s.noticeLocked("herald:subscription_succeeded", ch, notice)
 		s.mu.Unlock()
 		s.leave([]*subscription{sub})
 		s.wake()
 		return nil
 	}
-	i, _ := slices.BinarySearchFunc(s.subs, channel, compareSub)
+	i, _ := slices.BinarySearchFunc(s.subs, ch, compareSub)
 	s.subs = slices.Insert(s.subs, i, sub)
 	s.catchingUp++
-	s.noticeLocked("herald:subscription_succeeded", channel, notice)
+	s.noticeLocked("herald:subscription_succeeded", ch, notice)
 	s.mu.Unlock()
 	s.wake()
 	return nil

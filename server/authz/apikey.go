@@ -3,6 +3,8 @@ package authz
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // APIKey is a server API key: a backend sends it as `Authorization: Bearer <key>` and may then
@@ -39,6 +41,6 @@ func (c *Config) APIKey(token string) (*APIKey, bool) {
 }
 
 // CanPublish reports whether the key may publish to channel.
-func (k *APIKey) CanPublish(channel string) bool {
-	return k != nil && validChannel(channel) && matchAny(k.Publish, channel)
+func (k *APIKey) CanPublish(ch string) bool {
+	return k != nil && channel.Valid(ch) == nil && channel.MatchAny(k.Publish, ch)
 }

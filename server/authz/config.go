@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Config is a loaded and validated herald.yaml: the apps, the channel rules and the server API
@@ -682,22 +684,10 @@ func (b *builder) apiKey(i int, c *Config) (*APIKey, error) {
 		return nil, b.errAt(at("publish"), "API key %q may publish nowhere: list channel patterns", k.Name)
 	}
 	for j, p := range ks.Publish {
-		if !validGlob(p) {
-			return nil, b.errAt(append(at("publish"), j), "a pattern is 1-%d channel characters and *", maxPatternLen)
+		if !channel.ValidPattern(p) {
+			return nil, b.errAt(append(at("publish"), j), "a pattern is 1-%d channel characters and *", channel.MaxPatternLen)
 		}
 	}
 	k.Publish = append([]string(nil), ks.Publish...)
 	return k, nil
-}
-
-func validGlob(p string) bool {
-	if p == "" || len(p) > maxPatternLen {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		if p[i] != '*' && !channelByte[p[i]] {
-			return false
-		}
-	}
-	return true
 }

@@ -25,5 +25,8 @@
 // code authorized the socket; an API key or a signed Pusher HTTP API request is a trusted
 // backend, limited by its patterns or by its app.
 //
+// What a channel name is, and how a pattern matches one, is package channel's (store/channel,
+// a leaf with no dependencies): the same rules as the engine and the stores apply.
+//
 // All values are immutable once loaded and safe for concurrent use.
 package authz

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Errors of Pusher signature verification. Compare with errors.Is; the returned errors wrap
@@ -58,12 +60,12 @@ func (a *App) channelMAC(socketID, channel, channelData string) []byte {
 // channel_data, that the app's /broadcasting/auth issued) against this app's key and secret.
 // The exact channel_data string received is what was signed. For a presence- channel it
 // returns the member channel_data names, checked against the app's limits; otherwise nil.
-func (a *App) VerifyChannelAuth(socketID, channel, auth, channelData string) (*PresenceMember, error) {
+func (a *App) VerifyChannelAuth(socketID, ch, auth, channelData string) (*PresenceMember, error) {
 	if !validSocketID(socketID) {
 		return nil, fmt.Errorf("%w: socket id must be digits.digits", ErrMalformed)
 	}
-	if !validChannel(channel) {
-		return nil, fmt.Errorf("%w: invalid channel name", ErrMalformed)
+	if channel.Valid(ch) != nil {
+		return nil, fmt.Errorf("%w: invalid ch name", ErrMalformed)
 	}
 	key, sig, ok := strings.Cut(auth, ":")
 	if !ok || len(sig) != 2*sha256.Size {
@@ -76,14 +78,14 @@ func (a *App) VerifyChannelAuth(socketID, channel, auth, channelData string) (*P
 	if err != nil {
 		return nil, fmt.Errorf("%w: auth must be <app key>:<64 hex digits>", ErrMalformed)
 	}
-	presence := hasPrefix(channel, "presence-")
+	presence := channel.IsPresence(ch)
 	if presence && channelData == "" {
 		return nil, fmt.Errorf("%w: presence channels need channel_data", ErrChannelData)
 	}
 	if len(channelData) > a.maxChannelData() {
 		return nil, fmt.Errorf("%w: longer than %d bytes", ErrChannelData, a.maxChannelData())
 	}
-	if !hmac.Equal(got, a.channelMAC(socketID, channel, channelData)) {
+	if !hmac.Equal(got, a.channelMAC(socketID, ch, channelData)) {
 		return nil, ErrBadSignature
 	}
 	if !presence {
@@ -94,7 +96,7 @@ func (a *App) VerifyChannelAuth(socketID, channel, auth, channelData string) (*P
 
 // VerifyChannelAuth finds the app by the key before the ':' of auth, then verifies as
 // (*App).VerifyChannelAuth does.
-func (c *Config) VerifyChannelAuth(socketID, channel, auth, channelData string) (*App, *PresenceMember, error) {
+func (c *Config) VerifyChannelAuth(socketID, ch, auth, channelData string) (*App, *PresenceMember, error) {
 	key, _, ok := strings.Cut(auth, ":")
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: auth must be <app key>:<64 hex digits>", ErrMalformed)
@@ -103,7 +105,7 @@ func (c *Config) VerifyChannelAuth(socketID, channel, auth, channelData string) 
 	if app == nil {
 		return nil, nil, ErrUnknownApp
 	}
-	m, err := app.VerifyChannelAuth(socketID, channel, auth, channelData)
+	m, err := app.VerifyChannelAuth(socketID, ch, auth, channelData)
 	if err != nil {
 		return nil, nil, err
 	}

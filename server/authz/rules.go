@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Action is what a token asks to do with a channel.
@@ -69,7 +71,7 @@ const (
 // match, and so must the condition of every rule that matches the channel for that action.
 // A private-/presence- channel no rule matches is denied when channels.default is deny.
 // The reason explains the decision for logs; it holds no claim values.
-func (r *Rules) Allow(action Action, channel string, claims map[string]any) (bool, string) {
+func (r *Rules) Allow(action Action, ch string, claims map[string]any) (bool, string) {
 	claim, missing := ClaimSubscribe, reasonNoSubscribe
 	switch action {
 	case Subscribe:
@@ -78,10 +80,10 @@ func (r *Rules) Allow(action Action, channel string, claims map[string]any) (boo
 	default:
 		return false, reasonBadAction
 	}
-	if !validChannel(channel) {
+	if channel.Valid(ch) != nil {
 		return false, reasonBadChannel
 	}
-	if !tokenGrants(claims[claim], channel) {
+	if !tokenGrants(claims[claim], ch) {
 		return false, missing
 	}
 	if r == nil {
@@ -89,16 +91,16 @@ func (r *Rules) Allow(action Action, channel string, claims map[string]any) (boo
 	}
 	matched := false
 	for _, ru := range r.rules {
-		if ru.actions&action == 0 || !hasPrefix(channel, ru.prefix) {
+		if ru.actions&action == 0 || !strings.HasPrefix(ch, ru.prefix) {
 			continue
 		}
 		var captures []string
 		if ru.re == nil {
-			if !Match(ru.glob, channel) {
+			if !channel.Match(ru.glob, ch) {
 				continue
 			}
 		} else {
-			m := ru.re.FindStringSubmatch(channel)
+			m := ru.re.FindStringSubmatch(ch)
 			if m == nil {
 				continue
 			}
@@ -110,7 +112,7 @@ func (r *Rules) Allow(action Action, channel string, claims map[string]any) (boo
 		}
 	}
 	if !matched {
-		if r.denyUnmatched && guarded(channel) {
+		if r.denyUnmatched && channel.NeedsAuth(ch) {
 			return false, reasonDefaultDeny
 		}
 		return true, reasonTokenOnly
@@ -120,18 +122,18 @@ func (r *Rules) Allow(action Action, channel string, claims map[string]any) (boo
 
 // tokenGrants reports whether a herald.subscribe/herald.publish claim value (a JSON array of
 // strings, or one string) holds a pattern matching channel.
-func tokenGrants(v any, channel string) bool {
+func tokenGrants(v any, ch string) bool {
 	switch v := v.(type) {
 	case []any:
 		for _, p := range v {
-			if s, ok := p.(string); ok && Match(s, channel) {
+			if s, ok := p.(string); ok && channel.Match(s, ch) {
 				return true
 			}
 		}
 	case []string:
-		return matchAny(v, channel)
+		return channel.MatchAny(v, ch)
 	case string:
-		return Match(v, channel)
+		return channel.Match(v, ch)
 	}
 	return false
 }
@@ -287,7 +289,7 @@ func (t template) equals(s string, captures []string) bool {
 		if p.capture >= 0 {
 			part = captures[p.capture]
 		}
-		if !hasPrefix(s, part) {
+		if !strings.HasPrefix(s, part) {
 			return false
 		}
 		s = s[len(part):]
@@ -314,8 +316,7 @@ func (t template) expand(captures []string) string {
 // --- compiling --------------------------------------------------------------------------
 
 const (
-	maxPatternLen = 512
-	maxCondDepth  = 16
+	maxCondDepth = 16
 )
 
 // placeholderClass is what a {placeholder} matches: one or more channel characters but '.'.
@@ -328,8 +329,8 @@ func compilePattern(p string) (ru *rule, names []string, err error) {
 	if p == "" {
 		return nil, nil, fmt.Errorf("empty channel pattern")
 	}
-	if len(p) > maxPatternLen {
-		return nil, nil, fmt.Errorf("channel pattern longer than %d bytes", maxPatternLen)
+	if len(p) > channel.MaxPatternLen {
+		return nil, nil, fmt.Errorf("channel pattern longer than %d bytes", channel.MaxPatternLen)
 	}
 	var re strings.Builder
 	re.WriteString(`^`)
@@ -372,7 +373,7 @@ func compilePattern(p string) (ru *rule, names []string, err error) {
 			re.WriteString(placeholderClass)
 			prefixDone, prev = true, hole
 			i += end + 1
-		case channelByte[c]:
+		case channel.NameByte(c):
 			if !prefixDone {
 				ru.prefix += string(c)
 			}

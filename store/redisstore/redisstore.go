@@ -36,6 +36,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // DefaultPrefix starts every key when Options.Prefix is empty.
@@ -222,11 +223,11 @@ func (s *Store) channelOfNotice(name string) (string, bool) {
 	return strings.CutSuffix(rest, "}:n")
 }
 
-// checkChannel rejects the names that would break the key layout; everything else about a
-// name is the caller's business.
-func checkChannel(channel string) error {
-	if channel == "" || strings.ContainsAny(channel, "{}") {
-		return fmt.Errorf("redisstore: channel name %q cannot be stored", channel)
+// checkChannel rejects names outside the channel syntax, which among other things keeps braces
+// out: a brace in a name would move its keys' Cluster hash tag.
+func checkChannel(name string) error {
+	if err := channel.Valid(name); err != nil {
+		return fmt.Errorf("redisstore: channel name %q cannot be stored: %w", name, err)
 	}
 	return nil
 }
