@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -110,6 +112,36 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 		return nil, errLoneSurrogate
 	}
 	return body, nil
+}
+
+// decodeStrict decodes body, one JSON object, into v. Unknown fields and anything after the
+// object are refused, so a typo in a field name never passes silently.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the object")
+	}
+	return nil
+}
+
+// compactJSON returns a JSON value that a decoder has already validated as one line: null when
+// absent, and without insignificant whitespace, so it fits a single SSE data: line.
+func compactJSON(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return json.RawMessage("null")
+	}
+	if !bytes.ContainsAny(raw, " \t\r\n") {
+		return raw
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return raw // not reached for validated JSON; the caller's decoder would have refused it
+	}
+	return buf.Bytes()
 }
 
 // loneSurrogate reports whether a JSON text has a \u escape of a UTF-16 surrogate that is not

@@ -34,13 +34,8 @@ const MaxIdempotencyKeyLen = 255
 // so every stored envelope fits a single SSE `data:` line.
 func ParsePublish(body []byte) (PublishRequest, error) {
 	var req PublishRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, badRequest("invalid_json", "the body must be a JSON object {\"event\":…,\"data\":…}: "+jsonProblem(err))
-	}
-	if dec.More() {
-		return req, badRequest("invalid_json", "the body must hold one JSON object")
+	if err := decodeStrict(body, &req); err != nil {
+		return req, badRequest("invalid_json", "the body must be one JSON object {\"event\":…,\"data\":…}: "+jsonProblem(err))
 	}
 	if err := stream.ValidEventName(req.Event); err != nil {
 		return req, badRequest("invalid_event", err.Error())
@@ -48,16 +43,7 @@ func ParsePublish(body []byte) (PublishRequest, error) {
 	if req.SocketID != "" && !ValidSocketID(req.SocketID) {
 		return req, badRequest("invalid_socket_id", "socket_id must look like 1234.5678")
 	}
-	if len(req.Data) == 0 {
-		req.Data = json.RawMessage("null")
-	} else if bytes.ContainsAny(req.Data, " \t\r\n") {
-		// The decoder validated the JSON; only insignificant whitespace can remain to remove.
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, req.Data); err != nil {
-			return req, badRequest("invalid_json", "data is not valid JSON")
-		}
-		req.Data = buf.Bytes()
-	}
+	req.Data = compactJSON(req.Data)
 	return req, nil
 }
 
@@ -276,9 +262,7 @@ func (s *Server) testMessage(c echo.Context) error {
 		Message json.RawMessage `json:"message"`
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		if err := decodeStrict(body, &req); err != nil {
 			return badRequest("invalid_json", "the body must be {\"channel\":…,\"message\":…}: "+jsonProblem(err))
 		}
 	}

@@ -240,10 +240,7 @@ func (ev *pusherEvent) check(batch bool) (pusherTrigger, error) {
 // string holds when it is valid JSON (compacted to one line), otherwise the string itself.
 func pusherData(s string) json.RawMessage {
 	if json.Valid([]byte(s)) {
-		var buf bytes.Buffer
-		if json.Compact(&buf, []byte(s)) == nil {
-			return buf.Bytes()
-		}
+		return compactJSON(json.RawMessage(s))
 	}
 	b, _ := json.Marshal(s)
 	return b

@@ -284,7 +284,7 @@ type SubscribeRequest struct {
 // ParseSubscribe decodes and checks a subscription body.
 func ParseSubscribe(body []byte) (SubscribeRequest, error) {
 	var req SubscribeRequest
-	if err := strictDecode(body, &req); err != nil {
+	if err := decodeStrict(body, &req); err != nil {
 		return req, badRequest("invalid_json", "the body must be {\"channel\":…[,\"auth\",\"channel_data\",\"cursor\",\"exclude_socket_ids\"]}: "+jsonProblem(err))
 	}
 	if err := channel.Valid(req.Channel); err != nil {
@@ -554,17 +554,4 @@ func (s *Server) pollSocketLocal(ctx context.Context, sock *stream.Socket, op so
 		ps.answer = res.Body
 	}
 	return res
-}
-
-// strictDecode decodes one JSON object, refusing unknown fields and trailing data.
-func strictDecode(body []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data after the object")
-	}
-	return nil
 }
