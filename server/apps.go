@@ -63,13 +63,3 @@ func (s *Server) checkApp(cl *Claims, app *App) error {
 	}
 	return nil
 }
-
-// appOfHub finds the app whose hub has node id node (the first part of its socket ids).
-func (s *Server) appOfNode(node string) *App {
-	for _, a := range s.cfg.Apps {
-		if a.Hub.Node() == node {
-			return a
-		}
-	}
-	return nil
-}

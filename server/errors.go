@@ -20,7 +20,7 @@ func errorf(status int, code, message string) *apiError {
 	return &apiError{Status: status, Code: code, Message: message}
 }
 
-// Error codes and statuses of the v1 API (docs/protocol.md lists them).
+// Errors used in several places. Every code is in errorCodes.
 var (
 	errTokenMissing      = errorf(http.StatusUnauthorized, "token_missing", "this request needs a token: Authorization: Bearer <JWT> or ?token=")
 	errTokenInvalid      = errorf(http.StatusUnauthorized, "token_invalid", "the token is invalid or expired")
@@ -76,6 +76,7 @@ func (s *Server) writeError(err error, c echo.Context) {
 	c.JSON(ae.Status, map[string]*apiError{"error": ae})
 }
 
+// codeForStatus names the errors Echo raises itself (an unknown route, a wrong method).
 func codeForStatus(status int) string {
 	switch status {
 	case http.StatusNotFound:
@@ -84,19 +85,38 @@ func codeForStatus(status int) string {
 		return "method_not_allowed"
 	case http.StatusRequestEntityTooLarge:
 		return "payload_too_large"
-	case http.StatusUnauthorized:
-		return "token_invalid"
-	case http.StatusForbidden:
-		return "forbidden"
-	case http.StatusTooManyRequests:
-		return "rate_limited"
-	case http.StatusRequestTimeout:
-		return "body_timeout"
-	case http.StatusServiceUnavailable:
-		return "unavailable"
 	}
 	if status >= 500 {
 		return "internal"
 	}
 	return "bad_request"
+}
+
+// errorCodes is every error code the API answers with, by status: the wire contract. The
+// error tables of docs/protocol.md state exactly these (TestErrorCodesMatchProtocol), and every
+// code the server's source can answer with is one of them (TestErrorCodesAreListed). A code
+// may come with more than one status: invalid_json is 400 on the v1 API and 422 on the Pusher
+// API for JSON that is not a valid event, as Reverb answers.
+var errorCodes = map[int][]string{
+	http.StatusBadRequest: {"invalid_json", "invalid_event", "invalid_socket_id", "invalid_idempotency_key",
+		"invalid_cursor", "invalid_since", "invalid_timeout", "invalid_limit", "invalid_seq", "invalid_exclude",
+		"invalid_channel_data", "invalid_user_id", "invalid_info", "channel_required", "too_many_channels",
+		"not_presence", "bad_body", "bad_call", "bad_request"},
+	http.StatusUnauthorized: {"token_missing", "token_invalid", "socket_token_invalid", "invalid_signature",
+		"signature_unavailable", "unknown_key", "timestamp_expired", "body_md5_mismatch", "wrong_app",
+		"invalid_auth_params"},
+	http.StatusForbidden: {"forbidden", "unknown_app", "app_mismatch", "presence_full", "not_subscribed",
+		"client_events_not_allowed", "client_events_disabled"},
+	http.StatusNotFound:              {"not_found", "socket_gone", "not_subscribed", "unknown_app", "pusher_api_disabled"},
+	http.StatusMethodNotAllowed:      {"method_not_allowed"},
+	http.StatusRequestTimeout:        {"body_timeout"},
+	http.StatusConflict:              {"idempotency_conflict", "poll_in_progress", "not_a_poll_socket"},
+	http.StatusRequestEntityTooLarge: {"payload_too_large", "user_info_too_large"},
+	http.StatusUnprocessableEntity: {"invalid_channel", "invalid_json", "invalid_event", "invalid_data",
+		"too_many_channels", "invalid_socket_id", "invalid_info", "invalid_batch", "batch_too_large"},
+	http.StatusTooManyRequests:     {"rate_limited"},
+	http.StatusInternalServerError: {"internal"},
+	http.StatusNotImplemented:      {"not_supported", "presence_unavailable"},
+	http.StatusBadGateway:          {"bad_node_answer"},
+	http.StatusServiceUnavailable:  {"store_unavailable", "store_timeout", "shutting_down", "canceled"},
 }

@@ -229,7 +229,7 @@ func (s *Server) presenceLoop() {
 	}
 }
 
-// members is GET /v1/channels/{channel}/members.
+// channelMembers is GET /v1/channels/{channel}/members.
 func (s *Server) channelMembers(c echo.Context) error {
 	ch, err := channelParam(c)
 	if err != nil {

@@ -279,7 +279,7 @@ type channelInfo struct {
 	SubscriptionCount *int `json:"subscription_count,omitempty"`
 }
 
-// info gathers the attributes asked for: user_count for presence channels only (from the
+// channelInfo gathers the attributes asked for: user_count for presence channels only (from the
 // shared presence store), subscription_count from this node's sockets.
 func (s *Server) channelInfo(ctx context.Context, app *App, ch string, want pusherInfo) (channelInfo, error) {
 	var ci channelInfo

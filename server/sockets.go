@@ -469,7 +469,7 @@ func writeResult(c echo.Context, res socketResult) error {
 	return c.JSONBlob(res.Status, res.Body)
 }
 
-// pollSocket serves GET /v1/poll?socket_id=… on any node.
+// pollSocketRequest serves GET /v1/poll?socket_id=… on any node.
 func (s *Server) pollSocketRequest(c echo.Context) error {
 	id, app, err := s.socketFromRequest(c, c.QueryParam("socket_id"))
 	if err != nil {

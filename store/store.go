@@ -58,7 +58,7 @@ func (c Cursor) String() string {
 // MaxEpochLen bounds an epoch's length in a cursor.
 const MaxEpochLen = 16
 
-// ErrBadCursor is wrapped by ParseCursor's errors.
+// ErrBadCursor is the error of ParseCursor (and of the engine's composite cursor parser).
 var ErrBadCursor = errors.New("malformed cursor")
 
 // ParseCursor is the inverse of Cursor.String.

@@ -359,6 +359,3 @@ func (s *Store) sweep() {
 	}
 	s.idemMu.Unlock()
 }
-
-// Sweep runs one sweep now; for tests.
-func (s *Store) Sweep() { s.sweep() }
