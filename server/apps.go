@@ -24,9 +24,13 @@ type App struct {
 	Pusher *authz.App
 }
 
-// app returns the app with id, or nil.
-func (s *Server) app(id string) *App {
-	for _, a := range s.cfg.Apps {
+// apps are the tenants a server serves; the first is the default app. They decide which app a
+// request is for, and that a token is only ever used for its own.
+type apps []*App
+
+// byID returns the app with id, or nil.
+func (as apps) byID(id string) *App {
+	for _, a := range as {
 		if a.ID == id {
 			return a
 		}
@@ -34,15 +38,15 @@ func (s *Server) app(id string) *App {
 	return nil
 }
 
-// defaultApp serves requests that name no app.
-func (s *Server) defaultApp() *App { return s.cfg.Apps[0] }
+// def serves requests that name no app.
+func (as apps) def() *App { return as[0] }
 
-// appFor picks the app of a v1 request: the token's app claim, or the default app.
-func (s *Server) appFor(cl *Claims) (*App, error) {
+// forToken picks the app of a v1 request: the token's app claim, or the default app.
+func (as apps) forToken(cl *Claims) (*App, error) {
 	if cl == nil || cl.App == "" {
-		return s.defaultApp(), nil
+		return as.def(), nil
 	}
-	if a := s.app(cl.App); a != nil {
+	if a := as.byID(cl.App); a != nil {
 		return a, nil
 	}
 	return nil, errorf(http.StatusForbidden, "unknown_app", "the token's app is not served here")
@@ -52,14 +56,24 @@ func (s *Server) appFor(cl *Claims) (*App, error) {
 // socket it acts on): a token only ever speaks for its own app.
 var errAppMismatch = errorf(http.StatusForbidden, "app_mismatch", "the token is for another app than the socket it acts on")
 
-// checkApp verifies that cl, a verified token, is for app.
-func (s *Server) checkApp(cl *Claims, app *App) error {
-	a, err := s.appFor(cl)
+// check verifies that cl, a verified token, is for app.
+func (as apps) check(cl *Claims, app *App) error {
+	a, err := as.forToken(cl)
 	if err != nil {
 		return err
 	}
 	if a != app {
 		return errAppMismatch
+	}
+	return nil
+}
+
+// ofSocket finds the app whose key signed a socket's token.
+func (as apps) ofSocket(tokens socketTokens, socketID, token string) *App {
+	for _, a := range as {
+		if tokens.valid(a.ID, socketID, token) {
+			return a
+		}
 	}
 	return nil
 }

@@ -20,20 +20,49 @@ import (
 func (s *Server) channelPoll(c echo.Context) error { return s.servePoll(c, true) }
 func (s *Server) multiPoll(c echo.Context) error {
 	if c.QueryParam("socket_id") != "" {
-		return s.pollSocketRequest(c)
+		return socketAPI{s}.pollSocketRequest(c)
 	}
 	return s.servePoll(c, false)
 }
 
-// pollResponse is the answer to a poll. Events are envelopes, as in an SSE data line.
-type pollResponse struct {
-	Events []json.RawMessage `json:"events"`
-	Cursor string            `json:"cursor"`
-	Resync []*stream.Resync  `json:"resync,omitempty"`
+// appendPollAnswer writes a poll's answer, {"events":[…],"cursor":"…"[,"seq":n][,"resync":[…]]},
+// from the deliveries' stored envelopes as they are: no event is decoded or encoded again.
+// Notices (subscription notices, whispers, presence) come in the events list, in order;
+// resyncs, which are positions rather than events, in their own list.
+func appendPollAnswer(b []byte, batch []stream.Delivery, cursor string, seq *uint64) []byte {
+	b = append(b, `{"events":[`...)
+	var resync []*stream.Resync
+	n := 0
+	for _, d := range batch {
+		if d.Resync != nil {
+			resync = append(resync, d.Resync)
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		if d.Control != nil {
+			raw, _ := json.Marshal(d.Control)
+			b = append(b, raw...)
+			continue
+		}
+		b = append(b, d.Msg.Envelope()...)
+	}
+	cur, _ := json.Marshal(cursor)
+	b = append(append(b, `],"cursor":`...), cur...)
+	if seq != nil {
+		b = strconv.AppendUint(append(b, `,"seq":`...), *seq, 10)
+	}
+	if len(resync) > 0 {
+		raw, _ := json.Marshal(resync)
+		b = append(append(b, `,"resync":`...), raw...)
+	}
+	return append(b, "}\n"...)
 }
 
 func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
-	timeout, err := s.durationParam(c, "timeout", s.cfg.PollTimeout, s.cfg.PollTimeoutMax)
+	timeout, err := durationParam(c, "timeout", s.cfg.PollTimeout, s.cfg.PollTimeoutMax)
 	if err != nil {
 		return err
 	}
@@ -59,9 +88,9 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 	defer sock.Close()
 	c.Response().Header().Set("Cache-Control", "no-store")
 
-	resp := pollResponse{Events: []json.RawMessage{}}
+	var batch []stream.Delivery
 	if cursor != "" || sub.req.FromBeginning {
-		batch, err := sock.Next(ctx, limit, timeout, nil)
+		batch, err = sock.Next(ctx, limit, timeout, nil)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return nil // the client left
@@ -70,19 +99,11 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 				return storeError(err)
 			}
 		}
-		for _, d := range batch {
-			if d.Resync != nil {
-				resp.Resync = append(resp.Resync, d.Resync)
-				continue
-			}
-			resp.Events = append(resp.Events, d.Msg.Envelope())
-		}
 	}
-	resp.Cursor = sock.Cursor()
-	return c.JSON(http.StatusOK, resp)
+	return c.JSONBlob(http.StatusOK, appendPollAnswer(nil, batch, sock.Cursor(), nil))
 }
 
-func (s *Server) durationParam(c echo.Context, name string, def, limit time.Duration) (time.Duration, error) {
+func durationParam(c echo.Context, name string, def, limit time.Duration) (time.Duration, error) {
 	raw := c.QueryParam(name)
 	if raw == "" {
 		return def, nil

@@ -127,12 +127,12 @@ func (s *Server) authorizePublish(c echo.Context, channel string) (*App, error) 
 				return nil, errorf(http.StatusForbidden, "forbidden", "the API key may not publish to "+channel)
 			}
 			if key.App != "" {
-				if a := s.app(key.App); a != nil {
+				if a := s.apps.byID(key.App); a != nil {
 					return a, nil
 				}
 				return nil, errorf(http.StatusForbidden, "unknown_app", "the API key's app is not served here")
 			}
-			return s.defaultApp(), nil
+			return s.apps.def(), nil
 		}
 	}
 	cl, err := s.claims(c)
@@ -145,7 +145,7 @@ func (s *Server) authorizePublish(c echo.Context, channel string) (*App, error) 
 	if err := s.allow(cl, authz.Publish, channel); err != nil {
 		return nil, err
 	}
-	return s.appFor(cl)
+	return s.apps.forToken(cl)
 }
 
 // allow applies a token's patterns and the channel rules to one action on one channel.
@@ -291,8 +291,8 @@ func (s *Server) health(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	c.Response().Header().Set("Cache-Control", "no-store")
-	kind := s.defaultApp().Hub.Store().Kind()
-	for _, a := range s.cfg.Apps {
+	kind := s.apps.def().Hub.Store().Kind()
+	for _, a := range s.apps {
 		if err := a.Hub.Store().Ping(ctx); err != nil {
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": kind})
 		}
@@ -304,7 +304,7 @@ func (s *Server) config(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{
 		"version":   s.cfg.Version,
 		"protocol":  "herald.v1",
-		"store":     s.defaultApp().Hub.Store().Kind(),
+		"store":     s.apps.def().Hub.Store().Kind(),
 		"heartbeat": int(s.cfg.Heartbeat / time.Second),
 		"retry_ms":  s.cfg.Retry.Milliseconds(),
 		"transports": []string{

@@ -56,31 +56,34 @@ var errPusherDisabled = errorf(http.StatusNotFound, "pusher_api_disabled",
 
 // pusherRoutes mounts the Pusher HTTP API (/apps/{app_id}/…), which Laravel's pusher/reverb
 // broadcaster calls.
-func (s *Server) pusherRoutes(e *echo.Echo) {
-	e.POST("/apps/:app_id/events", s.pusherAPI(s.pusherEvents))
-	e.POST("/apps/:app_id/batch_events", s.pusherAPI(s.pusherBatchEvents))
-	e.GET("/apps/:app_id/channels", s.pusherAPI(s.pusherChannels))
-	e.GET("/apps/:app_id/channels/:channel", s.pusherAPI(s.pusherChannel))
-	e.GET("/apps/:app_id/channels/:channel/users", s.pusherAPI(s.pusherUsers))
-	e.POST("/apps/:app_id/users/:user_id/terminate_connections", s.pusherAPI(s.pusherTerminate))
+func (p pusherAPI) routes(e *echo.Echo) {
+	e.POST("/apps/:app_id/events", p.verified(p.events))
+	e.POST("/apps/:app_id/batch_events", p.verified(p.batchEvents))
+	e.GET("/apps/:app_id/channels", p.verified(p.channels))
+	e.GET("/apps/:app_id/channels/:channel", p.verified(p.channel))
+	e.GET("/apps/:app_id/channels/:channel/users", p.verified(p.users))
+	e.POST("/apps/:app_id/users/:user_id/terminate_connections", p.verified(p.terminate))
 }
+
+// pusherAPI serves the Pusher HTTP API for the server's apps.
+type pusherAPI struct{ *Server }
 
 // pusherHandler serves a verified Pusher API request of app, whose body is body.
 type pusherHandler func(c echo.Context, app *App, body []byte) error
 
 // pusherAPI reads the body and verifies the request's signature before h runs.
-func (s *Server) pusherAPI(h pusherHandler) echo.HandlerFunc {
+func (p pusherAPI) verified(h pusherHandler) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		c.Response().Header().Set("Cache-Control", "no-store")
-		if s.cfg.Authz == nil {
+		if p.cfg.Authz == nil {
 			return errPusherDisabled
 		}
 		id := c.Param("app_id")
-		app := s.app(id)
-		if app == nil || app.Pusher == nil || s.cfg.Authz.App(id) == nil {
+		app := p.apps.byID(id)
+		if app == nil || app.Pusher == nil || p.cfg.Authz.App(id) == nil {
 			return errorf(http.StatusNotFound, "unknown_app", "no app with this id is served here")
 		}
-		body, err := s.readBody(c)
+		body, err := p.readBody(c)
 		if err != nil {
 			return err
 		}
@@ -90,9 +93,9 @@ func (s *Server) pusherAPI(h pusherHandler) echo.HandlerFunc {
 		// Clients sign the path as they wrote it; most never escape it, so the raw path and
 		// the decoded one are the same. When they differ (a user id with a space, say), either
 		// is accepted.
-		signer, err := s.cfg.Authz.VerifyPusherRequest(req.Method, req.URL.EscapedPath(), query, body, now)
+		signer, err := p.cfg.Authz.VerifyPusherRequest(req.Method, req.URL.EscapedPath(), query, body, now)
 		if errors.Is(err, authz.ErrBadSignature) && req.URL.Path != req.URL.EscapedPath() {
-			signer, err = s.cfg.Authz.VerifyPusherRequest(req.Method, req.URL.Path, query, body, now)
+			signer, err = p.cfg.Authz.VerifyPusherRequest(req.Method, req.URL.Path, query, body, now)
 		}
 		if err != nil {
 			return pusherAuthError(err)
@@ -248,7 +251,7 @@ func pusherData(s string) json.RawMessage {
 
 // appendTriggers appends each trigger to each of its channels, in order. The appends are not
 // cut short by a client that goes away: the store bounds its own round trips.
-func (s *Server) appendTriggers(c echo.Context, app *App, triggers []pusherTrigger) error {
+func (p pusherAPI) appendTriggers(c echo.Context, app *App, triggers []pusherTrigger) error {
 	ctx := context.WithoutCancel(c.Request().Context())
 	total, done := 0, 0
 	for _, t := range triggers {
@@ -258,12 +261,12 @@ func (s *Server) appendTriggers(c echo.Context, app *App, triggers []pusherTrigg
 		for _, ch := range t.channels {
 			_, err := app.Hub.Store().Append(ctx, store.AppendRequest{Channel: ch, Name: t.name, Data: t.data, SocketID: t.socketID})
 			if errors.Is(err, store.ErrUnconfirmed) {
-				s.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append unconfirmed")
+				p.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append unconfirmed")
 				return errorf(http.StatusServiceUnavailable, "store_timeout",
 					fmt.Sprintf("the event store did not confirm in time: of the %d events of this request the first %d were appended, the next may have been, the rest were not", total, done))
 			}
 			if err != nil {
-				s.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append failed")
+				p.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append failed")
 				return errorf(http.StatusServiceUnavailable, "store_unavailable",
 					fmt.Sprintf("the event store is unavailable: %d of the %d events of this request were appended (the first ones, in order)", done, total))
 			}
@@ -281,10 +284,10 @@ type channelInfo struct {
 
 // channelInfo gathers the attributes asked for: user_count for presence channels only (from the
 // shared presence store), subscription_count from this node's sockets.
-func (s *Server) channelInfo(ctx context.Context, app *App, ch string, want pusherInfo) (channelInfo, error) {
+func (p pusherAPI) channelInfo(ctx context.Context, app *App, ch string, want pusherInfo) (channelInfo, error) {
 	var ci channelInfo
 	if want.userCount && channel.IsPresence(ch) {
-		n, err := s.userCount(ctx, app, ch)
+		n, err := p.userCount(ctx, app, ch)
 		if err != nil {
 			return ci, err
 		}
@@ -297,7 +300,7 @@ func (s *Server) channelInfo(ctx context.Context, app *App, ch string, want push
 	return ci, nil
 }
 
-func (s *Server) userCount(ctx context.Context, app *App, channel string) (int, error) {
+func (p pusherAPI) userCount(ctx context.Context, app *App, channel string) (int, error) {
 	if app.Presence == nil {
 		return 0, nil
 	}
@@ -310,7 +313,7 @@ func (s *Server) userCount(ctx context.Context, app *App, channel string) (int, 
 
 // pusherEvents is POST /apps/{app_id}/events: {"name","data","channel"|"channels",
 // "socket_id"?,"info"?} → {} or {"channels":{"<name>":{"user_count","subscription_count"}}}.
-func (s *Server) pusherEvents(c echo.Context, app *App, body []byte) error {
+func (p pusherAPI) events(c echo.Context, app *App, body []byte) error {
 	var ev pusherEvent
 	if err := decodePusherBody(body, &ev, `{"name","data","channel" or "channels"}`); err != nil {
 		return err
@@ -319,7 +322,7 @@ func (s *Server) pusherEvents(c echo.Context, app *App, body []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := s.appendTriggers(c, app, []pusherTrigger{t}); err != nil {
+	if err := p.appendTriggers(c, app, []pusherTrigger{t}); err != nil {
 		return err
 	}
 	if !t.info.any() {
@@ -327,7 +330,7 @@ func (s *Server) pusherEvents(c echo.Context, app *App, body []byte) error {
 	}
 	out := make(map[string]channelInfo, len(t.channels))
 	for _, ch := range t.channels {
-		ci, err := s.channelInfo(c.Request().Context(), app, ch, t.info)
+		ci, err := p.channelInfo(c.Request().Context(), app, ch, t.info)
 		if err != nil {
 			return err
 		}
@@ -340,7 +343,7 @@ func (s *Server) pusherEvents(c echo.Context, app *App, body []byte) error {
 // "socket_id"?,"info"?},…]} with 1 to 10 events → {}, or {"batch":[{…info…},{},…]} (one entry
 // per event, in order) when any event asked for info. Every event is checked before any is
 // appended.
-func (s *Server) pusherBatchEvents(c echo.Context, app *App, body []byte) error {
+func (p pusherAPI) batchEvents(c echo.Context, app *App, body []byte) error {
 	var req struct {
 		Batch []pusherEvent `json:"batch"`
 	}
@@ -367,7 +370,7 @@ func (s *Server) pusherBatchEvents(c echo.Context, app *App, body []byte) error 
 		triggers[i] = t
 		anyInfo = anyInfo || t.info.any()
 	}
-	if err := s.appendTriggers(c, app, triggers); err != nil {
+	if err := p.appendTriggers(c, app, triggers); err != nil {
 		return err
 	}
 	if !anyInfo {
@@ -375,7 +378,7 @@ func (s *Server) pusherBatchEvents(c echo.Context, app *App, body []byte) error 
 	}
 	out := make([]channelInfo, len(triggers))
 	for i, t := range triggers {
-		ci, err := s.channelInfo(c.Request().Context(), app, t.channels[0], t.info)
+		ci, err := p.channelInfo(c.Request().Context(), app, t.channels[0], t.info)
 		if err != nil {
 			return err
 		}
@@ -397,7 +400,7 @@ func pusherQueryInfo(c echo.Context) (pusherInfo, error) {
 // channels → {"channels":{"<name>":{}}}. Occupied means that sockets of this node subscribe
 // to the channel (other nodes' channels are not known here). user_count needs
 // filter_by_prefix=presence-, as with Pusher.
-func (s *Server) pusherChannels(c echo.Context, app *App, _ []byte) error {
+func (p pusherAPI) channels(c echo.Context, app *App, _ []byte) error {
 	prefix := c.QueryParam("filter_by_prefix")
 	info, err := pusherQueryInfo(c)
 	if err != nil {
@@ -408,7 +411,7 @@ func (s *Server) pusherChannels(c echo.Context, app *App, _ []byte) error {
 	}
 	out := make(map[string]channelInfo)
 	for ch := range app.Hub.SubscribedChannels(prefix) {
-		ci, err := s.channelInfo(c.Request().Context(), app, ch, info)
+		ci, err := p.channelInfo(c.Request().Context(), app, ch, info)
 		if err != nil {
 			return err
 		}
@@ -419,7 +422,7 @@ func (s *Server) pusherChannels(c echo.Context, app *App, _ []byte) error {
 
 // pusherChannel is GET /apps/{app_id}/channels/{channel}?info=user_count,subscription_count →
 // {"occupied":bool[,"user_count":n][,"subscription_count":n]}.
-func (s *Server) pusherChannel(c echo.Context, app *App, _ []byte) error {
+func (p pusherAPI) channel(c echo.Context, app *App, _ []byte) error {
 	ch, err := channelParam(c)
 	if err != nil {
 		return err
@@ -441,7 +444,7 @@ func (s *Server) pusherChannel(c echo.Context, app *App, _ []byte) error {
 		out.SubscriptionCount = &local
 	}
 	if channel.IsPresence(ch) && (info.userCount || !out.Occupied) {
-		n, err := s.userCount(ctx, app, ch)
+		n, err := p.userCount(ctx, app, ch)
 		if err != nil {
 			return err
 		}
@@ -455,7 +458,7 @@ func (s *Server) pusherChannel(c echo.Context, app *App, _ []byte) error {
 
 // pusherUsers is GET /apps/{app_id}/channels/{channel}/users → {"users":[{"id":"…"},…]}, for
 // presence channels only.
-func (s *Server) pusherUsers(c echo.Context, app *App, _ []byte) error {
+func (p pusherAPI) users(c echo.Context, app *App, _ []byte) error {
 	ch, err := channelParam(c)
 	if err != nil {
 		return err
@@ -484,7 +487,7 @@ func (s *Server) pusherUsers(c echo.Context, app *App, _ []byte) error {
 // with a token whose sub is that user. Sockets on other nodes stay open: nodes can only reach
 // a socket whose id they know, and no node knows another's sockets by user. An SSE client
 // (EventSource) reconnects by itself; to keep a user out, also stop authorizing it.
-func (s *Server) pusherTerminate(c echo.Context, app *App, body []byte) error {
+func (p pusherAPI) terminate(c echo.Context, app *App, body []byte) error {
 	raw := c.Param("user_id")
 	userID, err := url.PathUnescape(raw)
 	if err != nil {
@@ -499,61 +502,7 @@ func (s *Server) pusherTerminate(c echo.Context, app *App, body []byte) error {
 			return unprocessable("invalid_json", "the body must be empty or a JSON object ({})")
 		}
 	}
-	n := s.terminateLocal(app, userID)
-	s.log.Info().Str("app", app.ID).Int("sockets", n).Msg("terminated a user's connections")
+	n := p.sessions.terminateUser(app, userID)
+	p.log.Info().Str("app", app.ID).Int("sockets", n).Msg("terminated a user's connections")
 	return c.JSON(http.StatusOK, struct{}{})
-}
-
-// terminateLocal closes the sockets of app on this node that belong to userID and returns how
-// many it closed.
-func (s *Server) terminateLocal(app *App, userID string) int {
-	ids := s.members.socketsOfUser(app, userID)
-	s.claimsMu.Lock()
-	for id, cl := range s.socketClaims {
-		if cl != nil && cl.Subject == userID && socketNode(id) == app.Hub.Node() {
-			ids = append(ids, id)
-		}
-	}
-	s.claimsMu.Unlock()
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	n := 0
-	for _, id := range ids {
-		sock := app.Hub.Socket(id)
-		if sock == nil {
-			continue
-		}
-		n++
-		// The goroutine reading a socket closes it: an SSE stream when Next returns, a
-		// long-poll socket here once no poll of it is running.
-		sock.Terminate()
-		s.pollMu.Lock()
-		ps := s.pollSockets[id]
-		s.pollMu.Unlock()
-		if ps == nil {
-			continue
-		}
-		ps.mu.Lock()
-		s.pollMu.Lock()
-		delete(s.pollSockets, id)
-		s.pollMu.Unlock()
-		s.closeSocket(app, sock)
-		ps.mu.Unlock()
-	}
-	return n
-}
-
-// socketsOfUser lists this node's sockets that are presence members of app as userID.
-func (m *memberships) socketsOfUser(app *App, userID string) []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []string
-	for _, socks := range m.by[app] {
-		for id, member := range socks {
-			if member.UserID == userID {
-				out = append(out, id)
-			}
-		}
-	}
-	return out
 }

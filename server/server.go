@@ -135,15 +135,9 @@ type Server struct {
 	// http.Server.Shutdown does not wait for.
 	streams sync.WaitGroup
 
-	sockTokens    socketTokens
-	whisperLimits rateLimits
-	members       memberships
-	pollMu        sync.Mutex
-	pollSockets   map[string]*pollSocket
-	claimsMu      sync.Mutex
-	// socketClaims are the tokens sockets were opened with, which authorize their later
-	// subscriptions in JWT mode.
-	socketClaims map[string]*Claims
+	apps       apps
+	sockTokens socketTokens
+	sessions   sessions
 
 	stop     context.CancelFunc // ends the background work started by New
 	stopCtx  context.Context
@@ -156,8 +150,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	if len(cfg.Apps) == 0 {
 		panic("server.New: no apps")
 	}
-	s := &Server{cfg: cfg.WithDefaults(), log: log,
-		pollSockets: make(map[string]*pollSocket), socketClaims: make(map[string]*Claims)}
+	s := &Server{cfg: cfg.WithDefaults(), log: log, apps: cfg.Apps}
 	s.sockTokens = socketTokens{key: s.cfg.SocketSecret}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	e := echo.New()
@@ -189,12 +182,13 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	v1.GET("/stream", s.multiStream)
 	v1.GET("/channels/:channel/poll", s.channelPoll)
 	v1.GET("/poll", s.multiPoll)
-	v1.POST("/sockets", s.openSocket)
-	v1.POST("/sockets/:socket_id/subscriptions", s.subscribeSocket)
-	v1.DELETE("/sockets/:socket_id/subscriptions/:channel", s.unsubscribeSocket)
-	v1.POST("/channels/:channel/whispers", s.whisper)
+	sockets := socketAPI{s}
+	v1.POST("/sockets", sockets.openSocket)
+	v1.POST("/sockets/:socket_id/subscriptions", sockets.subscribeSocket)
+	v1.DELETE("/sockets/:socket_id/subscriptions/:channel", sockets.unsubscribeSocket)
+	v1.POST("/channels/:channel/whispers", sockets.whisper)
 	v1.GET("/channels/:channel/members", s.channelMembers)
-	s.pusherRoutes(e)
+	pusherAPI{s}.routes(e)
 	s.echo = e
 	s.http = &http.Server{
 		Handler:           e,
@@ -210,12 +204,12 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	s.janitor.Add(2)
 	go s.expireLoop()
 	go s.presenceLoop()
-	for _, a := range s.cfg.Apps {
+	for _, a := range s.apps {
 		if a.Bus == nil {
 			continue
 		}
 		if err := a.Bus.Serve(s.stopCtx, a.Hub.Node(), func(ctx context.Context, req []byte) []byte {
-			return s.serveBus(ctx, a, req)
+			return sockets.serveBus(ctx, a, req)
 		}); err != nil {
 			log.Warn().Err(err).Str("app", a.ID).Msg("cannot serve socket calls from other nodes")
 		}
@@ -224,7 +218,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 }
 
 func (s *Server) shutdownHubs() {
-	for _, a := range s.cfg.Apps {
+	for _, a := range s.apps {
 		a.Hub.Shutdown()
 	}
 }
@@ -239,7 +233,7 @@ func (s *Server) expireLoop() {
 		case <-s.stopCtx.Done():
 			return
 		case now := <-t.C:
-			s.expirePollSockets(now)
+			s.sessions.expire(now, s.cfg.SocketTimeout)
 		}
 	}
 }
@@ -300,7 +294,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.Get(streamLogKey) != nil {
 			return nil
 		}
-		s.logRequest(requestOf(c), c.Response().Status, c.Response().Size, "")
+		logRequest(s.log, requestOf(c), c.Response().Status, c.Response().Size, "")
 		return nil
 	}
 }
@@ -328,10 +322,10 @@ func requestOf(c echo.Context) accessEntry {
 }
 
 // logRequest writes one access log line; server errors are warnings.
-func (s *Server) logRequest(r accessEntry, status int, bytes int64, reason string) {
-	ev := s.log.Info()
+func logRequest(log zerolog.Logger, r accessEntry, status int, bytes int64, reason string) {
+	ev := log.Info()
 	if status >= 500 {
-		ev = s.log.Warn()
+		ev = log.Warn()
 	}
 	ev = ev.Str("method", r.method).
 		Str("path", r.path).

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -26,6 +25,11 @@ import (
 // that holds its connection (its id starts with that node's id); any node accepts the calls
 // that act on it, checks the socket token itself (an HMAC of the id, so no shared state is
 // needed) and reaches the owner over the store's Bus. No sticky sessions.
+
+// socketAPI serves the calls that act on a socket — subscribe, unsubscribe, poll a long-poll
+// socket, whisper — on any node: it checks the socket's token and the call's credentials, and
+// the socket's node runs the call (calls.go).
+type socketAPI struct{ *Server }
 
 // SocketTokenHeader carries a socket's token on calls that act on the socket.
 const SocketTokenHeader = "X-Herald-Socket-Token"
@@ -70,26 +74,13 @@ var (
 	errTooManyChannels = badRequest("too_many_channels", fmt.Sprintf("at most %d channels per socket", channel.MaxPerSocket))
 )
 
-// pollSocket is a socket served by long-poll: it has no connection of its own, so it expires
-// when its client stops polling.
-type pollSocket struct {
-	app      *App
-	sock     *stream.Socket
-	mu       sync.Mutex // one poll at a time
-	lastSeen time.Time  // guarded by Server.pollMu
-	// The last non-empty answer, kept until the client confirms it with seq, so an answer
-	// lost on the way is sent again rather than lost.
-	seq    uint64
-	answer []byte
-}
-
 // openSocket is POST /v1/sockets: a long-poll socket.
-func (s *Server) openSocket(c echo.Context) error {
-	cl, err := s.claims(c)
+func (api socketAPI) openSocket(c echo.Context) error {
+	cl, err := api.claims(c)
 	if err != nil {
 		return err
 	}
-	app, err := s.appFor(cl)
+	app, err := api.apps.forToken(cl)
 	if err != nil {
 		return err
 	}
@@ -97,166 +88,15 @@ func (s *Server) openSocket(c echo.Context) error {
 	if err != nil {
 		return storeError(err)
 	}
-	ps := &pollSocket{app: app, sock: sock}
-	s.pollMu.Lock()
-	ps.lastSeen = time.Now()
-	s.pollSockets[sock.ID()] = ps
-	s.pollMu.Unlock()
-	s.rememberClaims(sock.ID(), cl)
+	api.sessions.open(api.Server, app, sock, cl, true)
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, map[string]string{
-		"socket_id": sock.ID(), "socket_token": s.sockTokens.token(app.ID, sock.ID()), "cursor": sock.Cursor(),
+		"socket_id": sock.ID(), "socket_token": api.sockTokens.token(app.ID, sock.ID()), "cursor": sock.Cursor(),
 	})
 }
 
-// expirePollSockets closes poll sockets nobody polled for the activity timeout.
-func (s *Server) expirePollSockets(now time.Time) {
-	var gone []*pollSocket
-	s.pollMu.Lock()
-	for id, ps := range s.pollSockets {
-		if now.Sub(ps.lastSeen) <= s.cfg.SocketTimeout {
-			continue
-		}
-		if !ps.mu.TryLock() {
-			continue // a poll is waiting on it right now (polls may outlast the timeout)
-		}
-		ps.mu.Unlock()
-		delete(s.pollSockets, id)
-		gone = append(gone, ps)
-	}
-	s.pollMu.Unlock()
-	for _, ps := range gone {
-		s.closeSocket(ps.app, ps.sock)
-	}
-}
-
-func (s *Server) closeSocket(app *App, sock *stream.Socket) {
-	sock.Close()
-	s.leaveAllPresence(app, sock.ID())
-	s.whisperLimits.forget(sock.ID())
-	s.claimsMu.Lock()
-	delete(s.socketClaims, sock.ID())
-	s.claimsMu.Unlock()
-}
-
-// rememberClaims keeps the token a socket was opened with: in JWT mode it authorizes the
-// socket's later subscriptions when the call carries no token of its own.
-func (s *Server) rememberClaims(socketID string, cl *Claims) {
-	if cl == nil {
-		return
-	}
-	s.claimsMu.Lock()
-	s.socketClaims[socketID] = cl
-	s.claimsMu.Unlock()
-}
-
-// socketCall is an operation on a socket, run on the node that holds it.
-type socketCall struct {
-	Op       string          `json:"op"` // subscribe, unsubscribe, poll, refuse
-	SocketID string          `json:"socket_id"`
-	Channel  string          `json:"channel,omitempty"`
-	Cursor   *string         `json:"cursor,omitempty"`
-	Exclude  []string        `json:"exclude,omitempty"`
-	Notice   json.RawMessage `json:"notice,omitempty"`
-	Timeout  time.Duration   `json:"timeout,omitempty"`
-	Limit    int             `json:"limit,omitempty"`
-	Seq      *uint64         `json:"seq,omitempty"`
-	Error    *apiError       `json:"error,omitempty"`
-	// Member is the presence identity the receiving node verified (Pusher channel_data or
-	// the call's token).
-	Member *store.Member `json:"member,omitempty"`
-	// BySocketToken asks the owner to authorize with the token the socket was opened with,
-	// which only the owner knows.
-	BySocketToken bool   `json:"by_socket_token,omitempty"`
-	Event         string `json:"event,omitempty"`
-}
-
-// socketResult is a socketCall's answer: an HTTP status and JSON body.
-type socketResult struct {
-	Status int             `json:"status"`
-	Body   json.RawMessage `json:"body"`
-}
-
-// call runs op on the socket's node: here, or over the app's Bus.
-func (s *Server) call(ctx context.Context, app *App, op socketCall) socketResult {
-	if node := socketNode(op.SocketID); node != app.Hub.Node() {
-		if app.Bus == nil {
-			return resultOf(errSocketGone)
-		}
-		req, _ := json.Marshal(op)
-		wait := 10*time.Second + op.Timeout
-		rctx, cancel := context.WithTimeout(ctx, wait)
-		defer cancel()
-		raw, err := app.Bus.Request(rctx, node, req)
-		var res socketResult
-		switch {
-		case errors.Is(err, store.ErrNoNode):
-			return resultOf(errSocketGone)
-		case err != nil:
-			s.log.Warn().Err(err).Str("node", node).Msg("socket call to another node failed")
-			return resultOf(errStoreUnavailable)
-		case json.Unmarshal(raw, &res) != nil:
-			return resultOf(errorf(http.StatusBadGateway, "bad_node_answer", "the node holding the socket gave an unreadable answer"))
-		}
-		return res
-	}
-	return s.runLocal(ctx, app, op)
-}
-
-// serveBus answers socket calls other nodes send to this node's hub of app.
-func (s *Server) serveBus(ctx context.Context, app *App, req []byte) []byte {
-	var op socketCall
-	var res socketResult
-	if err := json.Unmarshal(req, &op); err != nil {
-		res = resultOf(badRequest("bad_call", "unreadable socket call"))
-	} else {
-		res = s.runLocal(ctx, app, op)
-	}
-	out, _ := json.Marshal(res)
-	return out
-}
-
-func resultOf(e *apiError) socketResult {
-	body, _ := json.Marshal(map[string]*apiError{"error": e})
-	return socketResult{Status: e.Status, Body: body}
-}
-
-func jsonResult(status int, v any) socketResult {
-	body, _ := json.Marshal(v)
-	return socketResult{Status: status, Body: body}
-}
-
-// runLocal runs op on a socket of this node.
-func (s *Server) runLocal(ctx context.Context, app *App, op socketCall) socketResult {
-	sock := app.Hub.Socket(op.SocketID)
-	if sock == nil {
-		return resultOf(errSocketGone)
-	}
-	switch op.Op {
-	case "subscribe":
-		return s.subscribeLocal(ctx, app, sock, op)
-	case "unsubscribe":
-		if !sock.Unsubscribe(op.Channel) {
-			return resultOf(errorf(http.StatusNotFound, "not_subscribed", "the socket is not subscribed to "+op.Channel))
-		}
-		if channel.IsPresence(op.Channel) {
-			s.leavePresence(ctx, app, op.Channel, op.SocketID)
-		}
-		return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
-	case "refuse":
-		data, _ := json.Marshal(op.Error)
-		sock.Refuse(op.Channel, data)
-		return jsonResult(http.StatusOK, map[string]string{})
-	case "poll":
-		return s.pollSocketLocal(ctx, sock, op)
-	case "whisper":
-		return s.whisperLocal(ctx, app, sock, op)
-	}
-	return resultOf(badRequest("bad_call", "unknown socket operation "+strconv.Quote(op.Op)))
-}
-
 // socketFromRequest validates a socket id and its token, and finds the socket's app.
-func (s *Server) socketFromRequest(c echo.Context, id string) (string, *App, error) {
+func (api socketAPI) socketFromRequest(c echo.Context, id string) (string, *App, error) {
 	if !ValidSocketID(id) {
 		return "", nil, errBadSocketID
 	}
@@ -264,10 +104,8 @@ func (s *Server) socketFromRequest(c echo.Context, id string) (string, *App, err
 	if tok == "" {
 		tok = c.QueryParam("socket_token")
 	}
-	for _, a := range s.cfg.Apps {
-		if s.sockTokens.valid(a.ID, id, tok) {
-			return id, a, nil
-		}
+	if a := api.apps.ofSocket(api.sockTokens, id, tok); a != nil {
+		return id, a, nil
 	}
 	return "", nil, errSocketToken
 }
@@ -308,12 +146,12 @@ func ParseSubscribe(body []byte) (SubscribeRequest, error) {
 
 // subscribeSocket is POST /v1/sockets/{socket_id}/subscriptions. This node verifies what the
 // call carries — a Pusher signature or a token — and the socket's node applies it.
-func (s *Server) subscribeSocket(c echo.Context) error {
-	id, app, err := s.socketFromRequest(c, c.Param("socket_id"))
+func (api socketAPI) subscribeSocket(c echo.Context) error {
+	id, app, err := api.socketFromRequest(c, c.Param("socket_id"))
 	if err != nil {
 		return err
 	}
-	body, err := s.readBody(c)
+	body, err := api.readBody(c)
 	if err != nil {
 		return err
 	}
@@ -322,26 +160,25 @@ func (s *Server) subscribeSocket(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	op := socketCall{Op: "subscribe", SocketID: id, Channel: req.Channel, Exclude: req.ExcludeSocketIDs}
+	call := subscribeCall{Channel: req.Channel, Exclude: req.ExcludeSocketIDs}
 	if req.Cursor != "" {
-		op.Cursor = &req.Cursor
+		call.Cursor = &req.Cursor
 	}
-	if err := s.authorizeSocketSubscribe(c, app, id, req, &op); err != nil {
+	if err := api.authorizeSocketSubscribe(c, app, id, req, &call); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
-			// The socket hears of it too, as Pusher clients expect.
-			s.call(ctx, app, socketCall{Op: "refuse", SocketID: id, Channel: req.Channel, Error: ae})
+			opRefuse.call(ctx, api, app, id, refuseCall{Channel: req.Channel, Error: ae})
 		}
 		return err
 	}
-	return writeResult(c, s.call(ctx, app, op))
+	return writeResult(c, opSubscribe.call(ctx, api, app, id, call))
 }
 
 // authorizeSocketSubscribe checks the credentials a subscription call carries. Public
 // channels need none. Private and presence channels take a Pusher signature from the app's
 // own /broadcasting/auth, or a token on this call; with neither, the socket's node decides
 // with the token the socket was opened with.
-func (s *Server) authorizeSocketSubscribe(c echo.Context, app *App, socketID string, req SubscribeRequest, op *socketCall) error {
+func (api socketAPI) authorizeSocketSubscribe(c echo.Context, app *App, socketID string, req SubscribeRequest, call *subscribeCall) error {
 	if !channel.NeedsAuth(req.Channel) {
 		return nil
 	}
@@ -360,198 +197,183 @@ func (s *Server) authorizeSocketSubscribe(c echo.Context, app *App, socketID str
 			if member == nil {
 				return badRequest("invalid_channel_data", "presence channels need channel_data with a user_id")
 			}
-			op.Member = &store.Member{UserID: member.UserID, UserInfo: member.UserInfo}
-			return checkMember(app, *op.Member)
+			call.Member = &store.Member{UserID: member.UserID, UserInfo: member.UserInfo}
+			return checkMember(app, *call.Member)
 		}
 		return nil
 	}
-	cl, err := s.claims(c)
+	cl, err := api.claims(c)
 	if err != nil {
 		return err
 	}
 	if cl == nil {
-		op.BySocketToken = true
+		call.BySocketToken = true
 		return nil
 	}
-	if err := s.checkApp(cl, app); err != nil {
+	if err := api.apps.check(cl, app); err != nil {
 		return err
 	}
-	if err := s.allow(cl, authz.Subscribe, req.Channel); err != nil {
+	if err := api.allow(cl, authz.Subscribe, req.Channel); err != nil {
 		return err
 	}
 	if channel.IsPresence(req.Channel) {
 		m := identityFromClaims(cl)
-		op.Member = &m
+		call.Member = &m
 		return checkMember(app, m)
 	}
 	return nil
 }
 
 // subscribeLocal applies a subscription on the socket's own node.
-func (s *Server) subscribeLocal(ctx context.Context, app *App, sock *stream.Socket, op socketCall) socketResult {
+func (ss *session) subscribe(ctx context.Context, call subscribeCall) socketResult {
+	s := ss.srv
 	refuse := func(e *apiError) socketResult {
 		data, _ := json.Marshal(e)
-		sock.Refuse(op.Channel, data)
+		ss.sock.Refuse(call.Channel, data)
 		return resultOf(e)
 	}
-	if op.BySocketToken {
-		s.claimsMu.Lock()
-		cl := s.socketClaims[op.SocketID]
-		s.claimsMu.Unlock()
+	if call.BySocketToken {
+		cl := ss.claims
 		if cl == nil || time.Now().After(s.cfg.Auth.Expiry(cl)) {
 			return refuse(errTokenMissing)
 		}
-		if err := s.checkApp(cl, app); err != nil {
+		if err := s.apps.check(cl, ss.app); err != nil {
 			return refuse(apiErrorOf(err))
 		}
-		if err := s.allow(cl, authz.Subscribe, op.Channel); err != nil {
+		if err := s.allow(cl, authz.Subscribe, call.Channel); err != nil {
 			return refuse(apiErrorOf(err))
 		}
-		if channel.IsPresence(op.Channel) {
+		if channel.IsPresence(call.Channel) {
 			m := identityFromClaims(cl)
-			if err := checkMember(app, m); err != nil {
+			if err := checkMember(ss.app, m); err != nil {
 				return refuse(apiErrorOf(err))
 			}
-			op.Member = &m
+			call.Member = &m
 		}
 	}
 	var cur *store.Cursor
-	if op.Cursor != nil {
-		c, err := store.ParseCursor(*op.Cursor)
+	if call.Cursor != nil {
+		c, err := store.ParseCursor(*call.Cursor)
 		if err != nil {
 			return resultOf(badRequest("invalid_cursor", "the cursor is not one this channel's server sent"))
 		}
 		cur = &c
 	}
+	presence := channel.IsPresence(call.Channel)
 	var notice json.RawMessage
-	if channel.IsPresence(op.Channel) {
-		if op.Member == nil {
+	if presence {
+		if call.Member == nil {
 			return refuse(badRequest("invalid_channel_data", "presence channels need a user identity"))
 		}
-		n, err := s.joinPresence(ctx, app, op.Channel, op.SocketID, *op.Member)
+		n, err := ss.join(ctx, call.Channel, *call.Member)
 		if err != nil {
 			return refuse(apiErrorOf(err))
 		}
 		notice = n
 	}
-	err := sock.Subscribe(ctx, op.Channel, cur, op.Exclude, notice)
-	if err != nil && channel.IsPresence(op.Channel) {
-		s.leavePresence(context.WithoutCancel(ctx), app, op.Channel, op.SocketID)
+	err := ss.sock.Subscribe(ctx, call.Channel, cur, call.Exclude, notice)
+	if err != nil && presence {
+		ss.leave(context.WithoutCancel(ctx), call.Channel)
 	}
 	switch {
 	case err == nil:
-		return jsonResult(http.StatusOK, map[string]string{"socket_id": op.SocketID, "channel": op.Channel})
+		return jsonResult(http.StatusOK, map[string]string{"socket_id": ss.sock.ID(), "channel": call.Channel})
 	case errors.Is(err, stream.ErrTooManyChannels):
 		return resultOf(errTooManyChannels)
 	case errors.Is(err, stream.ErrClosed), errors.Is(err, stream.ErrLagged), errors.Is(err, stream.ErrShutdown):
 		return resultOf(errSocketGone)
 	default:
-		s.log.Warn().Err(err).Str("channel", op.Channel).Msg("subscribe failed")
+		s.log.Warn().Err(err).Str("channel", call.Channel).Msg("subscribe failed")
 		return resultOf(errStoreUnavailable)
 	}
 }
 
-// unsubscribeSocket is DELETE /v1/sockets/{socket_id}/subscriptions/{channel}.
-func (s *Server) unsubscribeSocket(c echo.Context) error {
-	id, app, err := s.socketFromRequest(c, c.Param("socket_id"))
-	if err != nil {
-		return err
-	}
-	channel, err := channelParam(c)
-	if err != nil {
-		return err
-	}
-	return writeResult(c, s.call(c.Request().Context(), app, socketCall{Op: "unsubscribe", SocketID: id, Channel: channel}))
+// refuseLocal tells the socket a subscription was refused.
+func (ss *session) refuse(_ context.Context, call refuseCall) socketResult {
+	data, _ := json.Marshal(call.Error)
+	ss.sock.Refuse(call.Channel, data)
+	return jsonResult(http.StatusOK, struct{}{})
 }
 
-func writeResult(c echo.Context, res socketResult) error {
-	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSONBlob(res.Status, res.Body)
+// unsubscribeSocket is DELETE /v1/sockets/{socket_id}/subscriptions/{channel}.
+func (api socketAPI) unsubscribeSocket(c echo.Context) error {
+	id, app, err := api.socketFromRequest(c, c.Param("socket_id"))
+	if err != nil {
+		return err
+	}
+	ch, err := channelParam(c)
+	if err != nil {
+		return err
+	}
+	return writeResult(c, opUnsubscribe.call(c.Request().Context(), api, app, id, unsubscribeCall{Channel: ch}))
+}
+
+func (ss *session) unsubscribe(ctx context.Context, call unsubscribeCall) socketResult {
+	if !ss.sock.Unsubscribe(call.Channel) {
+		return resultOf(errorf(http.StatusNotFound, "not_subscribed", "the socket is not subscribed to "+call.Channel))
+	}
+	if channel.IsPresence(call.Channel) {
+		ss.leave(ctx, call.Channel)
+	}
+	return jsonResult(http.StatusOK, map[string]string{"socket_id": ss.sock.ID(), "channel": call.Channel})
 }
 
 // pollSocketRequest serves GET /v1/poll?socket_id=… on any node.
-func (s *Server) pollSocketRequest(c echo.Context) error {
-	id, app, err := s.socketFromRequest(c, c.QueryParam("socket_id"))
+func (api socketAPI) pollSocketRequest(c echo.Context) error {
+	id, app, err := api.socketFromRequest(c, c.QueryParam("socket_id"))
 	if err != nil {
 		return err
 	}
-	timeout, err := s.durationParam(c, "timeout", s.cfg.PollTimeout, s.cfg.PollTimeoutMax)
+	timeout, err := durationParam(c, "timeout", api.cfg.PollTimeout, api.cfg.PollTimeoutMax)
 	if err != nil {
 		return err
 	}
-	limit, err := intParam(c, "limit", s.cfg.PollLimit, s.cfg.PollLimitMax)
+	limit, err := intParam(c, "limit", api.cfg.PollLimit, api.cfg.PollLimitMax)
 	if err != nil {
 		return err
 	}
-	op := socketCall{Op: "poll", SocketID: id, Timeout: timeout, Limit: limit}
+	call := pollCall{Timeout: timeout, Limit: limit}
 	if raw := c.QueryParam("seq"); raw != "" {
 		n, err := strconv.ParseUint(raw, 10, 64)
 		if err != nil {
 			return badRequest("invalid_seq", "seq must be the seq of the last answer received")
 		}
-		op.Seq = &n
+		call.Seq = &n
 	}
-	return writeResult(c, s.call(c.Request().Context(), app, op))
+	return writeResult(c, opPoll.call(c.Request().Context(), api, app, id, call))
 }
 
-// socketPollAnswer is a poll answer of a socket: events and notices in order, the socket's
-// composite cursor, and seq to confirm with on the next poll.
-type socketPollAnswer struct {
-	Events []json.RawMessage `json:"events"`
-	Cursor string            `json:"cursor"`
-	Seq    uint64            `json:"seq"`
-	Resync []*stream.Resync  `json:"resync,omitempty"`
-}
-
-func (s *Server) pollSocketLocal(ctx context.Context, sock *stream.Socket, op socketCall) socketResult {
-	s.pollMu.Lock()
-	ps := s.pollSockets[sock.ID()]
-	if ps != nil {
-		ps.lastSeen = time.Now()
-	}
-	s.pollMu.Unlock()
+// pollLocal answers a poll of a long-poll socket on its own node: events and notices in order,
+// the socket's composite cursor, and seq to confirm with on the next poll.
+func (ss *session) pollOnce(ctx context.Context, call pollCall) socketResult {
+	ps := ss.poll
 	if ps == nil {
 		return resultOf(errorf(http.StatusConflict, "not_a_poll_socket", "this socket has a stream; read it there"))
 	}
+	ps.touch(time.Now())
 	if !ps.mu.TryLock() {
 		return resultOf(errPollInProgress)
 	}
 	defer ps.mu.Unlock()
-	defer func() {
-		s.pollMu.Lock()
-		ps.lastSeen = time.Now()
-		s.pollMu.Unlock()
-	}()
-	if op.Seq != nil && ps.answer != nil && *op.Seq+1 == ps.seq {
+	defer func() { ps.touch(time.Now()) }()
+	if call.Seq != nil && ps.answer != nil && *call.Seq+1 == ps.seq {
 		return socketResult{Status: http.StatusOK, Body: ps.answer} // the last answer was lost
 	}
-	batch, err := sock.Next(ctx, op.Limit, op.Timeout, nil)
+	batch, err := ss.sock.Next(ctx, call.Limit, call.Timeout, nil)
 	if err != nil && len(batch) == 0 {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return resultOf(errorf(http.StatusServiceUnavailable, "canceled", "the poll ended early"))
 		}
 		return resultOf(errSocketGone)
 	}
-	ans := socketPollAnswer{Events: []json.RawMessage{}, Seq: ps.seq}
-	for _, d := range batch {
-		switch {
-		case d.Resync != nil:
-			ans.Resync = append(ans.Resync, d.Resync)
-		case d.Control != nil:
-			raw, _ := json.Marshal(d.Control)
-			ans.Events = append(ans.Events, raw)
-		default:
-			ans.Events = append(ans.Events, d.Msg.Envelope())
-		}
-	}
-	ans.Cursor = sock.Cursor()
+	seq := ps.seq
 	if len(batch) > 0 {
 		ps.seq++
-		ans.Seq = ps.seq
+		seq = ps.seq
 	}
-	res := jsonResult(http.StatusOK, ans)
+	body := appendPollAnswer(nil, batch, ss.sock.Cursor(), &seq)
 	if len(batch) > 0 {
-		ps.answer = res.Body
+		ps.answer = body
 	}
-	return res
+	return socketResult{Status: http.StatusOK, Body: body}
 }

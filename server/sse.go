@@ -41,8 +41,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	if err != nil {
 		return err
 	}
-	s.rememberClaims(sock.ID(), sub.claims)
-	st := &sseStream{srv: s, app: sub.app, sock: sock, oneChannel: oneChannel, expires: sub.expires,
+	st := &sseStream{srv: s, app: sub.app, sess: s.sessions.open(s, sub.app, sock, sub.claims, false), sock: sock, oneChannel: oneChannel, expires: sub.expires,
 		unnamed: c.QueryParam("format") == "message"}
 
 	w := c.Response()
@@ -56,10 +55,10 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	// read and write buffers and the handler's deep stack are freed, which is most of an idle
 	// stream's memory (docs/benchmarks.md, S1). HTTP/2 streams cannot be hijacked and are
 	// served in the handler.
-	conn, hijacked, err := s.hijack(w)
+	conn, hijacked, err := hijack(w, s.cfg.WriteTimeout)
 	if err != nil {
 		// The connection is taken but the client is gone: nothing more can be written.
-		s.closeSocket(sub.app, sock)
+		st.sess.close()
 		return nil
 	}
 	if hijacked {
@@ -72,7 +71,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 			defer s.streams.Done()
 			defer conn.Close()
 			st.run(context.Background(), cw)
-			s.logRequest(entry, http.StatusOK, cw.written, st.reason)
+			logRequest(s.log, entry, http.StatusOK, cw.written, st.reason)
 		}()
 		// One blocked read notices the client leaving at once rather than at the next
 		// heartbeat's failed write, which takes a heartbeat or two (20–30 s of a dead
@@ -101,7 +100,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 // reports false for a connection that cannot be hijacked (HTTP/2), and an error when the
 // connection was taken but the head could not be written: it is closed then, and the response
 // must not be written again.
-func (s *Server) hijack(w *echo.Response) (net.Conn, bool, error) {
+func hijack(w *echo.Response, writeTimeout time.Duration) (net.Conn, bool, error) {
 	if w.Committed || w.Writer == nil {
 		return nil, false, nil
 	}
@@ -121,7 +120,7 @@ func (s *Server) hijack(w *echo.Response) (net.Conn, bool, error) {
 		}
 	}
 	head = append(head, "Connection: close\r\n\r\n"...)
-	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	w.Committed, w.Status = true, http.StatusOK
 	if _, err := conn.Write(head); err != nil {
 		conn.Close()
@@ -188,6 +187,7 @@ func (fw *flushWriter) write(frames [][]byte) error {
 type sseStream struct {
 	srv        *Server
 	app        *App
+	sess       *session
 	sock       *stream.Socket
 	oneChannel bool
 	// unnamed sends events, whispers and presence changes as unnamed frames (EventSource's
@@ -208,7 +208,7 @@ var namedPingFrame = []byte("event: herald:ping\ndata: {}\n\n")
 
 func (st *sseStream) run(ctx context.Context, out frameWriter) {
 	s, sock := st.srv, st.sock
-	defer s.closeSocket(st.app, sock)
+	defer st.sess.close()
 	if !st.expires.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, st.expires)

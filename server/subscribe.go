@@ -70,7 +70,7 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 			return sub, err
 		}
 	}
-	if sub.app, err = s.appFor(cl); err != nil {
+	if sub.app, err = s.apps.forToken(cl); err != nil {
 		return sub, err
 	}
 	if cl != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -31,7 +30,7 @@ type WhisperRequest struct {
 	Data  json.RawMessage `json:"data"`
 }
 
-func (s *Server) whisper(c echo.Context) error {
+func (api socketAPI) whisper(c echo.Context) error {
 	ch, err := channelParam(c)
 	if err != nil {
 		return err
@@ -40,11 +39,11 @@ func (s *Server) whisper(c echo.Context) error {
 	if sid == "" {
 		sid = c.Request().Header.Get("X-Herald-Socket-Id")
 	}
-	id, app, err := s.socketFromRequest(c, sid)
+	id, app, err := api.socketFromRequest(c, sid)
 	if err != nil {
 		return err
 	}
-	mode := s.cfg.ClientEvents
+	mode := api.cfg.ClientEvents
 	if app.Pusher != nil && app.Pusher.ClientEvents != "" {
 		mode = string(app.Pusher.ClientEvents)
 	}
@@ -57,7 +56,7 @@ func (s *Server) whisper(c echo.Context) error {
 			return errorf(http.StatusForbidden, "client_events_not_allowed", "client events are accepted on private- and presence- channels only")
 		}
 	}
-	body, err := s.readBody(c)
+	body, err := api.readBody(c)
 	if err != nil {
 		return err
 	}
@@ -68,75 +67,36 @@ func (s *Server) whisper(c echo.Context) error {
 	if !strings.HasPrefix(req.Event, "client-") || stream.ValidEventName(req.Event) != nil {
 		return badRequest("invalid_event", "client event names start with \"client-\" and are 1-200 printable characters")
 	}
-	data := compactJSON(req.Data)
-	return writeResult(c, s.call(c.Request().Context(), app, socketCall{Op: "whisper", SocketID: id, Channel: ch, Event: req.Event, Notice: data}))
+	call := whisperCall{Channel: ch, Event: req.Event, Data: compactJSON(req.Data)}
+	return writeResult(c, opWhisper.call(c.Request().Context(), api, app, id, call))
 }
 
-// whisperLocal runs on the node holding the socket, which knows its channels and its rate.
-func (s *Server) whisperLocal(ctx context.Context, app *App, sock *stream.Socket, op socketCall) socketResult {
-	if !sock.Has(op.Channel) {
-		return resultOf(errorf(http.StatusForbidden, "not_subscribed", "the socket must be subscribed to "+op.Channel+" to send client events"))
+// whisperLocal runs on the node holding the socket, which knows its channels and its budget.
+func (ss *session) whisper(ctx context.Context, call whisperCall) socketResult {
+	s := ss.srv
+	if !ss.sock.Has(call.Channel) {
+		return resultOf(errorf(http.StatusForbidden, "not_subscribed", "the socket must be subscribed to "+call.Channel+" to send client events"))
 	}
 	rate := s.cfg.WhisperRate
-	if app.Pusher != nil && app.Pusher.Limits.ClientEventsPerSecond > 0 {
-		rate = float64(app.Pusher.Limits.ClientEventsPerSecond)
+	if ss.app.Pusher != nil && ss.app.Pusher.Limits.ClientEventsPerSecond > 0 {
+		rate = float64(ss.app.Pusher.Limits.ClientEventsPerSecond)
 	}
-	if !s.whisperLimits.allow(sock.ID(), rate, time.Now()) {
+	if !ss.allowWhisper(rate, time.Now()) {
 		return resultOf(errorf(http.StatusTooManyRequests, "rate_limited", "too many client events from this socket"))
 	}
-	b, ok := app.Hub.Store().(store.Broadcaster)
+	b, ok := ss.app.Hub.Store().(store.Broadcaster)
 	if !ok {
 		return resultOf(errorf(http.StatusNotImplemented, "not_supported", "this store cannot broadcast"))
 	}
-	msg := store.Ephemeral{Channel: op.Channel, Name: op.Event, Data: op.Notice, SocketID: sock.ID()}
-	if channel.IsPresence(op.Channel) {
+	msg := store.Ephemeral{Channel: call.Channel, Name: call.Event, Data: call.Data, SocketID: ss.sock.ID()}
+	if channel.IsPresence(call.Channel) {
 		// Receivers learn who is typing: the identity the socket joined the channel with.
-		if m, ok := s.members.member(app, op.Channel, sock.ID()); ok {
+		if m, ok := ss.member(call.Channel); ok {
 			msg.UserID = m.UserID
 		}
 	}
 	if err := b.Broadcast(ctx, msg); err != nil {
 		return resultOf(errStoreUnavailable)
 	}
-	return jsonResult(http.StatusOK, map[string]string{"channel": op.Channel, "event": op.Event})
-}
-
-// rateLimits is a token bucket per socket: rate events a second, bursts of the same size.
-type rateLimits struct {
-	mu      sync.Mutex
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func (r *rateLimits) allow(key string, rate float64, now time.Time) bool {
-	if rate <= 0 {
-		return true
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.buckets == nil {
-		r.buckets = make(map[string]*bucket)
-	}
-	b := r.buckets[key]
-	if b == nil {
-		b = &bucket{tokens: rate, last: now}
-		r.buckets[key] = b
-	}
-	b.tokens = min(rate, b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-func (r *rateLimits) forget(key string) {
-	r.mu.Lock()
-	delete(r.buckets, key)
-	r.mu.Unlock()
+	return jsonResult(http.StatusOK, map[string]string{"channel": call.Channel, "event": call.Event})
 }
