@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,15 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 			defer s.streams.Done()
 			defer conn.Close()
 			st.run(context.Background(), cw)
+			if st.reason == "too slow" || st.reason == "write timeout" {
+				// A client cut off for not reading gets a reset rather than a FIN queued behind
+				// the data it did not take: the kernel frees the connection's buffers at once
+				// instead of holding them for a client that may never read again. It resumes
+				// from the last event it did receive.
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+			}
 			logRequest(s.log, entry, http.StatusOK, cw.written, st.reason)
 		}()
 		// One blocked read notices the client leaving at once rather than at the next
@@ -269,6 +279,9 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 		}
 		if len(frames) > 0 {
 			if werr := out.write(frames); werr != nil {
+				if errors.Is(werr, os.ErrDeadlineExceeded) {
+					reason = "write timeout"
+				}
 				break
 			}
 		}
