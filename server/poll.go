@@ -76,6 +76,18 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	c.Response().Header().Set("Cache-Control", "no-store")
+	if cursor == "" && !sub.req.FromBeginning {
+		// Where "now" is needs only the heads, not a socket.
+		heads, err := sub.app.Hub.Store().Heads(ctx, sub.req.Channels)
+		switch {
+		case ctx.Err() != nil:
+			return nil // the client left
+		case err != nil:
+			return storeError(err)
+		}
+		return c.JSONBlob(http.StatusOK, appendPollAnswer(nil, nil, stream.HeadCursor(sub.req.Channels, heads, sub.req.Composite), nil))
+	}
 	if !sub.expires.IsZero() {
 		if until := time.Until(sub.expires); until < timeout {
 			timeout = max(until, 0)
@@ -86,18 +98,13 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 		return err
 	}
 	defer sock.Close()
-	c.Response().Header().Set("Cache-Control", "no-store")
-
-	var batch []stream.Delivery
-	if cursor != "" || sub.req.FromBeginning {
-		batch, err = sock.Next(ctx, limit, timeout, nil)
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return nil // the client left
-			}
-			if len(batch) == 0 {
-				return storeError(err)
-			}
+	batch, err := sock.Next(ctx, limit, timeout, nil)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil // the client left
+		}
+		if len(batch) == 0 {
+			return storeError(err)
 		}
 	}
 	return c.JSONBlob(http.StatusOK, appendPollAnswer(nil, batch, sock.Cursor(), nil))

@@ -156,9 +156,12 @@ type Store interface {
 	// Heads returns the newest position of each channel, in the order asked.
 	Heads(ctx context.Context, channels []string) ([]Cursor, error)
 	// Listen starts live delivery of the channels' new events to h, and returns once every
-	// event appended after it returns is certain to reach h. Listen counts references: each
+	// event appended after it returns is certain to reach h. It also returns, per channel in
+	// the order asked, the head it read once the channel was live: every event after that head
+	// reaches h, so a reader may start there without asking the store again. (For a channel
+	// already listened to, the head read when it became live.) Listen counts references: each
 	// call needs one Unlisten. A store has one handler; every call must pass the same h.
-	Listen(ctx context.Context, h Handler, channels ...string) error
+	Listen(ctx context.Context, h Handler, channels ...string) ([]Cursor, error)
 	// Unlisten drops one reference taken by Listen for each channel.
 	Unlisten(channels ...string)
 	// Ping reports whether the store can serve requests.

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -90,6 +91,22 @@ func appendComposite(b []byte, subs []*subscription) []byte {
 		b = appendCursor(b, s.pos)
 	}
 	return b
+}
+
+// HeadCursor is the cursor a socket opened live on channels would start at, given their heads
+// in the same order: the channel cursor of one channel, or the composite cursor of several (of
+// any number when composite is set). It lets a reader that only wants to know where "now" is
+// skip opening a socket.
+func HeadCursor(channels []string, heads []store.Cursor, composite bool) string {
+	if !composite && len(channels) == 1 {
+		return string(appendCursor(nil, heads[0]))
+	}
+	subs := make([]*subscription, len(channels))
+	for i, name := range channels {
+		subs[i] = &subscription{channel: name, key: channelKey(name), pos: heads[i]}
+	}
+	slices.SortFunc(subs, func(a, b *subscription) int { return strings.Compare(a.channel, b.channel) })
+	return string(appendComposite(nil, subs))
 }
 
 func appendCursor(b []byte, c store.Cursor) []byte {

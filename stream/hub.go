@@ -93,8 +93,48 @@ type channelState struct {
 	refs  int           // subscriptions, guarded by Hub.mu
 	idle  time.Time     // when refs dropped to zero, guarded by Hub.mu
 
-	mu   sync.RWMutex // guards subs
+	mu   sync.RWMutex // guards subs; fan-out holds it for reading, joining for writing
 	subs []*subscription
+
+	// head is the newest position of the channel this node knows: the head Listen read, then
+	// each event delivered. Fan-out moves it while holding mu for reading, so a socket joining
+	// under mu for writing reads a head that no event delivered to it precedes, and starts
+	// there without asking the store. Unknown before Listen answers and after a gap, until the
+	// next event.
+	headMu    sync.Mutex
+	head      store.Cursor
+	headKnown bool
+	headSeen  bool // an event moved head: Listen's older answer must not overwrite it
+}
+
+// advance records the position of an event delivered now.
+func (cs *channelState) advance(c store.Cursor) {
+	cs.headMu.Lock()
+	cs.head, cs.headKnown, cs.headSeen = c, true, true
+	cs.headMu.Unlock()
+}
+
+// forgetHead records a gap: the events missed moved the head by an unknown amount.
+func (cs *channelState) forgetHead() {
+	cs.headMu.Lock()
+	cs.headKnown = false
+	cs.headMu.Unlock()
+}
+
+// listened records the head Listen read, unless an event already moved past it.
+func (cs *channelState) listened(c store.Cursor) {
+	cs.headMu.Lock()
+	if !cs.headSeen {
+		cs.head, cs.headKnown = c, true
+	}
+	cs.headMu.Unlock()
+}
+
+// knownHead is the head, when known. Call it holding mu for writing (joining the channel).
+func (cs *channelState) knownHead() (store.Cursor, bool) {
+	cs.headMu.Lock()
+	defer cs.headMu.Unlock()
+	return cs.head, cs.headKnown
 }
 
 var _ store.Handler = (*Hub)(nil)
@@ -124,31 +164,50 @@ func (h *Hub) Store() store.Store { return h.st }
 // HandleEvent implements store.Handler: it encodes the event once and queues the same message
 // on every socket of the channel without ever blocking — a full queue marks that socket lagged.
 func (h *Hub) HandleEvent(ev *store.Event) {
-	h.fanOut(ev.Channel, func() *Message { return NewMessage(ev) })
-}
-
-// HandleEphemeral implements store.Handler: live-only messages go to the channel's sockets
-// like events, without touching their positions.
-func (h *Hub) HandleEphemeral(e *store.Ephemeral) {
-	h.fanOut(e.Channel, func() *Message { return NewEphemeral(e) })
-}
-
-// HandleGap implements store.Handler: every socket of the channel catches up from the log.
-func (h *Hub) HandleGap(channel string) {
-	h.fanOut(channel, func() *Message { return &Message{Channel: channel, gapped: true} })
-}
-
-// fanOut offers one message to every socket of channel on this node. build runs only when
-// the channel has sockets here, so nothing is encoded for nobody.
-func (h *Hub) fanOut(channel string, build func() *Message) {
-	h.mu.RLock()
-	cs := h.channels[channel]
-	h.mu.RUnlock()
+	cs := h.channel(ev.Channel)
 	if cs == nil {
 		return
 	}
 	cs.mu.RLock()
 	defer cs.mu.RUnlock()
+	cs.advance(ev.Cursor())
+	cs.offer(func() *Message { return NewMessage(ev) })
+}
+
+// HandleEphemeral implements store.Handler: live-only messages go to the channel's sockets
+// like events, without touching their positions.
+func (h *Hub) HandleEphemeral(e *store.Ephemeral) {
+	cs := h.channel(e.Channel)
+	if cs == nil {
+		return
+	}
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	cs.offer(func() *Message { return NewEphemeral(e) })
+}
+
+// HandleGap implements store.Handler: every socket of the channel catches up from the log.
+func (h *Hub) HandleGap(channel string) {
+	cs := h.channel(channel)
+	if cs == nil {
+		return
+	}
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	cs.forgetHead()
+	cs.offer(func() *Message { return &Message{Channel: channel, gapped: true} })
+}
+
+func (h *Hub) channel(name string) *channelState {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.channels[name]
+}
+
+// offer queues one message on every socket of the channel on this node; call it holding mu
+// for reading. build runs only when the channel has sockets here, so nothing is encoded for
+// nobody.
+func (cs *channelState) offer(build func() *Message) {
 	if len(cs.subs) == 0 {
 		return
 	}
@@ -181,7 +240,7 @@ func (h *Hub) acquire(ctx context.Context, names []string) ([]*channelState, err
 		// Other sockets may be waiting on these channels too: one caller going away must not
 		// fail them all, so the listen is bounded by time rather than by this caller.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), listenTimeout)
-		err := h.st.Listen(lctx, h, freshNames...)
+		heads, err := h.st.Listen(lctx, h, freshNames...)
 		cancel()
 		if err != nil {
 			h.mu.Lock()
@@ -192,7 +251,10 @@ func (h *Hub) acquire(ctx context.Context, names []string) ([]*channelState, err
 			}
 			h.mu.Unlock()
 		}
-		for _, cs := range fresh {
+		for i, cs := range fresh {
+			if err == nil {
+				cs.listened(heads[i])
+			}
 			cs.err = err
 			close(cs.ready)
 		}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -356,7 +357,7 @@ func (l lossyHandler) HandleEvent(ev *store.Event) {
 func (l lossyHandler) HandleGap(ch string)                  { l.h.HandleGap(ch) }
 func (l lossyHandler) HandleEphemeral(msg *store.Ephemeral) { l.h.HandleEphemeral(msg) }
 
-func (s *lossyStore) Listen(ctx context.Context, h store.Handler, channels ...string) error {
+func (s *lossyStore) Listen(ctx context.Context, h store.Handler, channels ...string) ([]store.Cursor, error) {
 	return s.Store.Listen(ctx, lossyHandler{s, h}, channels...)
 }
 
@@ -448,4 +449,53 @@ func TestEphemeralMessagesSkipSenderAndLeavePositions(t *testing.T) {
 			t.Fatal("the sender received its own whisper")
 		}
 	}
+}
+
+// headCounter counts the store's Heads calls.
+type headCounter struct {
+	store.Store
+	heads atomic.Int64
+}
+
+func (c *headCounter) Heads(ctx context.Context, channels []string) ([]store.Cursor, error) {
+	c.heads.Add(1)
+	return c.Store.Heads(ctx, channels)
+}
+
+// TestLiveStartNeedsNoRoundTrip: a socket that starts live on a channel the hub already
+// listens to starts at the head the hub has seen — no read from the store — and still gets
+// exactly the events after it. After a gap the head is unknown again, and the store is asked.
+func TestLiveStartNeedsNoRoundTrip(t *testing.T) {
+	mem := memstore.New(memstore.Options{})
+	lossy := &lossyStore{Store: mem, drop: map[uint64]bool{}}
+	st := &headCounter{Store: lossy}
+	h := stream.New(st, stream.Options{})
+	defer func() { h.Close(); mem.Close() }()
+
+	first := open(t, h, stream.Request{Channels: []string{"c"}})
+	publish(t, st, "c", 3, "")
+	checkContiguous(t, seqs(collect(t, first, 3)), 1, 3)
+	later := open(t, h, stream.Request{Channels: []string{"c"}})
+	dyn := open(t, h, stream.Request{Dynamic: true})
+	if err := dyn.Subscribe(context.Background(), "c", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.heads.Load(); n != 0 {
+		t.Fatalf("the store was asked for heads %d times; the hub knew them", n)
+	}
+	publish(t, st, "c", 2, "")
+	checkContiguous(t, seqs(collect(t, later, 2)), 4, 5)
+	checkContiguous(t, seqs(collect(t, dyn, 2)), 4, 5)
+
+	lossy.mu.Lock()
+	lossy.drop[6] = true
+	lossy.mu.Unlock()
+	publish(t, st, "c", 1, "") // seq 6 is lost live: a gap
+	checkContiguous(t, seqs(collect(t, first, 3)), 4, 6)
+	afterGap := open(t, h, stream.Request{Channels: []string{"c"}})
+	if n := st.heads.Load(); n != 1 {
+		t.Fatalf("after a gap: the store was asked for heads %d times, want 1", n)
+	}
+	publish(t, st, "c", 1, "")
+	checkContiguous(t, seqs(collect(t, afterGap, 1)), 7, 7)
 }

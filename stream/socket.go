@@ -143,15 +143,16 @@ func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 	s.mu.Lock() // the socket is already findable by id: a Subscribe may come in
 	defer s.mu.Unlock()
 	s.subs = make([]*subscription, len(names))
-	var live []int // subscriptions that start at the head
+	var live []int // subscriptions that start at a head the hub does not know
 	for i, name := range names {
 		sub := &subscription{sock: s, state: states[i], channel: name, key: channelKey(name)}
+		startAtHead := false
 		if pos, ok := req.Positions[name]; ok {
 			sub.pos, sub.catchup = pos, true
 		} else if req.FromBeginning {
 			sub.catchup, sub.beginning = true, true
 		} else {
-			live = append(live, i)
+			startAtHead = true
 		}
 		if sub.catchup {
 			s.catchingUp++
@@ -161,6 +162,14 @@ func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 		st.mu.Lock()
 		sub.idx = len(st.subs)
 		st.subs = append(st.subs, sub)
+		if startAtHead {
+			// Joining under the fan-out's lock: the head the hub knows now is exactly where
+			// the events this socket will be offered begin.
+			var known bool
+			if sub.pos, known = st.knownHead(); !known {
+				live = append(live, i)
+			}
+		}
 		st.mu.Unlock()
 	}
 	if len(live) > 0 {
@@ -448,12 +457,16 @@ func (s *Socket) Subscribe(ctx context.Context, ch string, cursor *store.Cursor,
 	st.mu.Lock()
 	sub.idx = len(st.subs)
 	st.subs = append(st.subs, sub)
+	head, headKnown := st.knownHead()
 	st.mu.Unlock()
 	// Joined the live path first; now the start position. Live events that reach the socket
 	// before the subscription is in s.subs are dropped, and the catch-up from pos reads them.
-	if cursor != nil {
+	switch {
+	case cursor != nil:
 		sub.pos = *cursor
-	} else {
+	case headKnown:
+		sub.pos = head
+	default:
 		heads, err := s.hub.st.Heads(ctx, []string{ch})
 		if err != nil {
 			s.leave([]*subscription{sub})

@@ -284,15 +284,16 @@ func (s *Store) Heads(ctx context.Context, channels []string) ([]store.Cursor, e
 
 // Listen implements store.Store. Live delivery is synchronous with Append, so the channel is
 // live as soon as the listener is counted.
-func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string) error {
+func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string) ([]store.Cursor, error) {
 	if s.closed.Load() {
-		return store.ErrClosed
+		return nil, store.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	s.handler.CompareAndSwap(nil, &h)
-	for _, name := range channels {
+	heads := make([]store.Cursor, len(channels))
+	for i, name := range channels {
 		for {
 			ch := s.lookup(name, true)
 			ch.mu.Lock()
@@ -301,11 +302,12 @@ func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string)
 				continue
 			}
 			ch.listeners++
+			heads[i] = ch.head()
 			ch.mu.Unlock()
 			break
 		}
 	}
-	return nil
+	return heads, nil
 }
 
 // Unlisten implements store.Store.

@@ -29,7 +29,7 @@ func benchAppend(b *testing.B, listen bool) {
 		channels[i] = fmt.Sprintf("bench.%d", i)
 	}
 	if listen {
-		if err := s.Listen(context.Background(), &nopHandler{}, channels...); err != nil {
+		if _, err := s.Listen(context.Background(), &nopHandler{}, channels...); err != nil {
 			b.Fatal(err)
 		}
 		defer s.Unlisten(channels...)

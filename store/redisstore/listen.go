@@ -29,6 +29,9 @@ type listened struct {
 	init  bool
 	epoch string
 	last  uint64
+	// head is the position read when the channel became live, set once before ready is
+	// closed and never changed: what Listen answers.
+	head store.Cursor
 }
 
 const (
@@ -45,30 +48,30 @@ const (
 // PING; Listen returns when the loop has seen the marker's PONG (so Redis has the
 // subscription) and has then read the channel's head (so every later append has a larger
 // sequence, whose notice — or the refill of a lost one — reaches h).
-func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string) error {
+func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string) ([]store.Cursor, error) {
 	if s.closed.Load() {
-		return store.ErrClosed
+		return nil, store.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	for _, ch := range channels {
 		if err := checkChannel(ch); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(channels) == 0 {
-		return nil
+		return nil, nil
 	}
 	s.handler.CompareAndSwap(nil, &h)
 
 	s.subMu.Lock()
 	if s.closed.Load() {
 		s.subMu.Unlock()
-		return store.ErrClosed
+		return nil, store.ErrClosed
 	}
 	s.ensurePubSubLocked() // live.go: shared with the bus
-	waits := make([]chan struct{}, 0, len(channels))
+	sts := make([]*listened, 0, len(channels))
 	var fresh []*listened
 	var names []string
 	s.mu.Lock()
@@ -82,7 +85,7 @@ func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string)
 			names = append(names, s.noticeChannel(ch))
 		}
 		st.refs++
-		waits = append(waits, st.ready)
+		sts = append(sts, st)
 	}
 	s.mu.Unlock()
 	var err error
@@ -105,20 +108,22 @@ func (s *Store) Listen(ctx context.Context, h store.Handler, channels ...string)
 	}
 	s.subMu.Unlock()
 	if err != nil {
-		return s.wrapErr(ctx, "listen", err)
+		return nil, s.wrapErr(ctx, "listen", err)
 	}
 
-	for _, ready := range waits {
+	heads := make([]store.Cursor, len(sts))
+	for i, st := range sts {
 		select {
-		case <-ready:
+		case <-st.ready:
+			heads[i] = st.head
 		case <-ctx.Done():
 			s.Unlisten(channels...)
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-s.done:
-			return store.ErrClosed
+			return nil, store.ErrClosed
 		}
 	}
-	return nil
+	return heads, nil
 }
 
 // Unlisten implements store.Store.
@@ -348,7 +353,7 @@ func (lp *loop) onPong(payload string) {
 			lp.failed = true
 		} else {
 			for i, st := range ready {
-				st.epoch, st.last, st.init = heads[i].Epoch, heads[i].Seq, true
+				st.epoch, st.last, st.init, st.head = heads[i].Epoch, heads[i].Seq, true, heads[i]
 				close(st.ready)
 			}
 		}

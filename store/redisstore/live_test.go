@@ -85,7 +85,7 @@ func TestLiveSurvivesReconnect(t *testing.T) {
 	admin := rawClient(t, "")
 	ch, node := "live.reconnect", "node-a"
 	h := newLiveRecorder()
-	if err := a.Listen(testCtx(t), h, ch); err != nil {
+	if _, err := a.Listen(testCtx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Unlisten(ch)
@@ -167,7 +167,7 @@ func TestLiveIgnoresForeignMessages(t *testing.T) {
 	raw := rawClient(t, "")
 	ch, node := "foreign", "node-f"
 	h := newLiveRecorder()
-	if err := s.Listen(testCtx(t), h, ch); err != nil {
+	if _, err := s.Listen(testCtx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(ch)
@@ -248,7 +248,7 @@ func TestLiveSurvivesSilentConnection(t *testing.T) {
 	a, b := newStore(t, opts), newStore(t, opts)
 	ch, node := "live.silent", "node-a"
 	h := newLiveRecorder()
-	if err := a.Listen(testCtx(t), h, ch); err != nil {
+	if _, err := a.Listen(testCtx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Unlisten(ch)

@@ -276,7 +276,7 @@ func TestRefillsLostNotices(t *testing.T) {
 	s := newStore(t, redisstore.Options{})
 	ch := "lost.notices"
 	h := newRecorder()
-	if err := s.Listen(testCtx(t), h, ch); err != nil {
+	if _, err := s.Listen(testCtx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	first := appendN(t, s, ch, 3)
@@ -337,7 +337,7 @@ func TestReconnectCatchesUp(t *testing.T) {
 	admin := rawClient(t, "")
 	ch := "reconnect"
 	h := newRecorder()
-	if err := s.Listen(testCtx(t), h, ch); err != nil {
+	if _, err := s.Listen(testCtx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	const total = 400
@@ -524,7 +524,7 @@ func TestProbeReplacesSilentConnection(t *testing.T) {
 	writer := newStore(t, redisstore.Options{Prefix: prefix})
 	ch := "silent"
 	h := newRecorder()
-	if err := listener.Listen(testCtx(t), h, ch); err != nil {
+	if _, err := listener.Listen(testCtx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	evs := appendN(t, writer, ch, 3)
@@ -589,7 +589,7 @@ func TestEpochChangeReportsGap(t *testing.T) {
 	raw := rawClient(t, "")
 	ch := "reset"
 	h := newRecorder()
-	if err := s.Listen(testCtx(t), h, ch); err != nil {
+	if _, err := s.Listen(testCtx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	old := appendN(t, s, ch, 3)
@@ -648,7 +648,7 @@ func TestUnavailable(t *testing.T) {
 	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("ping: %v, want ErrUnavailable", err)
 	}
-	if err := s.Listen(ctx, newRecorder(), "down"); !errors.Is(err, store.ErrUnavailable) {
+	if _, err := s.Listen(ctx, newRecorder(), "down"); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("listen: %v, want ErrUnavailable", err)
 	}
 }
@@ -658,7 +658,7 @@ func TestBatchingKeepsOrder(t *testing.T) {
 	s := newStore(t, redisstore.Options{Retention: store.Retention{MaxEvents: 100000}})
 	channels := []string{"order.a", "order.b", "order.c", "order.d"}
 	h := newRecorder()
-	if err := s.Listen(testCtx(t), h, channels...); err != nil {
+	if _, err := s.Listen(testCtx(t), h, channels...); err != nil {
 		t.Fatal(err)
 	}
 	const writers, each = 32, 60
@@ -804,7 +804,7 @@ func TestRejectsBracedNames(t *testing.T) {
 func TestClose(t *testing.T) {
 	s := newStore(t, redisstore.Options{})
 	h := newRecorder()
-	if err := s.Listen(testCtx(t), h, "closing"); err != nil {
+	if _, err := s.Listen(testCtx(t), h, "closing"); err != nil {
 		t.Fatal(err)
 	}
 	appendN(t, s, "closing", 2)
@@ -814,7 +814,7 @@ func TestClose(t *testing.T) {
 	if _, err := s.Append(testCtx(t), store.AppendRequest{Channel: "closing", Name: "X", Data: json.RawMessage(`1`)}); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}
-	if err := s.Listen(testCtx(t), h, "closing"); !errors.Is(err, store.ErrClosed) {
+	if _, err := s.Listen(testCtx(t), h, "closing"); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("listen after close: %v", err)
 	}
 	if s.Kind() != "redis" {
@@ -853,7 +853,7 @@ func TestListenChurn(t *testing.T) {
 			defer wg.Done()
 			for i := range 25 {
 				ch := channels[(w+i)%len(channels)]
-				if err := s.Listen(testCtx(t), h, ch); err != nil {
+				if _, err := s.Listen(testCtx(t), h, ch); err != nil {
 					t.Error(err)
 					return
 				}

@@ -135,7 +135,7 @@ func testBroadcastListenersOnly(t *testing.T, nodes BroadcastFactory) {
 	s, _ := nodes(t)
 	ch, quiet, never := Channel(t), Channel(t), Channel(t)
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, ch, quiet); err != nil {
+	if _, err := s.Listen(ctx(t), h, ch, quiet); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(ch, quiet)
@@ -165,7 +165,7 @@ func testBroadcastFields(t *testing.T, nodes BroadcastFactory) {
 	s, _ := nodes(t)
 	ch := Channel(t)
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, ch); err != nil {
+	if _, err := s.Listen(ctx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(ch)
@@ -194,7 +194,7 @@ func testBroadcastOrder(t *testing.T, nodes BroadcastFactory) {
 	s, _ := nodes(t)
 	ch := Channel(t)
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, ch); err != nil {
+	if _, err := s.Listen(ctx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(ch)
@@ -216,7 +216,7 @@ func testBroadcastUnlisten(t *testing.T, nodes BroadcastFactory) {
 	s, _ := nodes(t)
 	ch, fence := Channel(t), Channel(t)
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, ch, fence); err != nil {
+	if _, err := s.Listen(ctx(t), h, ch, fence); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(fence)
@@ -239,7 +239,7 @@ func testBroadcastWithAppends(t *testing.T, nodes BroadcastFactory) {
 	s, other := nodes(t)
 	ch := Channel(t)
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, ch); err != nil {
+	if _, err := s.Listen(ctx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(ch)
@@ -280,7 +280,7 @@ func testBroadcastNodes(t *testing.T, nodes BroadcastFactory) {
 	a, b := nodes(t)
 	ch := Channel(t)
 	ha, hb := newRecorder(), newRecorder()
-	if err := a.Listen(ctx(t), ha, ch); err != nil {
+	if _, err := a.Listen(ctx(t), ha, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Unlisten(ch)
@@ -288,7 +288,7 @@ func testBroadcastNodes(t *testing.T, nodes BroadcastFactory) {
 	if single {
 		hb = ha
 	} else {
-		if err := b.Listen(ctx(t), hb, ch); err != nil {
+		if _, err := b.Listen(ctx(t), hb, ch); err != nil {
 			t.Fatal(err)
 		}
 		defer b.Unlisten(ch)
@@ -432,7 +432,7 @@ func testBusHandlerUsesStore(t *testing.T, nodes BusFactory) {
 	a, b := nodes(t)
 	ch, na := Channel(t), node(t)
 	h := newRecorder()
-	if err := a.Listen(ctx(t), h, ch); err != nil {
+	if _, err := a.Listen(ctx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Unlisten(ch)

@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ReadPaging", testReadPaging},
 		{"PayloadRoundTrip", testPayloadRoundTrip},
 		{"Heads", testHeads},
+		{"ListenReturnsHeads", testListenReturnsHeads},
 		{"IdempotentAppend", testIdempotency},
 		{"RetentionByCount", testRetentionByCount},
 		{"RetentionByAge", testRetentionByAge},
@@ -196,7 +197,7 @@ func testPayloadRoundTrip(t *testing.T, newStore Factory) {
 	s := newStore(t, store.Retention{})
 	ch := Channel(t)
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, ch); err != nil {
+	if _, err := s.Listen(ctx(t), h, ch); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(ch)
@@ -242,6 +243,28 @@ func testHeads(t *testing.T, newStore Factory) {
 	page, err := s.Read(ctx(t), unknown, store.Cursor{}, 10)
 	if err != nil || page.Expired || len(page.Events) != 0 || page.Head != (store.Cursor{}) {
 		t.Fatalf("read of unknown channel: %+v, %v", page, err)
+	}
+}
+
+// testListenReturnsHeads: Listen answers each channel's head, read once the channel was live —
+// the same Heads answers — and the next event to reach the handler is the one after it.
+func testListenReturnsHeads(t *testing.T, newStore Factory) {
+	s := newStore(t, store.Retention{})
+	a, empty := Channel(t), Channel(t)
+	evs := appendN(t, s, a, 3)
+	h := newRecorder()
+	heads, err := s.Listen(ctx(t), h, empty, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Unlisten(empty, a)
+	if len(heads) != 2 || heads[0] != (store.Cursor{}) || heads[1] != evs[2].Cursor() {
+		t.Fatalf("Listen's heads = %v, want [%v %v]", heads, store.Cursor{}, evs[2].Cursor())
+	}
+	next := appendN(t, s, a, 1)
+	got := h.wait(t, a, 1)
+	if got[0].Cursor() != next[0].Cursor() || got[0].Seq != heads[1].Seq+1 {
+		t.Fatalf("first live event %v, want %v, right after the head", got[0].Cursor(), next[0].Cursor())
 	}
 }
 
@@ -412,7 +435,7 @@ func testListenInOrder(t *testing.T, newStore Factory) {
 	a, b, quiet := Channel(t), Channel(t), Channel(t)
 	appendN(t, s, a, 2) // before Listen: must not be delivered live
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, a, b); err != nil {
+	if _, err := s.Listen(ctx(t), h, a, b); err != nil {
 		t.Fatal(err)
 	}
 	evs := appendN(t, s, a, 50)
@@ -438,7 +461,7 @@ func testListenRefCounted(t *testing.T, newStore Factory) {
 	ch := Channel(t)
 	h := newRecorder()
 	for range 2 {
-		if err := s.Listen(ctx(t), h, ch); err != nil {
+		if _, err := s.Listen(ctx(t), h, ch); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -453,7 +476,7 @@ func testConcurrentAppends(t *testing.T, newStore Factory) {
 	s := newStore(t, store.Retention{MaxEvents: 10000})
 	channels := []string{Channel(t), Channel(t), Channel(t)}
 	h := newRecorder()
-	if err := s.Listen(ctx(t), h, channels...); err != nil {
+	if _, err := s.Listen(ctx(t), h, channels...); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Unlisten(channels...)
