@@ -117,6 +117,8 @@ type AppendRequest struct {
 
 // AppendResult is what Append did.
 type AppendResult struct {
+	// Event is the appended event (or, for a duplicate, the first one). Its Data may share the
+	// request's bytes.
 	Event     Event
 	Duplicate bool // the idempotency key was seen before; nothing was appended
 }
