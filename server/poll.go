@@ -93,6 +93,7 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 			timeout = max(until, 0)
 		}
 	}
+	sub.req.EnvelopesOnly = true
 	sock, err := s.open(ctx, sub)
 	if err != nil {
 		return err

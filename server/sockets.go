@@ -84,7 +84,7 @@ func (api socketAPI) openSocket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	sock, err := app.Hub.Open(c.Request().Context(), stream.Request{Dynamic: true})
+	sock, err := app.Hub.Open(c.Request().Context(), stream.Request{Dynamic: true, EnvelopesOnly: true})
 	if err != nil {
 		return storeError(err)
 	}

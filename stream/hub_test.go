@@ -499,3 +499,20 @@ func TestLiveStartNeedsNoRoundTrip(t *testing.T) {
 	publish(t, st, "c", 1, "")
 	checkContiguous(t, seqs(collect(t, afterGap, 1)), 7, 7)
 }
+
+// TestEnvelopesOnlyHistory: a socket whose reader sends envelopes gets the very envelopes a
+// stream reader gets, for history and live events alike.
+func TestEnvelopesOnlyHistory(t *testing.T) {
+	h, st := newHub(t, store.Retention{}, stream.Options{})
+	publish(t, st, "c", 3, "")
+	full := open(t, h, stream.Request{Channels: []string{"c"}, FromBeginning: true})
+	bare := open(t, h, stream.Request{Channels: []string{"c"}, FromBeginning: true, EnvelopesOnly: true})
+	a, b := collect(t, full, 3), collect(t, bare, 3)
+	publish(t, st, "c", 1, "")
+	a, b = append(a, collect(t, full, 1)...), append(b, collect(t, bare, 1)...)
+	for i := range a {
+		if string(a[i].Msg.Envelope()) != string(b[i].Msg.Envelope()) || a[i].ID != b[i].ID {
+			t.Fatalf("delivery %d: %s (id %s) and %s (id %s)", i, a[i].Msg.Envelope(), a[i].ID, b[i].Msg.Envelope(), b[i].ID)
+		}
+	}
+}

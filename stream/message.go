@@ -44,14 +44,22 @@ func (m *Message) DataLine() []byte { return m.frame[m.envlo-len("data: "):] }
 // {"id":"<cursor>","channel":"…","event":"…","data":<json>,"ts":<unix ms>}.
 func (m *Message) Envelope() []byte { return m.frame[m.envlo:m.envhi] }
 
+// newEnvelope encodes ev's envelope alone, for a reader that never sends SSE frames: only
+// Envelope is valid on the result.
+func newEnvelope(ev *store.Event) *Message {
+	id := appendCursor(make([]byte, 0, 32), ev.Cursor())
+	name, _ := json.Marshal(ev.Name) // a string always marshals
+	f := appendEnvelope(make([]byte, 0, envelopeSize(ev, id, name)), ev, id, name)
+	return &Message{Channel: ev.Channel, Cursor: ev.Cursor(), ID: string(id), SocketID: ev.SocketID,
+		frame: f, envhi: len(f)}
+}
+
 // NewMessage encodes ev. The event's data must be compact JSON (no line breaks), which the
 // publishing side guarantees, so the envelope fits one `data:` line.
 func NewMessage(ev *store.Event) *Message {
 	id := appendCursor(make([]byte, 0, 32), ev.Cursor())
 	name, _ := json.Marshal(ev.Name) // a string always marshals
-	size := 4 + len(id) + 8 + len(ev.Name) + 7 + len(`{"id":"","channel":"","event":,"data":,"ts":}`) +
-		len(id) + len(ev.Channel) + len(name) + len(ev.Data) + 20 + 3
-	f := make([]byte, 0, size)
+	f := make([]byte, 0, 4+len(id)+8+len(ev.Name)+7+envelopeSize(ev, id, name)+3)
 	f = append(f, "id: "...)
 	f = append(f, id...)
 	f = append(f, '\n')
@@ -60,6 +68,21 @@ func NewMessage(ev *store.Event) *Message {
 	f = append(f, ev.Name...)
 	f = append(f, "\ndata: "...)
 	envlo := len(f)
+	f = appendEnvelope(f, ev, id, name)
+	envhi := len(f)
+	f = append(f, "\n\n"...)
+	return &Message{
+		Channel: ev.Channel, Cursor: ev.Cursor(), ID: string(id), SocketID: ev.SocketID,
+		frame: f, body: body, envlo: envlo, envhi: envhi,
+	}
+}
+
+func envelopeSize(ev *store.Event, id, name []byte) int {
+	return len(`{"id":"","channel":"","event":,"data":,"ts":}`) + len(id) + len(ev.Channel) + len(name) + len(ev.Data) + 20
+}
+
+// appendEnvelope writes {"id":"<cursor>","channel":"…","event":"…","data":<json>,"ts":<ms>}.
+func appendEnvelope(f []byte, ev *store.Event, id, name []byte) []byte {
 	f = append(f, `{"id":"`...)
 	f = append(f, id...)
 	f = append(f, `","channel":"`...)
@@ -74,13 +97,7 @@ func NewMessage(ev *store.Event) *Message {
 	}
 	f = append(f, `,"ts":`...)
 	f = strconv.AppendInt(f, ev.Time, 10)
-	f = append(f, '}')
-	envhi := len(f)
-	f = append(f, "\n\n"...)
-	return &Message{
-		Channel: ev.Channel, Cursor: ev.Cursor(), ID: string(id), SocketID: ev.SocketID,
-		frame: f, body: body, envlo: envlo, envhi: envhi,
-	}
+	return append(f, '}')
 }
 
 // NewEphemeral encodes a live-only message. Its frame has no `id:` line, so a browser's

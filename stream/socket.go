@@ -30,6 +30,10 @@ type Request struct {
 	// Dynamic lets Subscribe and Unsubscribe change the channels later (a socket of the JS
 	// adapter); its cursor is always composite.
 	Dynamic bool
+	// EnvelopesOnly says the reader sends events' JSON envelopes (long-poll), never SSE
+	// frames: history read for it is encoded as envelopes alone, and only Envelope may be
+	// called on those messages.
+	EnvelopesOnly bool
 }
 
 // Delivery is one thing to send to a client: an event, or a resync notice.
@@ -70,6 +74,8 @@ type Socket struct {
 	hub       *Hub
 	id        string
 	composite bool
+	// envelopesOnly: history is encoded as envelopes alone (Request.EnvelopesOnly).
+	envelopesOnly bool
 
 	// mu guards the subscription state below, which Subscribe and Unsubscribe change from
 	// other goroutines while Next runs. Next holds it except while it waits on the queue.
@@ -115,14 +121,15 @@ type subscription struct {
 // socket (from a cursor, or from the beginning) comes first from Next.
 func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 	s := &Socket{
-		hub:        h,
-		id:         h.newSocketID(),
-		composite:  req.Composite || req.Dynamic || len(req.Channels) != 1,
-		dynamic:    req.Dynamic,
-		exclude:    req.Exclude,
-		queue:      make(chan *Message, h.opts.QueueSize),
-		done:       make(chan struct{}),
-		lastActive: time.Now(),
+		hub:           h,
+		id:            h.newSocketID(),
+		composite:     req.Composite || req.Dynamic || len(req.Channels) != 1,
+		dynamic:       req.Dynamic,
+		envelopesOnly: req.EnvelopesOnly,
+		exclude:       req.Exclude,
+		queue:         make(chan *Message, h.opts.QueueSize),
+		done:          make(chan struct{}),
+		lastActive:    time.Now(),
 	}
 	names := slices.Clone(req.Channels)
 	slices.Sort(names)
@@ -691,7 +698,12 @@ func (s *Socket) readHistory(ctx context.Context, out []Delivery, limit int) ([]
 		if s.excluded(ev.SocketID) {
 			continue
 		}
-		m := NewMessage(ev)
+		var m *Message
+		if s.envelopesOnly {
+			m = newEnvelope(ev)
+		} else {
+			m = NewMessage(ev)
+		}
 		out = append(out, Delivery{Msg: m, ID: s.deliveryID(m)})
 	}
 	if len(page.Events) < batch {
