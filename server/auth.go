@@ -163,14 +163,14 @@ func newVerifier(k TokenKey, opts []jwt.ParserOption) (*verifier, error) {
 	return &verifier{parser: jwt.NewParser(opts...), key: key}, nil
 }
 
-// MaxTokenLen bounds the token text, so a huge header cannot make the parser work hard.
-const MaxTokenLen = 8 << 10
+// maxTokenLen bounds the token text, so a huge header cannot make the parser work hard.
+const maxTokenLen = 8 << 10
 
 // Verify parses and checks a token. The key is chosen by the token's app claim, read before
 // the signature is checked; the claim is read again from the verified token, so a token can
 // only ever be accepted for the app whose key signed it.
 func (a *Authenticator) Verify(token string) (*Claims, error) {
-	if token == "" || len(token) > MaxTokenLen {
+	if token == "" || len(token) > maxTokenLen {
 		return nil, ErrUnauthorized
 	}
 	now := time.Now()

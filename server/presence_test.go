@@ -74,10 +74,10 @@ func TestPresenceWithTokens(t *testing.T) {
 	}
 	join := func(cl client) apiReply {
 		return call(t, "POST", ts.URL+"/v1/sockets/"+cl.id+"/subscriptions",
-			map[string]string{SocketTokenHeader: cl.token, "Authorization": "Bearer " + cl.auth}, `{"channel":"presence-room"}`)
+			map[string]string{socketTokenHeader: cl.token, "Authorization": "Bearer " + cl.auth}, `{"channel":"presence-room"}`)
 	}
 	leave := func(cl client) {
-		if r := call(t, "DELETE", ts.URL+"/v1/sockets/"+cl.id+"/subscriptions/presence-room", map[string]string{SocketTokenHeader: cl.token}, ""); r.status != 200 {
+		if r := call(t, "DELETE", ts.URL+"/v1/sockets/"+cl.id+"/subscriptions/presence-room", map[string]string{socketTokenHeader: cl.token}, ""); r.status != 200 {
 			t.Fatalf("leave: %d %s", r.status, r.body)
 		}
 	}
@@ -109,7 +109,7 @@ func TestPresenceWithTokens(t *testing.T) {
 		t.Fatalf("member_added %+v", f)
 	}
 	// Whispers on a presence channel tell the receivers who sent them.
-	if r := call(t, "POST", ts.URL+"/v1/channels/presence-room/whispers?socket_id="+a.id, map[string]string{SocketTokenHeader: a.token}, `{"event":"client-typing","data":{}}`); r.status != 200 {
+	if r := call(t, "POST", ts.URL+"/v1/channels/presence-room/whispers?socket_id="+a.id, map[string]string{socketTokenHeader: a.token}, `{"event":"client-typing","data":{}}`); r.status != 200 {
 		t.Fatalf("whisper: %d %s", r.status, r.body)
 	}
 	if f := b.st.expect(t, "client-typing"); !strings.Contains(f.data, `"user_id":"u1"`) {
@@ -150,7 +150,7 @@ func TestPresenceWithPusherSignatures(t *testing.T) {
 	ts, app := presenceServer(t)
 	join := func(id, tok, auth, data string) apiReply {
 		body, _ := json.Marshal(map[string]string{"channel": "presence-chat", "auth": auth, "channel_data": data})
-		return call(t, "POST", ts.URL+"/v1/sockets/"+id+"/subscriptions", map[string]string{SocketTokenHeader: tok}, string(body))
+		return call(t, "POST", ts.URL+"/v1/sockets/"+id+"/subscriptions", map[string]string{socketTokenHeader: tok}, string(body))
 	}
 	var ids, toks []string
 	var readers []*sseReader

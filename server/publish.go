@@ -27,12 +27,12 @@ type PublishRequest struct {
 	SocketID string          `json:"socket_id,omitempty"`
 }
 
-// MaxIdempotencyKeyLen bounds an Idempotency-Key header.
-const MaxIdempotencyKeyLen = 255
+// maxIdempotencyKeyLen bounds an Idempotency-Key header.
+const maxIdempotencyKeyLen = 255
 
-// ParsePublish decodes and checks a publish body. The data is returned compacted to one line,
+// parsePublish decodes and checks a publish body. The data is returned compacted to one line,
 // so every stored envelope fits a single SSE `data:` line.
-func ParsePublish(body []byte) (PublishRequest, error) {
+func parsePublish(body []byte) (PublishRequest, error) {
 	var req PublishRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return req, badRequest("invalid_json", "the body must be one JSON object {\"event\":…,\"data\":…}: "+jsonProblem(err))
@@ -40,7 +40,7 @@ func ParsePublish(body []byte) (PublishRequest, error) {
 	if err := stream.ValidEventName(req.Event); err != nil {
 		return req, badRequest("invalid_event", err.Error())
 	}
-	if req.SocketID != "" && !ValidSocketID(req.SocketID) {
+	if req.SocketID != "" && !validSocketID(req.SocketID) {
 		return req, badRequest("invalid_socket_id", "socket_id must look like 1234.5678")
 	}
 	req.Data = compactJSON(req.Data)
@@ -63,8 +63,8 @@ func jsonProblem(err error) string {
 	return msg
 }
 
-// ValidSocketID checks Pusher's socket id form, digits.digits.
-func ValidSocketID(id string) bool {
+// validSocketID checks Pusher's socket id form, digits.digits.
+func validSocketID(id string) bool {
 	dot := strings.IndexByte(id, '.')
 	if dot <= 0 || dot == len(id)-1 || len(id) > 64 {
 		return false
@@ -170,12 +170,6 @@ func (s *Server) allow(cl *Claims, action authz.Action, channel string) error {
 	return nil
 }
 
-// PublishResponse is the answer to a publish.
-type PublishResponse struct {
-	ID      string `json:"id"`
-	Channel string `json:"channel"`
-}
-
 func (s *Server) publish(c echo.Context) error {
 	channel, err := channelParam(c)
 	if err != nil {
@@ -186,14 +180,14 @@ func (s *Server) publish(c echo.Context) error {
 		return err
 	}
 	key := c.Request().Header.Get("Idempotency-Key")
-	if len(key) > MaxIdempotencyKeyLen || !printableASCII(key) {
+	if len(key) > maxIdempotencyKeyLen || !printableASCII(key) {
 		return badRequest("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
 	}
 	body, err := s.readBody(c)
 	if err != nil {
 		return err
 	}
-	req, err := ParsePublish(body)
+	req, err := parsePublish(body)
 	if err != nil {
 		return err
 	}

@@ -44,8 +44,8 @@ import (
 
 // Pusher's limits on one request.
 const (
-	PusherMaxChannels = 100 // channels of one trigger
-	PusherMaxBatch    = 10  // events of one batch trigger
+	pusherMaxChannels = 100 // channels of one trigger
+	pusherMaxBatch    = 10  // events of one batch trigger
 )
 
 // pusherClock is the clock auth_timestamp is checked against; tests replace it.
@@ -207,8 +207,8 @@ func (ev *pusherEvent) check(batch bool) (pusherTrigger, error) {
 		t.channels = []string{*ev.Channel}
 	case len(ev.Channels) == 0:
 		return t, unprocessable("invalid_channel", "channel (one name) or channels (a list of 1 to 100) is required")
-	case len(ev.Channels) > PusherMaxChannels:
-		return t, unprocessable("too_many_channels", fmt.Sprintf("at most %d channels per trigger", PusherMaxChannels))
+	case len(ev.Channels) > pusherMaxChannels:
+		return t, unprocessable("too_many_channels", fmt.Sprintf("at most %d channels per trigger", pusherMaxChannels))
 	default:
 		// A channel listed twice still gets the event once.
 		t.channels = make([]string, 0, len(ev.Channels))
@@ -224,7 +224,7 @@ func (ev *pusherEvent) check(batch bool) (pusherTrigger, error) {
 		}
 	}
 	if ev.SocketID != nil && *ev.SocketID != "" {
-		if !ValidSocketID(*ev.SocketID) {
+		if !validSocketID(*ev.SocketID) {
 			return t, unprocessable("invalid_socket_id", "socket_id must look like 1234.5678")
 		}
 		t.socketID = *ev.SocketID
@@ -352,9 +352,9 @@ func (p pusherAPI) batchEvents(c echo.Context, app *App, body []byte) error {
 	}
 	switch n := len(req.Batch); {
 	case n == 0:
-		return unprocessable("invalid_batch", fmt.Sprintf("batch must hold 1 to %d events", PusherMaxBatch))
-	case n > PusherMaxBatch:
-		return unprocessable("batch_too_large", fmt.Sprintf("batch holds %d events; at most %d per request", n, PusherMaxBatch))
+		return unprocessable("invalid_batch", fmt.Sprintf("batch must hold 1 to %d events", pusherMaxBatch))
+	case n > pusherMaxBatch:
+		return unprocessable("batch_too_large", fmt.Sprintf("batch holds %d events; at most %d per request", n, pusherMaxBatch))
 	}
 	triggers := make([]pusherTrigger, len(req.Batch))
 	anyInfo := false

@@ -148,7 +148,7 @@ func (r *sseReader) expectPusherEnd(t *testing.T) {
 
 func pusherSubscribe(t *testing.T, base, id, token, body string) {
 	t.Helper()
-	if r := call(t, "POST", base+"/v1/sockets/"+id+"/subscriptions", map[string]string{SocketTokenHeader: token}, body); r.status != http.StatusOK {
+	if r := call(t, "POST", base+"/v1/sockets/"+id+"/subscriptions", map[string]string{socketTokenHeader: token}, body); r.status != http.StatusOK {
 		t.Fatalf("subscribe %s: %d %s", body, r.status, r.body)
 	}
 }
@@ -486,7 +486,7 @@ func TestPusherTerminateConnections(t *testing.T) {
 	a2.expectPusherEnd(t)
 	js.expectPusherEnd(t)
 	q := url.Values{"socket_id": {ps.SocketID}, "timeout": {"0"}}
-	expectError(t, "terminated poll socket", call(t, "GET", ts.URL+"/v1/poll?"+q.Encode(), map[string]string{SocketTokenHeader: ps.SocketToken}, ""), http.StatusNotFound, "socket_gone")
+	expectError(t, "terminated poll socket", call(t, "GET", ts.URL+"/v1/poll?"+q.Encode(), map[string]string{socketTokenHeader: ps.SocketToken}, ""), http.StatusNotFound, "socket_gone")
 	if f := b.expect(t, "herald:member_removed"); !strings.Contains(f.data, `"user_id":"7"`) {
 		t.Fatalf("member_removed %+v", f)
 	}

@@ -329,7 +329,7 @@ func logRequest(log zerolog.Logger, r accessEntry, status int, bytes int64, reas
 	}
 	ev = ev.Str("method", r.method).
 		Str("path", r.path).
-		Str("query", RedactQuery(r.rawQuery)).
+		Str("query", redactQuery(r.rawQuery)).
 		Int("status", status).
 		Int64("bytes", bytes).
 		Dur("duration", time.Since(r.start)).
@@ -340,8 +340,8 @@ func logRequest(log zerolog.Logger, r accessEntry, status int, bytes int64, reas
 	ev.Msg("request")
 }
 
-// RedactQuery hides secrets (token=…) in a raw query string, for logs.
-func RedactQuery(raw string) string {
+// redactQuery hides secrets (token=…) in a raw query string, for logs.
+func redactQuery(raw string) string {
 	if raw == "" {
 		return ""
 	}

@@ -94,7 +94,7 @@ func TestVerifyRejects(t *testing.T) {
 		"app not a string":  sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "u1", "exp": exp, "app": 7, "iss": "app", "aud": "herald"}),
 		"garbage":           "not.a.token",
 		"empty":             "",
-		"huge":              strings.Repeat("a", MaxTokenLen+1),
+		"huge":              strings.Repeat("a", maxTokenLen+1),
 	} {
 		if _, err := auth.Verify(tok); !errors.Is(err, ErrUnauthorized) {
 			t.Errorf("%s: err %v, want ErrUnauthorized", name, err)
@@ -146,7 +146,7 @@ func FuzzParsePublish(f *testing.F) {
 	f.Add([]byte(`{"event":"X"} {}`))
 	f.Add([]byte(`{"event":"a\nb"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := ParsePublish(body)
+		req, err := parsePublish(body)
 		if err != nil {
 			var ae *apiError
 			if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
@@ -172,7 +172,7 @@ func TestRedactQuery(t *testing.T) {
 		"%74oken=x":                   "%74oken=REDACTED",
 		"socket_token=s&access_token": "socket_token=REDACTED&access_token",
 	} {
-		if got := RedactQuery(in); got != want {
+		if got := redactQuery(in); got != want {
 			t.Errorf("RedactQuery(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -181,7 +181,7 @@ func TestRedactQuery(t *testing.T) {
 func FuzzRedactQuery(f *testing.F) {
 	f.Add("token=secret&channel=a")
 	f.Fuzz(func(t *testing.T, q string) {
-		out := RedactQuery(q)
+		out := redactQuery(q)
 		for _, p := range strings.Split(out, "&") {
 			if k, v, ok := strings.Cut(p, "="); ok && strings.EqualFold(k, "token") && v != "REDACTED" {
 				t.Fatalf("token value leaked: %q -> %q", q, out)
@@ -192,7 +192,7 @@ func FuzzRedactQuery(f *testing.F) {
 
 func TestValidSocketID(t *testing.T) {
 	for id, want := range map[string]bool{"1.2": true, "123456789.42": true, "": false, "1.": false, ".1": false, "1.2.3": false, "a.1": false, "1,2": false} {
-		if ValidSocketID(id) != want {
+		if validSocketID(id) != want {
 			t.Errorf("ValidSocketID(%q) = %v", id, !want)
 		}
 	}

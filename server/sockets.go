@@ -31,8 +31,8 @@ import (
 // the socket's node runs the call (calls.go).
 type socketAPI struct{ *Server }
 
-// SocketTokenHeader carries a socket's token on calls that act on the socket.
-const SocketTokenHeader = "X-Herald-Socket-Token"
+// socketTokenHeader carries a socket's token on calls that act on the socket.
+const socketTokenHeader = "X-Herald-Socket-Token"
 
 // socketTokens signs socket ids: a token proves its holder opened that socket.
 type socketTokens struct{ key []byte }
@@ -68,7 +68,7 @@ func socketNode(id string) string {
 
 var (
 	errSocketGone      = errorf(http.StatusNotFound, "socket_gone", "no node holds this socket any more: open a new one and subscribe again")
-	errSocketToken     = errorf(http.StatusUnauthorized, "socket_token_invalid", "the "+SocketTokenHeader+" header does not match this socket")
+	errSocketToken     = errorf(http.StatusUnauthorized, "socket_token_invalid", "the "+socketTokenHeader+" header does not match this socket")
 	errBadSocketID     = badRequest("invalid_socket_id", "socket ids look like 1234.5678")
 	errPollInProgress  = errorf(http.StatusConflict, "poll_in_progress", "another poll of this socket is still waiting")
 	errTooManyChannels = badRequest("too_many_channels", fmt.Sprintf("at most %d channels per socket", channel.MaxPerSocket))
@@ -97,10 +97,10 @@ func (api socketAPI) openSocket(c echo.Context) error {
 
 // socketFromRequest validates a socket id and its token, and finds the socket's app.
 func (api socketAPI) socketFromRequest(c echo.Context, id string) (string, *App, error) {
-	if !ValidSocketID(id) {
+	if !validSocketID(id) {
 		return "", nil, errBadSocketID
 	}
-	tok := c.Request().Header.Get(SocketTokenHeader)
+	tok := c.Request().Header.Get(socketTokenHeader)
 	if tok == "" {
 		tok = c.QueryParam("socket_token")
 	}
@@ -110,8 +110,8 @@ func (api socketAPI) socketFromRequest(c echo.Context, id string) (string, *App,
 	return "", nil, errSocketToken
 }
 
-// SubscribeRequest is the body of POST /v1/sockets/{socket_id}/subscriptions.
-type SubscribeRequest struct {
+// subscribeRequest is the body of POST /v1/sockets/{socket_id}/subscriptions.
+type subscribeRequest struct {
 	Channel          string   `json:"channel"`
 	Auth             string   `json:"auth,omitempty"`
 	ChannelData      string   `json:"channel_data,omitempty"`
@@ -119,9 +119,9 @@ type SubscribeRequest struct {
 	ExcludeSocketIDs []string `json:"exclude_socket_ids,omitempty"`
 }
 
-// ParseSubscribe decodes and checks a subscription body.
-func ParseSubscribe(body []byte) (SubscribeRequest, error) {
-	var req SubscribeRequest
+// parseSubscribeBody decodes and checks a subscription body.
+func parseSubscribeBody(body []byte) (subscribeRequest, error) {
+	var req subscribeRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return req, badRequest("invalid_json", "the body must be {\"channel\":…[,\"auth\",\"channel_data\",\"cursor\",\"exclude_socket_ids\"]}: "+jsonProblem(err))
 	}
@@ -137,7 +137,7 @@ func ParseSubscribe(body []byte) (SubscribeRequest, error) {
 		return req, badRequest("invalid_exclude", "at most 20 exclude_socket_ids")
 	}
 	for _, id := range req.ExcludeSocketIDs {
-		if !ValidSocketID(id) {
+		if !validSocketID(id) {
 			return req, badRequest("invalid_exclude", "exclude_socket_ids must be socket ids like 1234.5678")
 		}
 	}
@@ -155,7 +155,7 @@ func (api socketAPI) subscribeSocket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	req, err := ParseSubscribe(body)
+	req, err := parseSubscribeBody(body)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func (api socketAPI) subscribeSocket(c echo.Context) error {
 // channels need none. Private and presence channels take a Pusher signature from the app's
 // own /broadcasting/auth, or a token on this call; with neither, the socket's node decides
 // with the token the socket was opened with.
-func (api socketAPI) authorizeSocketSubscribe(c echo.Context, app *App, socketID string, req SubscribeRequest, call *subscribeCall) error {
+func (api socketAPI) authorizeSocketSubscribe(c echo.Context, app *App, socketID string, req subscribeRequest, call *subscribeCall) error {
 	if !channel.NeedsAuth(req.Channel) {
 		return nil
 	}

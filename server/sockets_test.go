@@ -124,7 +124,9 @@ func publishVia(t *testing.T, base, tok, channel, data string) string {
 	if r.status != http.StatusCreated {
 		t.Fatalf("publish: %d %s", r.status, r.body)
 	}
-	var p PublishResponse
+	var p struct {
+		ID string `json:"id"`
+	}
 	json.Unmarshal([]byte(r.body), &p)
 	return p.ID
 }
@@ -146,7 +148,7 @@ func TestSocketSubscriptionsOnAStream(t *testing.T) {
 		t.Fatalf("connected frame %+v", hello)
 	}
 	subs := ts.URL + "/v1/sockets/" + c.SocketID + "/subscriptions"
-	hdr := map[string]string{SocketTokenHeader: c.SocketToken}
+	hdr := map[string]string{socketTokenHeader: c.SocketToken}
 
 	r := call(t, "POST", subs, hdr, `{"channel":"room","cursor":"`+first+`"}`)
 	if r.status != http.StatusOK {
@@ -169,7 +171,7 @@ func TestSocketSubscriptionsOnAStream(t *testing.T) {
 		t.Fatalf("want a subscription error on the socket, got %+v", f)
 	}
 	sub := mint(t, TokenSpec{Subject: "u", Subscribe: []string{"private-x"}, TTL: time.Hour})
-	withTok := map[string]string{SocketTokenHeader: c.SocketToken, "Authorization": "Bearer " + sub}
+	withTok := map[string]string{socketTokenHeader: c.SocketToken, "Authorization": "Bearer " + sub}
 	if r := call(t, "POST", subs, withTok, `{"channel":"private-x"}`); r.status != http.StatusOK {
 		t.Fatalf("private with a token: %d %s", r.status, r.body)
 	}
@@ -177,13 +179,13 @@ func TestSocketSubscriptionsOnAStream(t *testing.T) {
 	expectError(t, "not allowed", call(t, "POST", subs, withTok, `{"channel":"private-y"}`), http.StatusForbidden, "forbidden")
 	st.next(t) // its error
 
-	expectError(t, "wrong socket token", call(t, "POST", subs, map[string]string{SocketTokenHeader: "nope"}, `{"channel":"room"}`), http.StatusUnauthorized, "socket_token_invalid")
+	expectError(t, "wrong socket token", call(t, "POST", subs, map[string]string{socketTokenHeader: "nope"}, `{"channel":"room"}`), http.StatusUnauthorized, "socket_token_invalid")
 	expectError(t, "bad body", call(t, "POST", subs, hdr, `{"channel":"room","extra":1}`), http.StatusBadRequest, "invalid_json")
 	expectError(t, "bad channel", call(t, "POST", subs, hdr, `{"channel":"no spaces"}`), http.StatusUnprocessableEntity, "invalid_channel")
 	expectError(t, "bad cursor", call(t, "POST", subs, hdr, `{"channel":"room","cursor":"zz"}`), http.StatusBadRequest, "invalid_cursor")
 	gone := "1.1"
 	expectError(t, "unknown socket", call(t, "POST", ts.URL+"/v1/sockets/"+gone+"/subscriptions",
-		map[string]string{SocketTokenHeader: socketTokens{DeriveSocketSecret(testSecret)}.token("default", gone)}, `{"channel":"room"}`), http.StatusNotFound, "socket_gone")
+		map[string]string{socketTokenHeader: socketTokens{DeriveSocketSecret(testSecret)}.token("default", gone)}, `{"channel":"room"}`), http.StatusNotFound, "socket_gone")
 
 	if r := call(t, "DELETE", subs+"/room", hdr, ""); r.status != http.StatusOK {
 		t.Fatalf("unsubscribe: %d %s", r.status, r.body)
@@ -205,7 +207,7 @@ func TestPollSocket(t *testing.T) {
 	if r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &sk) != nil || sk.SocketToken == "" {
 		t.Fatalf("open socket: %d %s", r.status, r.body)
 	}
-	hdr := map[string]string{SocketTokenHeader: sk.SocketToken}
+	hdr := map[string]string{socketTokenHeader: sk.SocketToken}
 	if r := call(t, "POST", ts.URL+"/v1/sockets/"+sk.SocketID+"/subscriptions", hdr, `{"channel":"room"}`); r.status != http.StatusOK {
 		t.Fatalf("subscribe: %d %s", r.status, r.body)
 	}
@@ -277,14 +279,14 @@ func TestWhispers(t *testing.T) {
 		ms = append(ms, member{st, id, token})
 	}
 	for _, m := range ms[:2] {
-		hdr := map[string]string{SocketTokenHeader: m.token, "Authorization": auth["Authorization"]}
+		hdr := map[string]string{socketTokenHeader: m.token, "Authorization": auth["Authorization"]}
 		if r := call(t, "POST", ts.URL+"/v1/sockets/"+m.id+"/subscriptions", hdr, `{"channel":"private-chat"}`); r.status != http.StatusOK {
 			t.Fatalf("subscribe: %d %s", r.status, r.body)
 		}
 		m.st.next(t) // notice
 	}
 	whisper := func(m member, channel, body string) apiReply {
-		return call(t, "POST", ts.URL+"/v1/channels/"+channel+"/whispers?socket_id="+m.id, map[string]string{SocketTokenHeader: m.token}, body)
+		return call(t, "POST", ts.URL+"/v1/channels/"+channel+"/whispers?socket_id="+m.id, map[string]string{socketTokenHeader: m.token}, body)
 	}
 	if r := whisper(ms[0], "private-chat", `{"event":"client-typing","data":{"typing":true}}`); r.status != http.StatusOK {
 		t.Fatalf("whisper: %d %s", r.status, r.body)
@@ -297,7 +299,7 @@ func TestWhispers(t *testing.T) {
 	expectError(t, "not subscribed", whisper(ms[2], "private-chat", `{"event":"client-x"}`), http.StatusForbidden, "not_subscribed")
 	expectError(t, "public channel", whisper(ms[0], "chat", `{"event":"client-x"}`), http.StatusForbidden, "client_events_not_allowed")
 	expectError(t, "no client- prefix", whisper(ms[0], "private-chat", `{"event":"typing"}`), http.StatusBadRequest, "invalid_event")
-	expectError(t, "bad token", call(t, "POST", ts.URL+"/v1/channels/private-chat/whispers?socket_id="+ms[0].id, map[string]string{SocketTokenHeader: "x"}, `{"event":"client-x"}`), http.StatusUnauthorized, "socket_token_invalid")
+	expectError(t, "bad token", call(t, "POST", ts.URL+"/v1/channels/private-chat/whispers?socket_id="+ms[0].id, map[string]string{socketTokenHeader: "x"}, `{"event":"client-x"}`), http.StatusUnauthorized, "socket_token_invalid")
 	limited := 0
 	for range 10 {
 		if r := whisper(ms[0], "private-chat", `{"event":"client-typing"}`); r.status == http.StatusTooManyRequests {
@@ -339,7 +341,7 @@ func TestPollLongerThanSocketTimeout(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &sk); err != nil || r.status != http.StatusCreated {
 		t.Fatalf("open socket: %d %s", r.status, r.body)
 	}
-	hdr := map[string]string{SocketTokenHeader: sk.SocketToken}
+	hdr := map[string]string{socketTokenHeader: sk.SocketToken}
 	if r := call(t, "POST", ts.URL+"/v1/sockets/"+sk.SocketID+"/subscriptions", hdr, `{"channel":"room"}`); r.status != 200 {
 		t.Fatalf("subscribe: %d %s", r.status, r.body)
 	}

@@ -24,8 +24,8 @@ const (
 	ClientEventsNone    = "none"    // disabled
 )
 
-// WhisperRequest is the body of POST /v1/channels/{channel}/whispers.
-type WhisperRequest struct {
+// whisperRequest is the body of POST /v1/channels/{channel}/whispers.
+type whisperRequest struct {
 	Event string          `json:"event"`
 	Data  json.RawMessage `json:"data"`
 }
@@ -60,7 +60,7 @@ func (api socketAPI) whisper(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req WhisperRequest
+	var req whisperRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return badRequest("invalid_json", "the body must be {\"event\":\"client-…\",\"data\":…}: "+jsonProblem(err))
 	}
