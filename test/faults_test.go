@@ -654,24 +654,23 @@ func (c *faultCounts) tally(rec *subRecord, acked map[string][]ackedEvent) {
 				continue
 			}
 			got[it.ID] = true
+			if a, ok := byID[it.ID]; !ok {
+				c.Unacknowledged++
+			} else if a.Event != "Done" {
+				c.Delivered++
+			}
 			switch {
 			case pos.epoch == prev.epoch && pos.seq == prev.seq+1 || prev == (position{}) && pos.seq == 1:
 			case resynced:
 				announced = append(announced, skipRange{prev, pos})
 			case pos.epoch == prev.epoch && pos.seq <= prev.seq:
-				c.Reordered++
+				c.Reordered++ // delivered, late
 				continue
 			default:
 				silent = append(silent, skipRange{prev, pos})
 			}
 			resynced = false
 			prev = pos
-			a, ok := byID[it.ID]
-			if !ok {
-				c.Unacknowledged++
-			} else if a.Event != "Done" {
-				c.Delivered++
-			}
 			// The same publish under two ids in one epoch was appended twice.
 			if e, ok := epochOfN[it.N]; ok && e == pos.epoch && it.Event != "Done" {
 				c.Duplicated++
@@ -1148,5 +1147,49 @@ func TestFaultTrimUnderPausedSubscriber(t *testing.T) {
 	}
 	if rc := recs[2]; rc.reconnects == 0 && slices.ContainsFunc(rc.seen[ch], func(it seenItem) bool { return it.Resync }) {
 		t.Errorf("the subscriber that kept reading got a resync without ever being dropped")
+	}
+}
+
+// TestFaultCountsCatchFaults: the counting the fault cases rely on sees each fault it must
+// see. Without it, a case could pass by counting nothing.
+func TestFaultCountsCatchFaults(t *testing.T) {
+	t.Parallel()
+	acked := map[string][]ackedEvent{"c": {
+		{N: 0, ID: "e1-1", Event: "Tick"}, {N: 1, ID: "e1-2", Event: "Tick"}, {N: 2, ID: "e1-3", Event: "Tick"},
+		{N: 3, ID: "e1-4", Event: "Tick"}, {N: 4, ID: "e2-1", Event: "Tick"}, {N: 5, ID: "e2-2", Event: "Done"},
+	}}
+	ev := func(id string, n int) seenItem { return seenItem{ID: id, N: n, Event: "Tick"} }
+	done := seenItem{ID: "e2-2", N: 5, Event: "Done"}
+	resync := seenItem{Resync: true}
+	for _, tc := range []struct {
+		name string
+		seen []seenItem
+		want faultCounts
+	}{
+		{"exact", []seenItem{ev("e1-1", 0), ev("e1-2", 1), ev("e1-3", 2), ev("e1-4", 3), resync, ev("e2-1", 4), done},
+			faultCounts{Delivered: 5, Resynced: 1}},
+		{"silent gap", []seenItem{ev("e1-1", 0), ev("e1-3", 2), ev("e1-4", 3), resync, ev("e2-1", 4), done},
+			faultCounts{Delivered: 4, Lost: 1, Resynced: 1}},
+		{"silent new epoch", []seenItem{ev("e1-1", 0), ev("e1-2", 1), ev("e2-1", 4), done},
+			faultCounts{Delivered: 3, Lost: 2}},
+		{"announced", []seenItem{ev("e1-1", 0), resync, ev("e2-1", 4), done},
+			faultCounts{Delivered: 2, Resynced: 1, Announced: 3}},
+		{"duplicate id", []seenItem{ev("e1-1", 0), ev("e1-2", 1), ev("e1-2", 1), ev("e1-3", 2), ev("e1-4", 3), resync, ev("e2-1", 4), done},
+			faultCounts{Delivered: 5, Duplicated: 1, Resynced: 1}},
+		{"appended twice", []seenItem{ev("e1-1", 0), ev("e1-2", 1), ev("e1-3", 1), ev("e1-4", 3), resync, ev("e2-1", 4), done},
+			faultCounts{Delivered: 5, Duplicated: 1, Resynced: 1}},
+		{"reordered", []seenItem{ev("e1-1", 0), ev("e1-3", 2), ev("e1-2", 1), ev("e1-4", 3), resync, ev("e2-1", 4), done},
+			faultCounts{Delivered: 5, Reordered: 1, Resynced: 1}},
+		{"unacknowledged", []seenItem{ev("e1-1", 0), ev("e1-2", 1), ev("e1-3", 2), ev("e1-4", 3), ev("e1-5", 9), resync, ev("e2-1", 4), done},
+			faultCounts{Delivered: 5, Unacknowledged: 1, Resynced: 1}},
+	} {
+		rec := newSubRecord(tc.name, []string{"c"})
+		rec.seen["c"] = tc.seen
+		var got faultCounts
+		got.tally(rec, acked)
+		tc.want.Subscribers = 1
+		if got != tc.want {
+			t.Errorf("%s: counted %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }
