@@ -289,6 +289,15 @@ type stuckRun struct {
 	PeakRSSMB       float64 `json:"peak_rss_mb"`
 	StuckCutOff     int     `json:"stuck_cut_off"`
 	StuckMaxBytesKB int64   `json:"stuck_max_received_kb"`
+	// When the node had cut off every stuck client (seconds after the first publish), and the
+	// readers' p99 for events published before and after.
+	StuckAllCutS  float64 `json:"stuck_all_cut_s,omitempty"`
+	P99msUntilCut float64 `json:"p99_ms_until_cut,omitempty"`
+	P99msAfterCut float64 `json:"p99_ms_after_cut,omitempty"`
+	// The most memory the kernel's TCP buffers held during the run, machine-wide, and how many
+	// times the kernel entered TCP memory pressure (which shrinks every connection's buffers).
+	PeakTCPMemMB    float64 `json:"peak_tcp_buffers_mb"`
+	MemoryPressures int64   `json:"tcp_memory_pressures"`
 }
 
 const (
@@ -357,6 +366,7 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 		lastID  string
 		check   seqCheck
 		lat     []time.Duration
+		sent    []int64 // when each event was published, Unix ns
 		reconns int
 		err     error
 	}
@@ -428,10 +438,36 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 						return
 					}
 					r.lat = append(r.lat, f.At.Sub(time.Unix(0, env.Data.T)))
+					r.sent = append(r.sent, env.Data.T)
 				}
 			}
 		})
 	}
+
+	// The node's connections tell when it has cut off the last stuck client; the kernel's
+	// count of TCP buffer memory shows what stuck connections hold until then (loopback: both
+	// ends are this machine's, but a stuck client's own buffer is 4 KB).
+	port, _ := strconv.Atoi(h.Addr[strings.LastIndexByte(h.Addr, ':')+1:])
+	pressuresBefore, _ := tcpExtCounter("TCPMemoryPressures")
+	pubStart := time.Now()
+	var allCut, peakTCPMem atomic.Int64 // Unix ns; bytes
+	stopWatch, watchDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			if m, err := tcpMemory(); err == nil && m > peakTCPMem.Load() {
+				peakTCPMem.Store(m)
+			}
+			if n, err := serverConns(port); err == nil && stuck > 0 && allCut.Load() == 0 && n <= stuckReaders+5 {
+				allCut.Store(time.Now().UnixNano())
+			}
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 
 	pad := strings.Repeat("x", 1900) // with the envelope, a frame of about 2 KB
 	var pubLat []time.Duration
@@ -451,12 +487,26 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	h.mustPublish(t, tok, ch, "Done", map[string]int{"n": res.Published})
 	wg.Wait()
 
-	var lat []time.Duration
+	close(stopWatch)
+	<-watchDone
+	res.PeakTCPMemMB = round1(mb(peakTCPMem.Load()))
+	if after, err := tcpExtCounter("TCPMemoryPressures"); err == nil {
+		res.MemoryPressures = after - pressuresBefore
+	}
+	var lat, untilCut, afterCut []time.Duration
+	cutAt := allCut.Load()
 	for i, r := range readers {
 		if r.err != nil {
 			t.Errorf("reader %d: %v", i, r.err)
 		}
 		lat = append(lat, r.lat...)
+		for k, sent := range r.sent {
+			if cutAt != 0 && sent < cutAt {
+				untilCut = append(untilCut, r.lat[k])
+			} else if cutAt != 0 {
+				afterCut = append(afterCut, r.lat[k])
+			}
+		}
 		res.Delivered += r.check.Events
 		res.Lost += max(res.Published-r.check.Events, 0)
 		res.Duplicated += r.check.Duplicated
@@ -466,6 +516,10 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	}
 	res.P50ms, res.P99ms, res.MaxMs = percentileMs(lat, 0.50), percentileMs(lat, 0.99), percentileMs(lat, 1)
 	res.PublishP99ms = percentileMs(pubLat, 0.99)
+	if cutAt != 0 {
+		res.StuckAllCutS = round1(time.Unix(0, cutAt).Sub(pubStart).Seconds())
+		res.P99msUntilCut, res.P99msAfterCut = percentileMs(untilCut, 0.99), percentileMs(afterCut, 0.99)
+	}
 	res.PeakRSSMB = round1(float64(mustSample(t, h, dbg, false).PeakRSSKB) / 1024)
 
 	// A stuck client that was cut off reads what its buffers held, then the end of the stream;
@@ -489,8 +543,8 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 		return nil
 	})
 	res.StuckCutOff, res.StuckMaxBytesKB = int(cut.Load()), maxBytes.Load()>>10
-	t.Logf("%d stuck clients: %d events published, readers' latency p50 %.1f ms p99 %.1f ms max %.1f ms, publish p99 %.1f ms, peak RSS %.1f MB, %d stuck cut off (at most %d KB received)",
-		stuck, res.Published, res.P50ms, res.P99ms, res.MaxMs, res.PublishP99ms, res.PeakRSSMB, res.StuckCutOff, res.StuckMaxBytesKB)
+	t.Logf("%d stuck clients: %d events published, readers' latency p50 %.1f ms p99 %.1f ms max %.1f ms, publish p99 %.1f ms, peak RSS %.1f MB, %d stuck cut off (at most %d KB received), all of them %.1f s after the first publish (readers' p99 until then %.1f ms, after %.1f ms); TCP buffers peaked at %.1f MB (%d memory pressure episodes)",
+		stuck, res.Published, res.P50ms, res.P99ms, res.MaxMs, res.PublishP99ms, res.PeakRSSMB, res.StuckCutOff, res.StuckMaxBytesKB, res.StuckAllCutS, res.P99msUntilCut, res.P99msAfterCut, res.PeakTCPMemMB, res.MemoryPressures)
 	return res
 }
 
@@ -502,6 +556,66 @@ func percentileMs(ds []time.Duration, p float64) float64 {
 	slices.Sort(s)
 	i := min(int(p*float64(len(s))), len(s)-1)
 	return round1(float64(s[i]) / float64(time.Millisecond))
+}
+
+// tcpMemory is what the kernel's TCP buffers hold, machine-wide (/proc/net/sockstat, in pages).
+func tcpMemory() (int64, error) {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "TCP: ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		for i := 0; i+1 < len(f); i += 2 {
+			if f[i] == "mem" {
+				pages, err := strconv.ParseInt(f[i+1], 10, 64)
+				return pages * int64(os.Getpagesize()), err
+			}
+		}
+	}
+	return 0, errors.New("no TCP mem in /proc/net/sockstat")
+}
+
+// tcpExtCounter reads one of the kernel's TcpExt counters (/proc/net/netstat).
+func tcpExtCounter(name string) (int64, error) {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
+			continue
+		}
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for k := range names {
+			if names[k] == name && k < len(values) {
+				return strconv.ParseInt(values[k], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no TcpExt %s in /proc/net/netstat", name)
+}
+
+// serverConns counts the established IPv4 connections whose local port is port.
+func serverConns(port int) (int, error) {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return 0, err
+	}
+	suffix := fmt.Sprintf(":%04X", port)
+	n := 0
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[1], suffix) && f[3] == "01" {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // parallel runs f(0) … f(n-1), at most width at once, and returns the first error.
