@@ -895,12 +895,12 @@ func TestFaultRedisRestartNoPersistence(t *testing.T) {
 	pub := newFaultPublisher(h.Publisher(t), h)
 	pub.pause = 2 * time.Millisecond
 	stop := pub.runAll([]string{a, b}, 30*time.Second)
-	waitAcked(t, pub, 2*200)
+	waitAcked(t, pub, 2*100)
 	rd.stop()
 	time.Sleep(300 * time.Millisecond) // publishes meet the outage
 	rd.start()
 	before := countAcked(pub.ackedCopy())
-	waitAcked(t, pub, before+2*200)
+	waitAcked(t, pub, before+2*100)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -986,12 +986,12 @@ func TestFaultRedisRestartAppendfsyncAlways(t *testing.T) {
 	pub.pause = 2 * time.Millisecond
 	stop := pub.runAll([]string{a, b}, 30*time.Second)
 	for kill := 0; kill < 2; kill++ {
-		waitAcked(t, pub, countAcked(pub.ackedCopy())+2*150)
+		waitAcked(t, pub, countAcked(pub.ackedCopy())+2*100)
 		rd.stop()
 		time.Sleep(300 * time.Millisecond)
 		rd.start()
 	}
-	waitAcked(t, pub, countAcked(pub.ackedCopy())+2*150)
+	waitAcked(t, pub, countAcked(pub.ackedCopy())+2*100)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -1035,7 +1035,7 @@ func TestFaultPubSubKilled(t *testing.T) {
 		}
 		n, _ := strconv.Atoi(strings.TrimPrefix(reply, ":"))
 		killed += n
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	if err := errors.Join(stopA(), stopB()); err != nil {
 		t.Fatal(err)
@@ -1076,7 +1076,7 @@ func TestFaultNodeDeathUnderLoad(t *testing.T) {
 			pub := newFaultPublisher(na.Publisher(t), na, nb)
 			pub.pause = 2 * time.Millisecond
 			stop := pub.runAll([]string{a, b}, 30*time.Second)
-			waitAcked(t, pub, 2*150)
+			waitAcked(t, pub, 2*100)
 			if sig == syscall.SIGKILL {
 				na.Kill()
 			} else {
@@ -1085,7 +1085,7 @@ func TestFaultNodeDeathUnderLoad(t *testing.T) {
 					t.Errorf("node A after SIGTERM: exited %v with code %d, want 0", exited, code)
 				}
 			}
-			waitAcked(t, pub, countAcked(pub.ackedCopy())+2*150)
+			waitAcked(t, pub, countAcked(pub.ackedCopy())+2*100)
 			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -1109,7 +1109,7 @@ func TestFaultNodeDeathUnderLoad(t *testing.T) {
 // a subscriber that kept reading got everything.
 func TestFaultTrimUnderPausedSubscriber(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, startPrivateRedis(t), 1, "--history-size", "10", "--write-timeout", "3s")
+	nodes := startNodes(t, startPrivateRedis(t), 1, "--history-size", "10", "--queue-size", "64")
 	h := nodes[0]
 	ch := uniqueChannel("paused")
 	pausedSSE := followPaused(t, "paused-sse", nodes, 0, eventsPath(ch), ch)
@@ -1119,15 +1119,15 @@ func TestFaultTrimUnderPausedSubscriber(t *testing.T) {
 	wait := startFollowers(t, 30*time.Second, pausedSSE, pausedPoll, reader)
 
 	pub := newFaultPublisher(h.Publisher(t), h)
-	// The kernel lets a connection's send buffer grow to a few MB (tcp_wmem) even towards a
-	// reader that takes nothing, and the node queues --queue-size events more before it drops
-	// the subscriber: 800 events of 16 KB are well past both.
+	// The kernel lets a connection's send buffer grow to about 1 MB even towards a reader that
+	// takes nothing (tcp_wmem autotuning), and the node queues --queue-size events more before
+	// it drops the subscriber: 300 events of 16 KB are well past both.
 	pub.pad = strings.Repeat("x", 16000)
 	stop := pub.runAll([]string{ch}, 30*time.Second)
-	waitAcked(t, pub, 800)
+	waitAcked(t, pub, 300)
 	close(pausedSSE.resume)
 	close(pausedPoll.resume)
-	waitAcked(t, pub, 850)
+	waitAcked(t, pub, 350)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -1138,7 +1138,7 @@ func TestFaultTrimUnderPausedSubscriber(t *testing.T) {
 		t.Errorf("want nothing lost silently, duplicated or reordered: %s", c)
 	}
 	if !pausedSSE.cut {
-		t.Errorf("the paused SSE subscriber was never cut off: its buffers held 800 events of 16 KB")
+		t.Errorf("the paused SSE subscriber was never cut off: its buffers held 300 events of 16 KB")
 	}
 	for _, r := range recs[:2] {
 		if !slices.ContainsFunc(r.seen[ch], func(it seenItem) bool { return it.Resync }) {
