@@ -305,8 +305,9 @@ const (
 	stuckRate    = 100 // events per second
 )
 
-// TestSoakStuckClients: 1,000 clients that never read (a 4 KB receive buffer, so theirs fill
-// at once) beside 100 that read, on one channel at 100 events/s of about 2 KB. The readers'
+// TestSoakStuckClients: 1,000 clients that never read (with a 4 KB receive buffer, so what
+// fills is the node's send buffer, which the kernel lets grow to about 1 MB) beside 100 that
+// read, on one channel at 100 events/s of about 2 KB. The readers'
 // p99 delivery latency must stay within 1.5× (or +5 ms) of the same run without stuck
 // clients, the readers lose nothing, and every stuck client is cut off.
 func TestSoakStuckClients(t *testing.T) {
