@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/herald
 ADDR    ?= 127.0.0.1:8081
 
-.PHONY: build run test bench clean
+.PHONY: build run test soak bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
@@ -15,6 +15,14 @@ run: build
 # Everything CI runs: installs what is missing, starts an ephemeral redis-server, runs all tests.
 test:
 	bash .ci/testenv.sh
+
+# The fault matrix (docs/reliability.md): the short fault cases of `make test`, then the full-size
+# ones — 1,000 stuck clients, a 10,000-client reconnect storm, a 10-minute churn soak and a hung
+# Redis. About 15 minutes. The tests start their own redis-server (it must be on PATH) and herald
+# processes on loopback. HERALD_SOAK_CHURN=2m shortens the churn, HERALD_SOAK_STUCK=10s the
+# stuck-client runs.
+soak:
+	$(GO) test -tags soak -run 'Fault|Soak' -count=1 -timeout 60m -v ./test/
 
 clean:
 	rm -rf bin
