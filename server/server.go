@@ -43,6 +43,9 @@ type Config struct {
 	// MaxHeaderBytes limits a request's line and headers; net/http answers 431 over it.
 	// Default 64 KiB.
 	MaxHeaderBytes int
+	// StreamSendBuffer is the kernel send buffer of an SSE connection (SO_SNDBUF); negative
+	// leaves it to the kernel's autotuning. Default 128 KiB.
+	StreamSendBuffer int
 	// PollTimeout is the default long-poll wait; PollTimeoutMax the largest a client may ask.
 	// Defaults 25s and 60s.
 	PollTimeout    time.Duration
@@ -78,19 +81,20 @@ type Config struct {
 // theirs from it. SocketTimeout's default is twice PollTimeout, whatever that is.
 func DefaultConfig() Config {
 	return Config{
-		Heartbeat:      15 * time.Second,
-		Retry:          2 * time.Second,
-		WriteTimeout:   15 * time.Second,
-		MaxBodyBytes:   64 << 10,
-		BodyTimeout:    10 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		PollTimeout:    25 * time.Second,
-		PollTimeoutMax: 60 * time.Second,
-		PollLimit:      100,
-		PollLimitMax:   1000,
-		ClientEvents:   ClientEventsMembers,
-		WhisperRate:    float64(authz.DefaultLimits().ClientEventsPerSecond),
-		PresenceTTL:    store.DefaultPresenceTTL,
+		Heartbeat:        15 * time.Second,
+		Retry:            2 * time.Second,
+		WriteTimeout:     15 * time.Second,
+		MaxBodyBytes:     64 << 10,
+		BodyTimeout:      10 * time.Second,
+		MaxHeaderBytes:   64 << 10,
+		StreamSendBuffer: 128 << 10,
+		PollTimeout:      25 * time.Second,
+		PollTimeoutMax:   60 * time.Second,
+		PollLimit:        100,
+		PollLimitMax:     1000,
+		ClientEvents:     ClientEventsMembers,
+		WhisperRate:      float64(authz.DefaultLimits().ClientEventsPerSecond),
+		PresenceTTL:      store.DefaultPresenceTTL,
 	}
 }
 
@@ -103,6 +107,9 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
 	orDefault(&c.BodyTimeout, d.BodyTimeout)
 	orDefault(&c.MaxHeaderBytes, d.MaxHeaderBytes)
+	if c.StreamSendBuffer == 0 {
+		c.StreamSendBuffer = d.StreamSendBuffer
+	}
 	orDefault(&c.PollTimeout, d.PollTimeout)
 	orDefault(&c.PollTimeoutMax, d.PollTimeoutMax)
 	orDefault(&c.PollLimit, d.PollLimit)

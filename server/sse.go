@@ -67,12 +67,24 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		c.Set(streamLogKey, true)
 		entry := requestOf(c)
 		cw := &connWriter{conn: conn, timeout: s.cfg.WriteTimeout, written: int64(w.Size)}
+		if tc, ok := conn.(*net.TCPConn); ok && s.cfg.StreamSendBuffer > 0 {
+			// The kernel would grow a stream's send buffer towards a client that reads
+			// nothing, about a megabyte each; a stream needs far less, and a stuck one then
+			// fills its queue and is cut off sooner.
+			_ = tc.SetWriteBuffer(s.cfg.StreamSendBuffer)
+		}
+		sock.OnLag(func() {
+			// The stream's goroutine may be blocked writing to this client: the write
+			// fails now, not at the write timeout.
+			st.cutOff.Store(true)
+			_ = conn.SetWriteDeadline(time.Now())
+		})
 		s.streams.Add(2)
 		go func() {
 			defer s.streams.Done()
 			defer conn.Close()
 			st.run(context.Background(), cw)
-			if st.reason == "too slow" || st.reason == "write timeout" {
+			if st.cutOff.Load() || st.reason == "too slow" || st.reason == "write timeout" {
 				// A client cut off for not reading gets a reset rather than a FIN queued behind
 				// the data it did not take: the kernel frees the connection's buffers at once
 				// instead of holding them for a client that may never read again. It resumes
@@ -101,7 +113,12 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		return nil
 	}
 	w.WriteHeader(http.StatusOK)
-	st.run(req.Context(), &flushWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout})
+	rc := http.NewResponseController(w)
+	sock.OnLag(func() {
+		st.cutOff.Store(true)
+		_ = rc.SetWriteDeadline(time.Now())
+	})
+	st.run(req.Context(), &flushWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout})
 	return nil
 }
 
@@ -208,6 +225,8 @@ type sseStream struct {
 	reason  string // why the stream ended, for the access log
 	// clientGone is set when the client closed its end, before the socket is terminated.
 	clientGone atomic.Bool
+	// cutOff is set when the socket fell behind and its connection's writes were made to fail.
+	cutOff atomic.Bool
 }
 
 var pingFrame = []byte(": ping\n\n")
@@ -279,7 +298,10 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 		}
 		if len(frames) > 0 {
 			if werr := out.write(frames); werr != nil {
-				if errors.Is(werr, os.ErrDeadlineExceeded) {
+				switch {
+				case st.cutOff.Load():
+					reason = "too slow"
+				case errors.Is(werr, os.ErrDeadlineExceeded):
 					reason = "write timeout"
 				}
 				break

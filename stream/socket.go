@@ -87,6 +87,7 @@ type Socket struct {
 
 	queue  chan *Message
 	lagged atomic.Bool
+	onLag  atomic.Pointer[func()]
 	done   chan struct{}
 	errMu  sync.Mutex
 	err    error
@@ -267,9 +268,19 @@ func (s *Socket) offer(m *Message) {
 	select {
 	case s.queue <- m:
 	default:
-		s.lagged.Store(true)
+		if s.lagged.CompareAndSwap(false, true) {
+			if f := s.onLag.Load(); f != nil {
+				(*f)()
+			}
+		}
 	}
 }
+
+// OnLag sets f to run, once, the moment the socket falls behind: its queue is full, so Next
+// will end it with ErrLagged. A transport whose writer may be stuck on a client that does not
+// read uses it to cut that client off now rather than at its write timeout. f runs on the
+// goroutine fanning events out and must not block.
+func (s *Socket) OnLag(f func()) { s.onLag.Store(&f) }
 
 // Close unsubscribes the socket. It is safe to call more than once.
 func (s *Socket) Close() {

@@ -49,7 +49,7 @@ type serveConfig struct {
 	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
 	bodyTimeout                                            *time.Duration
 	maxBody, historySize, queueSize, pollLimit, pollLimMax *int
-	maxHeader                                              *int
+	maxHeader, sendBuffer                                  *int
 	keys                                                   keyFlags
 }
 
@@ -72,6 +72,7 @@ func serve(args []string) error {
 		maxBody:         fs.Int("max-body-bytes", int(def.MaxBodyBytes), "largest request body"),
 		bodyTimeout:     fs.Duration("body-timeout", def.BodyTimeout, "a request body must arrive in full within this long, or the connection is closed"),
 		maxHeader:       fs.Int("max-header-bytes", def.MaxHeaderBytes, "largest request line and headers (431 over it)"),
+		sendBuffer:      fs.Int("stream-send-buffer", def.StreamSendBuffer, "kernel send buffer of an SSE connection, bytes; -1 leaves it to the kernel"),
 		historySize:     fs.Int("history-size", ret.MaxEvents, "events kept per channel for resuming"),
 		historyTTL:      fs.Duration("history-ttl", ret.MaxAge, "how long events are kept for resuming"),
 		idempotencyTTL:  fs.Duration("idempotency-ttl", ret.IdempotencyTTL, "how long Idempotency-Keys are remembered"),
@@ -140,25 +141,26 @@ func serve(args []string) error {
 	defer closeApps()
 
 	srv := server.New(server.Config{
-		Auth:           auth,
-		CORSOrigins:    *cfg.cors,
-		Heartbeat:      *cfg.heartbeat,
-		Retry:          *cfg.retry,
-		WriteTimeout:   *cfg.writeTimeout,
-		MaxBodyBytes:   int64(*cfg.maxBody),
-		BodyTimeout:    *cfg.bodyTimeout,
-		MaxHeaderBytes: *cfg.maxHeader,
-		PollTimeout:    *cfg.pollTimeout,
-		PollTimeoutMax: *cfg.pollMax,
-		PollLimit:      *cfg.pollLimit,
-		PollLimitMax:   *cfg.pollLimMax,
-		HistorySize:    *cfg.historySize,
-		Version:        version,
-		SocketSecret:   sockSecret,
-		Apps:           apps,
-		Authz:          az,
-		ClientEvents:   *cfg.clientEvents,
-		PresenceTTL:    *cfg.presenceTTL,
+		Auth:             auth,
+		CORSOrigins:      *cfg.cors,
+		Heartbeat:        *cfg.heartbeat,
+		Retry:            *cfg.retry,
+		WriteTimeout:     *cfg.writeTimeout,
+		MaxBodyBytes:     int64(*cfg.maxBody),
+		BodyTimeout:      *cfg.bodyTimeout,
+		MaxHeaderBytes:   *cfg.maxHeader,
+		StreamSendBuffer: *cfg.sendBuffer,
+		PollTimeout:      *cfg.pollTimeout,
+		PollTimeoutMax:   *cfg.pollMax,
+		PollLimit:        *cfg.pollLimit,
+		PollLimitMax:     *cfg.pollLimMax,
+		HistorySize:      *cfg.historySize,
+		Version:          version,
+		SocketSecret:     sockSecret,
+		Apps:             apps,
+		Authz:            az,
+		ClientEvents:     *cfg.clientEvents,
+		PresenceTTL:      *cfg.presenceTTL,
 	}, log)
 
 	ln, err := net.Listen("tcp", *cfg.addr)

@@ -253,7 +253,9 @@ func (s *Store) wrapErr(ctx context.Context, op string, err error) error {
 func unavailable(err error) bool {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "OOM"} {
+		// EXECABORT: a MULTI whose queued commands were refused (LOADING while Redis reads its
+		// append-only file, say), so none of it ran.
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "OOM", "EXECABORT"} {
 			if strings.HasPrefix(rerr.Error(), p) {
 				return true
 			}
