@@ -1000,6 +1000,16 @@ func TestFaultRedisRestartAppendfsyncAlways(t *testing.T) {
 	c := countAll(t, "redis-restart-appendfsync-always", recs, acked,
 		fmt.Sprintf("answers: %s; store_unavailable later found appended: %d", pub.answerSummary(), len(pub.falseUnavailable)))
 	expectExact(t, c, recs, acked)
+	// An append in flight at the SIGKILL may have run: the answer must not say it did not.
+	if n := len(pub.falseUnavailable); n > 0 {
+		t.Errorf("%d answers said store_unavailable (nothing appended) for events that were appended: %v", n, pub.falseUnavailable)
+	}
+	// While Redis loads its file, reads are refused (LOADING, EXECABORT): 503, never 500.
+	for _, r := range recs {
+		if r.serverErrors > 0 {
+			t.Errorf("%s: %d answers were 5xx other than 503 while Redis restarted", r.name, r.serverErrors)
+		}
+	}
 }
 
 // TestFaultPubSubKilled: each node's pub/sub connection, which carries live events, is killed
