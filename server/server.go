@@ -239,8 +239,8 @@ func (s *Server) expireLoop() {
 		select {
 		case <-s.stopCtx.Done():
 			return
-		case now := <-t.C:
-			s.sessions.expire(now, s.cfg.SocketTimeout)
+		case <-t.C:
+			s.sessions.expire(s.sessions.now(), s.cfg.SocketTimeout)
 		}
 	}
 }

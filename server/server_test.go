@@ -9,23 +9,25 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/rs/zerolog"
-	"go.uber.org/goleak"
 
 	"github.com/herald-rt/herald/store/memstore"
 	"github.com/herald-rt/herald/stream"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
-func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *stream.Hub) {
+func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *Server) {
 	t.Helper()
 	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret})
 	if err != nil {
@@ -46,7 +48,7 @@ func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *stream.Hub) {
 		hub.Close()
 		st.Close()
 	})
-	return ts, hub
+	return ts, srv
 }
 
 func mint(t *testing.T, spec TokenSpec) string {
@@ -228,18 +230,20 @@ func TestStreamEndsWhenTokenExpires(t *testing.T) {
 }
 
 func TestCachedTokenStillExpires(t *testing.T) {
-	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret, Leeway: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := mint(t, TokenSpec{Subject: "u", Publish: []string{"*"}, TTL: time.Second})
-	for range 2 { // the second call is served from the cache
-		if _, err := auth.Verify(tok); err != nil {
-			t.Fatalf("fresh token refused: %v", err)
+	synctest.Test(t, func(t *testing.T) { // the bubble's clock jumps over the sleep
+		auth, err := NewAuthenticator(AuthConfig{Secret: testSecret, Leeway: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	time.Sleep(2100 * time.Millisecond)
-	if _, err := auth.Verify(tok); !errors.Is(err, ErrUnauthorized) {
-		t.Fatalf("expired cached token: err %v, want ErrUnauthorized", err)
-	}
+		tok := mint(t, TokenSpec{Subject: "u", Publish: []string{"*"}, TTL: time.Second})
+		for range 2 { // the second call is served from the cache
+			if _, err := auth.Verify(tok); err != nil {
+				t.Fatalf("fresh token refused: %v", err)
+			}
+		}
+		time.Sleep(2100 * time.Millisecond)
+		if _, err := auth.Verify(tok); !errors.Is(err, ErrUnauthorized) {
+			t.Fatalf("expired cached token: err %v, want ErrUnauthorized", err)
+		}
+	})
 }

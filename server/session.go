@@ -51,14 +51,26 @@ func (p *pollState) touch(now time.Time) { p.lastSeen.Store(now.UnixNano()) }
 type sessions struct {
 	mu   sync.Mutex
 	byID map[string]*session
+	// clock is when poll sockets were last polled and expire by: time.Now unless a test moves
+	// it instead of sleeping.
+	clock atomic.Pointer[func() time.Time]
 }
+
+func (r *sessions) now() time.Time {
+	if f := r.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
+}
+
+func (r *sessions) setClock(f func() time.Time) { r.clock.Store(&f) }
 
 // open registers the session of a socket just opened on srv.
 func (r *sessions) open(srv *Server, app *App, sock *stream.Socket, claims *Claims, poll bool) *session {
 	ss := &session{srv: srv, app: app, sock: sock, claims: claims}
 	if poll {
 		ss.poll = new(pollState)
-		ss.poll.touch(time.Now())
+		ss.poll.touch(r.now())
 	}
 	r.mu.Lock()
 	if r.byID == nil {

@@ -350,12 +350,12 @@ func (ss *session) pollOnce(ctx context.Context, call pollCall) socketResult {
 	if ps == nil {
 		return resultOf(errorf(http.StatusConflict, "not_a_poll_socket", "this socket has a stream; read it there"))
 	}
-	ps.touch(time.Now())
+	ps.touch(ss.srv.sessions.now())
 	if !ps.mu.TryLock() {
 		return resultOf(errPollInProgress)
 	}
 	defer ps.mu.Unlock()
-	defer func() { ps.touch(time.Now()) }()
+	defer func() { ps.touch(ss.srv.sessions.now()) }()
 	if call.Seq != nil && ps.answer != nil && *call.Seq+1 == ps.seq {
 		return socketResult{Status: http.StatusOK, Body: ps.answer} // the last answer was lost
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/herald-rt/herald/test/testkit"
 	"io"
 	"net/http"
 	"net/url"
@@ -196,7 +197,7 @@ func TestSocketSubscriptionsOnAStream(t *testing.T) {
 }
 
 func TestPollSocket(t *testing.T) {
-	ts, _ := newTestServer(t, Config{PollTimeout: time.Second, SocketTimeout: 1500 * time.Millisecond})
+	ts, srv := newTestServer(t, Config{PollTimeout: time.Second, SocketTimeout: 1500 * time.Millisecond})
 	pub := mint(t, TokenSpec{Subject: "p", Publish: []string{"*"}, TTL: time.Hour})
 	r := call(t, "POST", ts.URL+"/v1/sockets", nil, "")
 	var sk struct {
@@ -246,7 +247,11 @@ func TestPollSocket(t *testing.T) {
 		t.Fatalf("poll with nothing new: %+v", empty)
 	}
 	// Nobody polls for longer than the socket timeout: the socket is gone.
-	time.Sleep(2500 * time.Millisecond)
+	later := time.Now().Add(2500 * time.Millisecond)
+	srv.sessions.setClock(func() time.Time { return later })
+	if !testkit.WaitFor(10*time.Second, func() bool { return srv.sessions.get(srv.apps.def(), sk.SocketID) == nil }) {
+		t.Fatal("the unpolled socket was not expired")
+	}
 	q := url.Values{"socket_id": {sk.SocketID}, "timeout": {"0"}}
 	expectError(t, "expired socket", call(t, "GET", ts.URL+"/v1/poll?"+q.Encode(), hdr, ""), http.StatusNotFound, "socket_gone")
 }
@@ -331,7 +336,7 @@ func TestUnnamedFormat(t *testing.T) {
 }
 
 func TestPollLongerThanSocketTimeout(t *testing.T) {
-	ts, _ := newTestServer(t, Config{PollTimeout: time.Second, PollTimeoutMax: 4 * time.Second, SocketTimeout: time.Second})
+	ts, srv := newTestServer(t, Config{PollTimeout: time.Second, PollTimeoutMax: 4 * time.Second, SocketTimeout: time.Second})
 	pub := mint(t, TokenSpec{Subject: "p", Publish: []string{"*"}, TTL: time.Hour})
 	r := call(t, "POST", ts.URL+"/v1/sockets", nil, "")
 	var sk struct {
@@ -350,10 +355,21 @@ func TestPollLongerThanSocketTimeout(t *testing.T) {
 		t.Fatalf("first poll: %d %s", first.status, first.body)
 	}
 	go func() {
-		time.Sleep(2500 * time.Millisecond)
+		// Once the poll waits, the clock jumps past the socket timeout and the janitor runs:
+		// the socket must not expire under its poll. Then the event comes.
+		ss := srv.sessions.get(srv.apps.def(), sk.SocketID)
+		testkit.WaitFor(5*time.Second, func() bool {
+			if !ss.poll.mu.TryLock() {
+				return true
+			}
+			ss.poll.mu.Unlock()
+			return false
+		})
+		later := time.Now().Add(2500 * time.Millisecond)
+		srv.sessions.setClock(func() time.Time { return later })
+		srv.sessions.expire(later, srv.cfg.SocketTimeout)
 		publishVia(t, ts.URL, pub, "room", `{"late":true}`)
 	}()
-	// This poll waits longer than the socket timeout: the socket must not expire under it.
 	r = call(t, "GET", ts.URL+"/v1/poll?socket_id="+sk.SocketID+"&timeout=4&seq=1", hdr, "")
 	if r.status != 200 || !strings.Contains(r.body, `"late":true`) {
 		t.Fatalf("long poll: %d %s", r.status, r.body)

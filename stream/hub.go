@@ -169,9 +169,11 @@ func (h *Hub) HandleEvent(ev *store.Event) {
 		return
 	}
 	cs.mu.RLock()
-	defer cs.mu.RUnlock()
 	cs.advance(ev.Cursor())
-	cs.offer(func() *Message { return NewMessage(ev) })
+	if len(cs.subs) > 0 {
+		cs.offer(NewMessage(ev))
+	}
+	cs.mu.RUnlock()
 }
 
 // HandleEphemeral implements store.Handler: live-only messages go to the channel's sockets
@@ -182,8 +184,10 @@ func (h *Hub) HandleEphemeral(e *store.Ephemeral) {
 		return
 	}
 	cs.mu.RLock()
-	defer cs.mu.RUnlock()
-	cs.offer(func() *Message { return NewEphemeral(e) })
+	if len(cs.subs) > 0 {
+		cs.offer(NewEphemeral(e))
+	}
+	cs.mu.RUnlock()
 }
 
 // HandleGap implements store.Handler: every socket of the channel catches up from the log.
@@ -193,9 +197,11 @@ func (h *Hub) HandleGap(channel string) {
 		return
 	}
 	cs.mu.RLock()
-	defer cs.mu.RUnlock()
 	cs.forgetHead()
-	cs.offer(func() *Message { return &Message{Channel: channel, gapped: true} })
+	if len(cs.subs) > 0 {
+		cs.offer(&Message{Channel: channel, gapped: true})
+	}
+	cs.mu.RUnlock()
 }
 
 func (h *Hub) channel(name string) *channelState {
@@ -205,13 +211,8 @@ func (h *Hub) channel(name string) *channelState {
 }
 
 // offer queues one message on every socket of the channel on this node; call it holding mu
-// for reading. build runs only when the channel has sockets here, so nothing is encoded for
-// nobody.
-func (cs *channelState) offer(build func() *Message) {
-	if len(cs.subs) == 0 {
-		return
-	}
-	m := build()
+// for reading, and only when there are sockets, so nothing is encoded for nobody.
+func (cs *channelState) offer(m *Message) {
 	for _, sub := range cs.subs {
 		sub.sock.offer(m)
 	}

@@ -6,20 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/memstore"
 	"github.com/herald-rt/herald/stream"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 func newHub(t *testing.T, ret store.Retention, opts stream.Options) (*stream.Hub, store.Store) {
 	t.Helper()

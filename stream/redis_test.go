@@ -3,7 +3,6 @@ package stream_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -11,15 +10,16 @@ import (
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/redisstore"
 	"github.com/herald-rt/herald/stream"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // The engine's guarantees must hold on the store that has real network hops between an
-// append and its live notice. make test provides HERALD_TEST_REDIS_URL.
+// append and its live notice: HERALD_TEST_REDIS_URL (make test), or a redis-server of its own.
 func redisHub(t *testing.T, opts stream.Options) (*stream.Hub, store.Store) {
 	t.Helper()
-	url := os.Getenv("HERALD_TEST_REDIS_URL")
-	if url == "" {
-		t.Skip("HERALD_TEST_REDIS_URL is not set (make test starts a redis-server and sets it)")
+	url, err := testkit.SharedRedisURL()
+	if err != nil {
+		t.Fatal(err)
 	}
 	st, err := redisstore.New(context.Background(), redisstore.Options{
 		URL: url, Prefix: fmt.Sprintf("streamtest:%d:", time.Now().UnixNano()), Retention: store.Retention{MaxEvents: 10000},

@@ -129,16 +129,7 @@ func TestClusterPollContinuesOnOtherNode(t *testing.T) {
 	}
 
 	// A poll waiting on B is answered by a publish on A.
-	type res struct {
-		a   pollAnswer
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		ans, _, err := b.poll(pollPath(ch), url.Values{"cursor": {p2.Cursor}, "timeout": {"20"}}, "")
-		done <- res{ans, err}
-	}()
-	time.Sleep(300 * time.Millisecond)
+	done := pollInFlight(t, b, pollPath(ch), url.Values{"cursor": {p2.Cursor}, "timeout": {"20"}})
 	live := a.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 50})
 	select {
 	case r := <-done:

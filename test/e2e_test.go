@@ -13,12 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // checkStreamHeaders checks the headers every SSE answer must carry.
@@ -108,7 +109,7 @@ func TestPublishReceiveOneChannelSSE(t *testing.T) {
 		if err != nil {
 			t.Fatalf("no `: ping` heartbeat within 4s with --heartbeat 1s: %v", err)
 		}
-		if f.commentOnly() {
+		if f.CommentOnly() {
 			if f.Raw != ": ping\n\n" {
 				t.Errorf("heartbeat frame = %q, want \": ping\\n\\n\"", f.Raw)
 			}
@@ -238,18 +239,7 @@ func TestPublishReceivePoll(t *testing.T) {
 	}
 
 	// A waiting poll is answered when an event arrives.
-	type res struct {
-		a   pollAnswer
-		err error
-		d   time.Duration
-	}
-	done := make(chan res, 1)
-	go func() {
-		st := time.Now()
-		a, _, err := h.poll(pollPath(ch), url.Values{"cursor": {a1.Cursor}, "timeout": {"20"}}, "")
-		done <- res{a, err, time.Since(st)}
-	}()
-	time.Sleep(300 * time.Millisecond)
+	done := pollInFlight(t, h, pollPath(ch), url.Values{"cursor": {a1.Cursor}, "timeout": {"20"}})
 	id1 := h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 1})
 	select {
 	case r := <-done:
@@ -978,7 +968,7 @@ func TestExpiredTokenClosesStream(t *testing.T) {
 			t.Errorf("%s: stream still open 5s after herald:error token_expired", s.URL)
 		} else {
 			for _, r := range rest {
-				if !r.commentOnly() {
+				if !r.CommentOnly() {
 					t.Errorf("%s: frame after herald:error: %q", s.URL, r.Raw)
 				}
 			}
@@ -1091,15 +1081,7 @@ func TestShutdown(t *testing.T) {
 		s.mustEvents(t, 1, 5*time.Second)
 	}
 	head := h.mustPoll(t, pollPath(ch), nil, "").Cursor
-	var wg sync.WaitGroup
-	var pollReply reply
-	var pollErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		pollReply, pollErr = do(http.MethodGet, h.Base+pollPath(ch)+"?timeout=30&cursor="+url.QueryEscape(head), nil, nil)
-	}()
-	time.Sleep(300 * time.Millisecond) // let the poll start waiting
+	waiting := pollInFlight(t, h, pollPath(ch), url.Values{"timeout": {"30"}, "cursor": {head}})
 
 	sent := time.Now()
 	h.Signal(syscall.SIGTERM)
@@ -1112,7 +1094,7 @@ func TestShutdown(t *testing.T) {
 		}
 		var last *frame
 		for i := range rest {
-			if !rest[i].commentOnly() {
+			if !rest[i].CommentOnly() {
 				last = &rest[i]
 			}
 		}
@@ -1137,14 +1119,14 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("herald exit code after SIGTERM = %d, want 0", code)
 	}
 	t.Logf("exited %v after SIGTERM", time.Since(sent))
-	wg.Wait()
+	res := <-waiting
 	switch {
-	case pollErr != nil:
-		t.Errorf("a waiting long-poll got no answer at shutdown: %v", pollErr)
-	case pollReply.Status == 503:
-		expectAPIError(t, "long-poll at shutdown", pollReply, 503, "shutting_down")
-	case pollReply.Status != 200:
-		t.Errorf("long-poll at shutdown: want 200 or 503, got %s", pollReply)
+	case res.r.Status == 0:
+		t.Errorf("a waiting long-poll got no answer at shutdown: %v", res.err)
+	case res.r.Status == 503:
+		expectAPIError(t, "long-poll at shutdown", res.r, 503, "shutting_down")
+	case res.r.Status != 200:
+		t.Errorf("long-poll at shutdown: want 200 or 503, got %s", res.r)
 	}
 }
 
@@ -1174,10 +1156,11 @@ func TestTokenNotLogged(t *testing.T) {
 	mustDo(t, http.MethodGet, h.Base+pollPath(ch)+"?token="+bad, nil, nil)
 	mustDo(t, http.MethodPost, h.Base+eventsPath(ch)+"?token="+tok, nil, strings.NewReader(`{"event":"A"}`))
 	mustDo(t, http.MethodPost, h.Base+eventsPath(ch), bearerHeader(bad), strings.NewReader(`{"event":"A"}`))
-	if !waitFor(5*time.Second, func() bool { return strings.Count(h.logs.String(), "\n") >= 6 }) {
-		t.Fatalf("herald logged fewer than 6 lines for 6 requests:\n%s", h.logs.String())
+	// A last request fences the log: its line comes after every line of the requests before it.
+	mustDo(t, http.MethodGet, h.Base+"/v1/health?fence=1", nil, nil)
+	if !testkit.WaitFor(5*time.Second, func() bool { return strings.Contains(h.logs.String(), "fence=1") }) {
+		t.Fatalf("herald did not log the fencing request:\n%s", h.logs.String())
 	}
-	time.Sleep(200 * time.Millisecond)
 	logs := h.logs.String()
 	sig := tok[strings.LastIndexByte(tok, '.')+1:]
 	for what, secret := range map[string]string{"a token": tok, "a token's signature": sig, "a bad token's signature": bad[strings.LastIndexByte(bad, '.')+1:], "the JWT secret": string(h.Secret)} {

@@ -10,7 +10,6 @@ package test
 // docs/reliability.md holds the figures; the full-size cases are in soak_test.go.
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,76 +24,24 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // ---------------------------------------------------------------------------------------------
 // Redis under test
 
-// startPrivateRedisWith is startPrivateRedis with extra redis-server options, such as an
-// append-only file that outlives a SIGKILL.
-func startPrivateRedisWith(t *testing.T, args ...string) *privateRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("this test needs redis-server on PATH (apt-get install redis-server; make test installs it)")
-	}
-	r := &privateRedis{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), args: args}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-// signal sends sig to the redis-server (SIGSTOP hangs it: connections stay open, nothing is
-// answered).
-func (r *privateRedis) signal(sig syscall.Signal) {
-	r.t.Helper()
-	if r.cmd == nil || r.cmd.Process == nil {
-		r.t.Fatalf("redis-server on port %d is not running", r.port)
-	}
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		r.t.Fatalf("redis-server on port %d: %v: %v", r.port, sig, err)
-	}
-}
-
 // startNodes starts n herald nodes of one deployment on rd (a Redis of the test's own, which it
 // may kill, hang or cut without disturbing other tests): one JWT secret, one key prefix.
-func startNodes(t *testing.T, rd *privateRedis, n int, extra ...string) []*herald {
+func startNodes(t *testing.T, rd *testkit.Redis, n int, extra ...string) []*herald {
 	t.Helper()
 	secret := randomSecret()
-	args := append([]string{"--redis-url", rd.url(), "--log-level", "warn"}, extra...)
+	args := append([]string{"--redis-url", rd.URL(), "--log-level", "warn"}, extra...)
 	nodes := make([]*herald, n)
 	for i := range nodes {
 		nodes[i] = startHerald(t, heraldOpts{name: fmt.Sprintf("node-%c", 'A'+i), secret: secret, args: args})
 	}
 	return nodes
-}
-
-// redisCommand sends one command on a fresh connection and returns the first line of the
-// reply (the harness speaks RESP by hand rather than pulling a client into the tests).
-func redisCommand(port int, args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		return "", err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if strings.HasPrefix(line, "-") {
-		return "", errors.New(line[1:])
-	}
-	return line, nil
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -128,6 +74,27 @@ type faultPublisher struct {
 
 func newFaultPublisher(tok string, nodes ...*herald) *faultPublisher {
 	return &faultPublisher{tok: tok, nodes: nodes, acked: map[string][]ackedEvent{}, answers: map[string]int{}}
+}
+
+// failures counts the answers that were neither 201 nor 200 so far.
+func (p *faultPublisher) failures() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for answer, c := range p.answers {
+		if answer != "201" && answer != "200" {
+			n += c
+		}
+	}
+	return n
+}
+
+// waitOutage waits until publishes have met the outage: a failed answer since before.
+func waitOutage(t *testing.T, p *faultPublisher, before int) {
+	t.Helper()
+	if !testkit.WaitFor(15*time.Second, func() bool { return p.failures() > before }) {
+		t.Fatal("no publish met the outage within 15 s")
+	}
 }
 
 func (p *faultPublisher) count(answer string) {
@@ -379,7 +346,7 @@ func (f *sseFollower) runUntil(deadline time.Time) *subRecord {
 // handle records one frame and remembers the id to resume from.
 func (f *sseFollower) handle(fr frame) error {
 	switch {
-	case fr.commentOnly() || fr.Event == "herald:connected" || fr.HasRetry && !fr.HasData:
+	case fr.CommentOnly() || fr.Event == "herald:connected" || fr.HasRetry && !fr.HasData:
 	case fr.Event == "herald:resync":
 		var rs resyncNotice
 		if err := json.Unmarshal([]byte(fr.Data), &rs); err != nil {
@@ -428,7 +395,7 @@ func (f *sseFollower) reconnect(deadline time.Time) error {
 // background tab) on a connection with a small receive buffer. Once resumed it reads what its
 // buffers still hold and, if the server cut it off meanwhile, reconnects with its last id.
 type pausedFollower struct {
-	raw    *rawSSE
+	raw    *testkit.RawSSE
 	resume chan struct{}
 	sse    *sseFollower // the same subscriber after a reconnect
 	cut    bool         // the server ended the paused connection
@@ -436,18 +403,18 @@ type pausedFollower struct {
 
 func followPaused(t *testing.T, name string, nodes []*herald, node int, path string, channels ...string) *pausedFollower {
 	t.Helper()
-	raw, err := dialSSE(nodes[node].Addr, path, nil, 4096)
+	raw, err := testkit.DialSSE(nodes[node].Addr, path, nil, 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(raw.Close)
-	raw.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if err := raw.readHead(); err != nil {
+	raw.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := raw.ReadHead(); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
 	var hello connected
 	for hello.Cursor == "" {
-		f, err := raw.readFrame()
+		f, err := raw.ReadFrame()
 		if err != nil {
 			t.Fatalf("%s: waiting for herald:connected: %v", name, err)
 		}
@@ -457,7 +424,7 @@ func followPaused(t *testing.T, name string, nodes []*herald, node int, path str
 			}
 		}
 	}
-	raw.conn.SetReadDeadline(time.Time{})
+	raw.Conn.SetReadDeadline(time.Time{})
 	sse := &sseFollower{rec: newSubRecord(name, channels), nodes: nodes, node: node, path: path, lastID: hello.Cursor}
 	return &pausedFollower{raw: raw, resume: make(chan struct{}), sse: sse}
 }
@@ -470,9 +437,9 @@ func (f *pausedFollower) run(d time.Duration) *subRecord {
 		f.sse.rec.err = fmt.Errorf("%s: never resumed", f.sse.rec.name)
 		return f.sse.rec
 	}
-	f.raw.conn.SetReadDeadline(deadline)
+	f.raw.Conn.SetReadDeadline(deadline)
 	for !f.sse.rec.finished() {
-		fr, err := f.raw.readFrame()
+		fr, err := f.raw.ReadFrame()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -765,110 +732,6 @@ func expectExact(t *testing.T, c faultCounts, recs []*subRecord, acked map[strin
 // ---------------------------------------------------------------------------------------------
 // A bare SSE client
 
-// rawSSE is an SSE stream on a bare TCP connection that reads only when asked, with a receive
-// buffer of the test's choosing: a subscriber that pauses or never reads, which sseStream
-// (always draining into memory) cannot be, and a lean one when there are thousands.
-type rawSSE struct {
-	conn net.Conn
-	br   *bufio.Reader
-}
-
-// dialSSE connects to addr with a receive buffer of rcvbuf bytes (0 leaves the system's),
-// set before connecting so the window the server sees is small from the start, and sends
-// GET path. It reads nothing.
-func dialSSE(addr, path string, header http.Header, rcvbuf int) (*rawSSE, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if rcvbuf > 0 {
-		d.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
-			})
-			return errors.Join(err, serr)
-		}
-	}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n", path, addr)
-	for k, vs := range header {
-		for _, v := range vs {
-			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
-		}
-	}
-	b.WriteString("\r\n")
-	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte(b.String())); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	conn.SetWriteDeadline(time.Time{})
-	return &rawSSE{conn: conn, br: bufio.NewReaderSize(conn, 8<<10)}, nil
-}
-
-// readHead reads the response head and fails unless it is a 200 event stream.
-func (s *rawSSE) readHead() error {
-	status, err := s.br.ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("response head: %w", err)
-	}
-	if !strings.HasPrefix(status, "HTTP/1.1 200 ") {
-		return fmt.Errorf("response %q", strings.TrimSpace(status))
-	}
-	for {
-		l, err := s.br.ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("response head: %w", err)
-		}
-		if l == "\r\n" || l == "\n" {
-			return nil
-		}
-	}
-}
-
-// readFrame reads the next frame (heartbeats included).
-func (s *rawSSE) readFrame() (frame, error) {
-	var f frame
-	var raw strings.Builder
-	var data []string
-	for {
-		line, err := s.br.ReadString('\n')
-		if err != nil {
-			return f, err
-		}
-		raw.WriteString(line)
-		l := strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		if l == "" {
-			f.Raw = raw.String()
-			if data != nil {
-				f.Data, f.HasData = strings.Join(data, "\n"), true
-			}
-			f.At = time.Now()
-			return f, nil
-		}
-		if l[0] == ':' {
-			f.Comments = append(f.Comments, strings.TrimPrefix(l[1:], " "))
-			continue
-		}
-		field, value, _ := strings.Cut(l, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			f.ID, f.HasID = value, true
-		case "event":
-			f.Event = value
-		case "data":
-			data = append(data, value)
-		case "retry":
-			f.Retry, f.HasRetry = value, true
-		}
-	}
-}
-
-func (s *rawSSE) Close() { s.conn.Close() }
-
 // ---------------------------------------------------------------------------------------------
 // The cases
 
@@ -896,9 +759,10 @@ func TestFaultRedisRestartNoPersistence(t *testing.T) {
 	pub.pause = 2 * time.Millisecond
 	stop := pub.runAll([]string{a, b}, 30*time.Second)
 	waitAcked(t, pub, 2*100)
-	rd.stop()
-	time.Sleep(300 * time.Millisecond) // publishes meet the outage
-	rd.start()
+	failed := pub.failures()
+	rd.Stop()
+	waitOutage(t, pub, failed)
+	restart(t, rd)
 	before := countAcked(pub.ackedCopy())
 	waitAcked(t, pub, before+2*100)
 	if err := stop(); err != nil {
@@ -957,7 +821,7 @@ func idsInEpoch(acked []ackedEvent, epoch string) []string {
 // waitAcked waits until the publisher has n acknowledged events in all.
 func waitAcked(t *testing.T, p *faultPublisher, n int) {
 	t.Helper()
-	if !waitFor(20*time.Second, func() bool { return countAcked(p.ackedCopy()) >= n }) {
+	if !testkit.WaitFor(20*time.Second, func() bool { return countAcked(p.ackedCopy()) >= n }) {
 		t.Fatalf("publishers reached %d acknowledged events of %d within 20s (answers: %s)", countAcked(p.ackedCopy()), n, p.answerSummary())
 	}
 }
@@ -969,7 +833,7 @@ func waitAcked(t *testing.T, p *faultPublisher, n int) {
 // append an event twice.
 func TestFaultRedisRestartAppendfsyncAlways(t *testing.T) {
 	t.Parallel()
-	rd := startPrivateRedisWith(t, "--appendonly", "yes", "--appendfsync", "always")
+	rd := startPrivateRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	nodes := startNodes(t, rd, 1)
 	h := nodes[0]
 	a, b := uniqueChannel("aof-a"), uniqueChannel("aof-b")
@@ -987,9 +851,10 @@ func TestFaultRedisRestartAppendfsyncAlways(t *testing.T) {
 	stop := pub.runAll([]string{a, b}, 30*time.Second)
 	for kill := 0; kill < 2; kill++ {
 		waitAcked(t, pub, countAcked(pub.ackedCopy())+2*100)
-		rd.stop()
-		time.Sleep(300 * time.Millisecond)
-		rd.start()
+		failed := pub.failures()
+		rd.Stop()
+		waitOutage(t, pub, failed)
+		restart(t, rd)
 	}
 	waitAcked(t, pub, countAcked(pub.ackedCopy())+2*100)
 	if err := stop(); err != nil {
@@ -1039,13 +904,15 @@ func TestFaultPubSubKilled(t *testing.T) {
 	waitAcked(t, pubA, 50)
 	killed := 0
 	for i := 0; i < 10; i++ {
-		reply, err := redisCommand(rd.port, "CLIENT", "KILL", "TYPE", "pubsub")
+		reply, err := testkit.RedisCommand(rd.Addr(), "CLIENT", "KILL", "TYPE", "pubsub")
 		if err != nil {
 			t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
 		}
 		n, _ := strconv.Atoi(strings.TrimPrefix(reply, ":"))
 		killed += n
-		time.Sleep(100 * time.Millisecond)
+		// Traffic between two kills: some events acknowledged on each node since this one.
+		waitAcked(t, pubA, countAcked(pubA.ackedCopy())+10)
+		waitAcked(t, pubB, countAcked(pubB.ackedCopy())+10)
 	}
 	if err := errors.Join(stopA(), stopB()); err != nil {
 		t.Fatal(err)

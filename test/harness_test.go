@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,12 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // heraldBin is the herald binary TestMain built for this run.
@@ -48,70 +48,16 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	heraldBin = filepath.Join(dir, "herald")
-	if err := buildHerald(heraldBin); err != nil {
+	if err := testkit.BuildWithoutRace(heraldBin, "github.com/herald-rt/herald/cmd/herald"); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: could not build the herald binary:", err)
 		return 1
 	}
-	defer stopOwnRedis()
+	defer testkit.StopSharedRedis()
 	return m.Run()
-}
-
-// buildHerald builds cmd/herald without the race detector: the server under test runs at its
-// real speed while the test process itself runs with -race.
-func buildHerald(out string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("the go command is not on PATH: %w", err)
-	}
-	cmd := exec.Command(goBin, "build", "-o", out, "github.com/herald-rt/herald/cmd/herald")
-	env := make([]string, 0, len(os.Environ()))
-	for _, kv := range os.Environ() {
-		if v, ok := strings.CutPrefix(kv, "GOFLAGS="); ok {
-			fields := slices.DeleteFunc(strings.Fields(v), func(f string) bool { return f == "-race" || f == "--race" })
-			kv = "GOFLAGS=" + strings.Join(fields, " ")
-		}
-		env = append(env, kv)
-	}
-	cmd.Env = env
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w\n%s", err, buf.String())
-	}
-	return nil
 }
 
 // ---------------------------------------------------------------------------------------------
 // The herald process
-
-// logBuf keeps the last logBufMax bytes a child process wrote.
-type logBuf struct {
-	mu      sync.Mutex
-	b       []byte
-	dropped int
-}
-
-const logBufMax = 256 << 10
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	if over := len(l.b) - logBufMax; over > 0 {
-		l.dropped += over
-		l.b = append(l.b[:0], l.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.dropped > 0 {
-		return fmt.Sprintf("[… %d earlier bytes dropped …]\n%s", l.dropped, l.b)
-	}
-	return string(l.b)
-}
 
 // herald is one running `herald serve`.
 type herald struct {
@@ -121,7 +67,7 @@ type herald struct {
 	Addr   string
 	Secret []byte
 	cmd    *exec.Cmd
-	logs   *logBuf
+	logs   *testkit.LogBuffer
 	done   chan struct{} // closed when the process has exited
 	waitEr error
 }
@@ -154,12 +100,10 @@ func randomSuffix() string {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testkit.FreePort()
 	if err != nil {
 		t.Fatalf("no free loopback port: %v", err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	return port
 }
 
@@ -193,7 +137,7 @@ func startHerald(t testing.TB, o heraldOpts) *herald {
 }
 
 func tryStartHerald(t testing.TB, o heraldOpts, addr string) (*herald, error) {
-	h := &herald{t: t, name: o.name, Addr: addr, Base: "http://" + addr, Secret: o.secret, logs: &logBuf{}, done: make(chan struct{})}
+	h := &herald{t: t, name: o.name, Addr: addr, Base: "http://" + addr, Secret: o.secret, logs: &testkit.LogBuffer{}, done: make(chan struct{})}
 	args := append([]string{"serve", "--addr", addr}, o.args...)
 	h.cmd = exec.Command(heraldBin, args...)
 	// The child gets none of this machine's HERALD_* settings, only what the test passes.
@@ -592,25 +536,37 @@ func (h *herald) mustPoll(t testing.TB, path string, q url.Values, tok string) p
 	return a
 }
 
+// pollInFlight sends a long-poll to h through a proxy of its own and returns once the request
+// has reached the server — a poll that is waiting, without sleeping and hoping it is. The
+// answer comes on the channel.
+func pollInFlight(t testing.TB, h *herald, path string, q url.Values) <-chan pollResult {
+	t.Helper()
+	proxy := startProxy(t, h.Addr)
+	out := make(chan pollResult, 1)
+	go func() {
+		st := time.Now()
+		a, r, err := (&herald{t: t, Base: proxy.Base()}).poll(path, q, "")
+		out <- pollResult{a, r, err, time.Since(st)}
+	}()
+	if !testkit.WaitFor(10*time.Second, func() bool { return len(proxy.Requests(path)) > 0 }) {
+		t.Fatalf("the poll of %s did not reach the server within 10s", path)
+	}
+	return out
+}
+
+// pollResult is the outcome of a poll sent by pollInFlight.
+type pollResult struct {
+	a   pollAnswer
+	r   reply
+	err error
+	d   time.Duration
+}
+
 // ---------------------------------------------------------------------------------------------
 // Our SSE client: net/http and a line parser that keeps each frame's raw bytes.
 
-// frame is one SSE block (the lines up to a blank line).
-type frame struct {
-	Raw      string
-	ID       string
-	HasID    bool
-	Event    string
-	Data     string
-	HasData  bool
-	Retry    string
-	HasRetry bool
-	Comments []string
-	At       time.Time
-}
-
-// commentOnly reports a frame of comment lines only (a heartbeat).
-func (f frame) commentOnly() bool { return !f.HasID && !f.HasData && f.Event == "" && !f.HasRetry }
+// frame is one SSE block with its exact bytes.
+type frame = testkit.Frame
 
 var errTimeout = errors.New("timed out")
 
@@ -680,44 +636,13 @@ func mustSSE(t testing.TB, rawURL string, header http.Header) *sseStream {
 func (s *sseStream) read() {
 	defer close(s.done)
 	br := bufio.NewReaderSize(s.Resp.Body, 64<<10)
-	var cur frame
-	var raw strings.Builder
-	var data []string
 	for {
-		line, err := br.ReadString('\n')
+		f, err := testkit.ReadFrame(br)
 		if err != nil {
 			s.finish(err)
 			return
 		}
-		raw.WriteString(line)
-		l := strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		if l == "" {
-			cur.Raw = raw.String()
-			if data != nil {
-				cur.Data, cur.HasData = strings.Join(data, "\n"), true
-			}
-			cur.At = time.Now()
-			s.push(cur)
-			cur, data = frame{}, nil
-			raw.Reset()
-			continue
-		}
-		if l[0] == ':' {
-			cur.Comments = append(cur.Comments, strings.TrimPrefix(l[1:], " "))
-			continue
-		}
-		field, value, _ := strings.Cut(l, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			cur.ID, cur.HasID = value, true
-		case "event":
-			cur.Event = value
-		case "data":
-			data = append(data, value)
-		case "retry":
-			cur.Retry, cur.HasRetry = value, true
-		}
+		s.push(f)
 	}
 }
 
@@ -779,7 +704,7 @@ func (s *sseStream) nextEvent(d time.Duration) (frame, error) {
 	deadline := time.Now().Add(d)
 	for {
 		f, err := s.next(time.Until(deadline))
-		if err != nil || !f.commentOnly() {
+		if err != nil || !f.CommentOnly() {
 			return f, err
 		}
 	}
@@ -919,292 +844,54 @@ func lastEventHeader(id string) http.Header {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A loopback TCP proxy that can cut every connection, to make clients reconnect, or mute the
-// answers on them (a reply lost on the way), and that records the request heads it forwards.
+// A loopback TCP proxy that can cut or mute the connections it carries (testkit.Proxy).
 
-type cutProxy struct {
-	t      testing.TB
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	mutes  map[net.Conn]*atomic.Bool // by upstream connection: drop what it answers
-	heads  []string
-	wg     sync.WaitGroup
-}
-
-func startProxy(t testing.TB, targetAddr string) *cutProxy {
+func startProxy(t testing.TB, targetAddr string) *testkit.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testkit.StartProxy(targetAddr)
 	if err != nil {
-		t.Fatalf("proxy listen: %v", err)
+		t.Fatalf("proxy: %v", err)
 	}
-	p := &cutProxy{t: t, ln: ln, target: targetAddr, conns: map[net.Conn]struct{}{}, mutes: map[net.Conn]*atomic.Bool{}}
-	p.wg.Add(1)
-	go p.accept()
 	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *cutProxy) Base() string { return "http://" + p.ln.Addr().String() }
-
-func (p *cutProxy) Addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.wg.Add(1)
-		go p.serve(c)
-	}
-}
-
-func (p *cutProxy) track(c net.Conn, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.conns[c] = struct{}{}
-	} else {
-		delete(p.conns, c)
-	}
-}
-
-func (p *cutProxy) serve(c net.Conn) {
-	defer p.wg.Done()
-	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	muted := new(atomic.Bool)
-	p.track(c, true)
-	p.track(up, true)
-	p.mu.Lock()
-	p.mutes[up] = muted
-	p.mu.Unlock()
-	defer func() {
-		p.track(c, false)
-		p.track(up, false)
-		p.mu.Lock()
-		delete(p.mutes, up)
-		p.mu.Unlock()
-		c.Close()
-		up.Close()
-	}()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // server → client, unless muted
-		defer wg.Done()
-		defer c.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := up.Read(buf)
-			if n > 0 && !muted.Load() {
-				if _, werr := c.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	// Client → server: note each request head (keep-alive may carry several).
-	buf := make([]byte, 32<<10)
-	var pending []byte
-	for {
-		n, err := c.Read(buf)
-		if n > 0 {
-			pending = append(pending, buf[:n]...)
-			for {
-				i := bytes.Index(pending, []byte("\r\n\r\n"))
-				if i < 0 {
-					if len(pending) > 64<<10 {
-						pending = pending[len(pending)-(64<<10):]
-					}
-					break
-				}
-				p.mu.Lock()
-				p.heads = append(p.heads, string(pending[:i]))
-				p.mu.Unlock()
-				pending = pending[i+4:]
-			}
-			if _, werr := up.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	up.Close()
-	wg.Wait()
-}
-
-// MuteReplies drops, from now on, whatever the target answers on the connections open now;
-// what their clients send still reaches it. Later connections are not muted.
-func (p *cutProxy) MuteReplies() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, m := range p.mutes {
-		m.Store(true)
-	}
-}
-
-// CutAll closes every connection the proxy carries.
-func (p *cutProxy) CutAll() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		c.Close()
-	}
-	return len(p.conns) / 2
-}
-
-// Requests returns the request heads (request line and headers) forwarded so far whose request
-// line contains pathPart.
-func (p *cutProxy) Requests(pathPart string) []*http.Request {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []*http.Request
-	for _, h := range p.heads {
-		first, _, _ := strings.Cut(h, "\r\n")
-		if !strings.Contains(first, pathPart) {
-			continue
-		}
-		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(h + "\r\n\r\n")))
-		if err == nil {
-			out = append(out, req)
-		}
-	}
-	return out
-}
-
-func (p *cutProxy) Close() {
-	p.ln.Close()
-	p.CutAll()
-	p.wg.Wait()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Redis for the multi-node tests
 
-var (
-	redisOnce   sync.Once
-	redisURL    string
-	redisErr    error
-	redisCmd    *exec.Cmd
-	redisExited chan struct{}
-	redisDir    string
-	redisLogs   *logBuf
-)
-
 // testRedis returns the URL of the Redis the tests share: HERALD_TEST_REDIS_URL, or an
 // ephemeral redis-server started on a free loopback port.
 func testRedis(t testing.TB) string {
 	t.Helper()
-	redisOnce.Do(func() {
-		if u := os.Getenv("HERALD_TEST_REDIS_URL"); u != "" {
-			redisURL = u
-			return
-		}
-		bin, err := exec.LookPath("redis-server")
-		if err != nil {
-			redisErr = errors.New("this test needs Redis: set HERALD_TEST_REDIS_URL=redis://127.0.0.1:PORT/0 or install redis-server (apt-get install redis-server); `make test` does both")
-			return
-		}
-		redisURL, redisErr = startOwnRedis(bin)
-	})
-	if redisErr != nil {
-		t.Fatal(redisErr)
-	}
-	return redisURL
-}
-
-func startOwnRedis(bin string) (string, error) {
-	dir, err := os.MkdirTemp("", "herald-e2e-redis-")
+	u, err := testkit.SharedRedisURL()
 	if err != nil {
-		return "", err
+		t.Fatal(err)
 	}
-	redisDir = dir
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		redisLogs = &logBuf{}
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-		cmd.Stdout, cmd.Stderr = redisLogs, redisLogs
-		if err := cmd.Start(); err != nil {
-			return "", err
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		for i := 0; i < 100; i++ {
-			if redisPing(port) {
-				redisCmd, redisExited = cmd, exited
-				return fmt.Sprintf("redis://127.0.0.1:%d/0", port), nil
-			}
-			select {
-			case <-exited:
-				i = 100
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-		cmd.Process.Kill()
-		<-exited
-		lastErr = fmt.Errorf("redis-server on port %d did not come up:\n%s", port, redisLogs.String())
-	}
-	return "", lastErr
+	return u
 }
 
-// redisPing speaks just enough RESP to see PONG.
-func redisPing(port int) bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+// startPrivateRedis starts a redis-server this test alone owns, so it can kill, hang and
+// restart it; args are extra redis-server options.
+func startPrivateRedis(t testing.TB, args ...string) *testkit.Redis {
+	t.Helper()
+	r, err := testkit.StartRedis(args...)
 	if err != nil {
-		return false
+		t.Fatal(err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	t.Cleanup(r.Close)
+	return r
 }
 
-func stopOwnRedis() {
-	if redisCmd != nil {
-		redisCmd.Process.Kill()
-		<-redisExited // its own goroutine waits for it
-	}
-	if redisDir != "" {
-		os.RemoveAll(redisDir)
+// restart starts a private Redis again after it was stopped.
+func restart(t testing.TB, r *testkit.Redis) {
+	t.Helper()
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-// waitFor polls cond every 20 ms for up to d.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // uniqueChannel returns a channel name unique to this run.
 func uniqueChannel(prefix string) string { return prefix + "-" + randomSuffix() }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/r3labs/sse/v2"
 	"gopkg.in/cenkalti/backoff.v1"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // clientEvent is one application event as a third-party SSE client reported it.
@@ -40,7 +42,7 @@ type clientProbe interface {
 //
 // The client reads `streamPath` through proxy; the first stream request must have gone out
 // already (the client was started before).
-func reconnectScenario(t *testing.T, h *herald, proxy *cutProxy, probe clientProbe, ch, streamPath string, composite bool) {
+func reconnectScenario(t *testing.T, h *herald, proxy *testkit.Proxy, probe clientProbe, ch, streamPath string, composite bool) {
 	t.Helper()
 	tok := h.Publisher(t)
 	snap := func() (int, []clientEvent) {
@@ -55,7 +57,7 @@ func reconnectScenario(t *testing.T, h *herald, proxy *cutProxy, probe clientPro
 		t.Helper()
 		var c int
 		var evs []clientEvent
-		if !waitFor(d, func() bool { c, evs = snap(); return cond(c, evs) }) {
+		if !testkit.WaitFor(d, func() bool { c, evs = snap(); return cond(c, evs) }) {
 			t.Fatalf("client: %s not reached within %v (connected %d times, %d events)", what, d, c, len(evs))
 		}
 	}
@@ -74,8 +76,13 @@ func reconnectScenario(t *testing.T, h *herald, proxy *cutProxy, probe clientPro
 	waitClient("reconnect and the missed events", 20*time.Second, func(c int, evs []clientEvent) bool { return c >= 2 && len(evs) >= 2*half })
 	ids = append(ids, h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 2 * half})) // live again
 	waitClient("the live event after reconnecting", 10*time.Second, func(_ int, evs []clientEvent) bool { return len(evs) >= 2*half+1 })
-	time.Sleep(300 * time.Millisecond) // any duplicate would arrive by now
+	// A last event fences the check: a duplicate of anything before it would have come first.
+	fence := h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": -1})
+	waitClient("the fence event", 10*time.Second, func(_ int, evs []clientEvent) bool {
+		return len(evs) > 0 && strings.Contains(evs[len(evs)-1].Data, fence)
+	})
 	conns, evs := snap()
+	evs = evs[:len(evs)-1] // the fence
 
 	if len(evs) != len(ids) {
 		t.Errorf("client got %d events, want %d (duplicates or losses)", len(evs), len(ids))
@@ -133,7 +140,7 @@ type nodeClient struct {
 	exited    chan struct{}
 	stdin     io.WriteCloser
 	cmd       *exec.Cmd
-	stderr    *logBuf
+	stderr    *testkit.LogBuffer
 }
 
 func (n *nodeClient) snapshot() (int, []clientEvent, error) {
@@ -161,7 +168,7 @@ func startNodeClient(t *testing.T, streamURL string) *nodeClient {
 	if _, err := os.Stat(filepath.Join("node", "node_modules", "eventsource", "package.json")); err != nil {
 		t.Fatalf("the eventsource npm package is not installed: run `npm ci` in test/node (make test does): %v", err)
 	}
-	n := &nodeClient{exited: make(chan struct{}), stderr: &logBuf{}}
+	n := &nodeClient{exited: make(chan struct{}), stderr: &testkit.LogBuffer{}}
 	n.cmd = exec.Command(nodeBin, script, streamURL, "Tick", "45000")
 	n.cmd.Dir = filepath.Dir(script)
 	n.cmd.Stderr = n.stderr
@@ -286,7 +293,7 @@ func TestInteropR3labsClient(t *testing.T) {
 				t.Errorf("r3labs client did not return 5s after its context was cancelled")
 			}
 		}
-		if !waitFor(10*time.Second, func() bool {
+		if !testkit.WaitFor(10*time.Second, func() bool {
 			for _, m := range snapshot() {
 				if string(m.Event) == "herald:connected" {
 					return true
@@ -298,10 +305,18 @@ func TestInteropR3labsClient(t *testing.T) {
 			t.Fatalf("%s: r3labs client saw no herald:connected within 10s: %d messages", u, len(snapshot()))
 		}
 		ids := h.publishN(t, tok, ch, "Tick", 0, 50)
-		ok := waitFor(15*time.Second, func() bool { return len(snapshot()) >= 52 })
-		time.Sleep(100 * time.Millisecond)
+		// A last event fences the check: an extra message before it would have come first.
+		fence := h.mustPublish(t, tok, ch, "Fence", map[string]int{"n": -1})
+		ok := testkit.WaitFor(15*time.Second, func() bool {
+			got := snapshot()
+			return len(got) > 0 && strings.Contains(string(got[len(got)-1].Data), fence)
+		})
 		stop()
 		got := snapshot()
+		var fenceMsg *sse.Event
+		if ok {
+			got, fenceMsg = got[:len(got)-1], got[len(got)-1]
+		}
 		if !ok {
 			t.Fatalf("%s: r3labs client got %d messages, want retry + connected + 50 events", u, len(got))
 		}
@@ -333,8 +348,8 @@ func TestInteropR3labsClient(t *testing.T) {
 				t.Errorf("%s: event %d: id %q, want %q", u, i, m.ID, ids[i])
 			}
 		}
-		if last, _ := client.LastEventID.Load().([]byte); len(got) == 52 && string(last) != string(got[51].ID) {
-			t.Errorf("%s: r3labs LastEventID %q, want the last id %q", u, last, got[51].ID)
+		if last, _ := client.LastEventID.Load().([]byte); fenceMsg != nil && string(last) != string(fenceMsg.ID) {
+			t.Errorf("%s: r3labs LastEventID %q, want the last id %q", u, last, fenceMsg.ID)
 		}
 	}
 }

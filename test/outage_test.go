@@ -1,76 +1,26 @@
 package test
 
 import (
-	"fmt"
 	"net/http"
 	"net/url"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
-
-// privateRedis is a redis-server this test alone owns, so it can stop and restart it.
-type privateRedis struct {
-	t    *testing.T
-	bin  string
-	dir  string
-	port int
-	args []string // extra redis-server options
-	cmd  *exec.Cmd
-}
-
-func startPrivateRedis(t *testing.T) *privateRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("this test needs redis-server on PATH (apt-get install redis-server; make test installs it)")
-	}
-	r := &privateRedis{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *privateRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-
-func (r *privateRedis) start() {
-	r.t.Helper()
-	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir}, r.args...)
-	r.cmd = exec.Command(r.bin, args...)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if redisPing(r.port) {
-			return
-		}
-	}
-	r.t.Fatalf("redis-server on port %d did not come up", r.port)
-}
-
-func (r *privateRedis) stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		r.cmd.Wait()
-		r.cmd = nil
-	}
-}
 
 // waitHealth polls /v1/health until it answers want, returning the last answer.
 func waitHealth(t *testing.T, h *herald, want int) reply {
 	t.Helper()
 	var r reply
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	if !testkit.WaitFor(15*time.Second, func() bool {
 		var err error
 		r, err = do(http.MethodGet, h.Base+"/v1/health", nil, nil)
-		if err == nil && r.Status == want {
-			return r
-		}
+		return err == nil && r.Status == want
+	}) {
+		t.Fatalf("GET /v1/health: want %d within 15s, last answer %s", want, r)
 	}
-	t.Fatalf("GET /v1/health: want %d within 15s, last answer %s", want, r)
 	return r
 }
 
@@ -80,7 +30,7 @@ func waitHealth(t *testing.T, h *herald, want int) reply {
 // must resync, never be matched against the new events.
 func TestStoreOutage(t *testing.T) {
 	rd := startPrivateRedis(t)
-	h := startHerald(t, heraldOpts{args: []string{"--redis-url", rd.url(), "--redis-prefix", "outage:" + randomSuffix() + ":"}})
+	h := startHerald(t, heraldOpts{args: []string{"--redis-url", rd.URL(), "--redis-prefix", "outage:" + randomSuffix() + ":"}})
 	tok := h.Publisher(t)
 	const ch = "outage"
 	before := h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 1})
@@ -88,30 +38,28 @@ func TestStoreOutage(t *testing.T) {
 		t.Fatalf("health: %s", r)
 	}
 
-	rd.stop()
+	rd.Stop()
 	body := []byte(`{"event":"Tick","data":{"n":2}}`)
 	key := http.Header{"Idempotency-Key": {"outage-" + randomSuffix()}}
 	var r reply
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testkit.WaitFor(15*time.Second, func() bool {
 		var err error
-		if r, err = h.publishBody(tok, ch, body, key); err == nil && r.Status == http.StatusServiceUnavailable {
-			break
-		}
-	}
+		r, err = h.publishBody(tok, ch, body, key)
+		return err == nil && r.Status == http.StatusServiceUnavailable
+	})
 	expectAPIError(t, "publish with Redis down", r, http.StatusServiceUnavailable, "store_unavailable")
 	if r := waitHealth(t, h, http.StatusServiceUnavailable); !strings.Contains(string(r.Body), `"status":"unavailable"`) {
 		t.Fatalf("health with Redis down: %s", r)
 	}
 
-	rd.start()
+	restart(t, rd)
 	waitHealth(t, h, http.StatusOK)
 	var retried reply
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testkit.WaitFor(15*time.Second, func() bool {
 		var err error
-		if retried, err = h.publishBody(tok, ch, body, key); err == nil && retried.Status != http.StatusServiceUnavailable {
-			break
-		}
-	}
+		retried, err = h.publishBody(tok, ch, body, key)
+		return err == nil && retried.Status != http.StatusServiceUnavailable
+	})
 	if retried.Status != http.StatusCreated {
 		t.Fatalf("retry with the same Idempotency-Key after the outage: want 201, got %s", retried)
 	}

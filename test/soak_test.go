@@ -39,6 +39,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // soakDuration reads a duration override from the environment (HERALD_SOAK_CHURN=2m for a
@@ -342,14 +344,14 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 
 	// A stuck client reads its response head and herald:connected, to know its stream is live
 	// before the clock starts, and never reads again.
-	stuckConns := make([]*rawSSE, stuck)
+	stuckConns := make([]*testkit.RawSSE, stuck)
 	if err := parallel(stuck, 50, func(i int) error {
-		s, err := dialSSE(h.Addr, path, nil, 4096)
+		s, err := testkit.DialSSE(h.Addr, path, nil, 4096)
 		if err != nil {
 			return err
 		}
 		stuckConns[i] = s
-		_, err = s.preamble(15 * time.Second)
+		_, err = rawPreamble(s, 15*time.Second)
 		return err
 	}); err != nil {
 		t.Fatalf("stuck clients: %v", err)
@@ -363,7 +365,7 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	}()
 
 	type reader struct {
-		s       *rawSSE
+		s       *testkit.RawSSE
 		lastID  string
 		check   seqCheck
 		lat     []time.Duration
@@ -373,11 +375,11 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	}
 	readers := make([]*reader, stuckReaders)
 	if err := parallel(stuckReaders, 20, func(i int) error {
-		s, err := dialSSE(h.Addr, path, nil, 0)
+		s, err := testkit.DialSSE(h.Addr, path, nil, 0)
 		if err != nil {
 			return err
 		}
-		c, err := s.preamble(15 * time.Second)
+		c, err := rawPreamble(s, 15*time.Second)
 		if err != nil {
 			return err
 		}
@@ -392,9 +394,9 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	for _, r := range readers {
 		wg.Go(func() {
 			defer func() { r.s.Close() }()
-			r.s.conn.SetReadDeadline(deadline)
+			r.s.Conn.SetReadDeadline(deadline)
 			for {
-				f, err := r.s.readFrame()
+				f, err := r.s.ReadFrame()
 				if err != nil {
 					var ne net.Error
 					if errors.As(err, &ne) && ne.Timeout() || r.reconns >= 5 {
@@ -404,14 +406,14 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 					// Dropped: resume like EventSource.
 					r.s.Close()
 					r.reconns++
-					if r.s, err = dialSSE(h.Addr, path, lastEventHeader(r.lastID), 0); err == nil {
-						_, err = r.s.preamble(15 * time.Second)
+					if r.s, err = testkit.DialSSE(h.Addr, path, lastEventHeader(r.lastID), 0); err == nil {
+						_, err = rawPreamble(r.s, 15*time.Second)
 					}
 					if err != nil {
 						r.err = fmt.Errorf("reconnect: %w", err)
 						return
 					}
-					r.s.conn.SetReadDeadline(deadline)
+					r.s.Conn.SetReadDeadline(deadline)
 					continue
 				}
 				if f.HasID {
@@ -528,9 +530,9 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	var cut atomic.Int64
 	var maxBytes atomic.Int64
 	_ = parallel(stuck, 200, func(i int) error {
-		c := stuckConns[i].conn
+		c := stuckConns[i].Conn
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		n, err := io.Copy(io.Discard, stuckConns[i].br)
+		n, err := io.Copy(io.Discard, stuckConns[i].BR)
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			cut.Add(1)
@@ -642,16 +644,16 @@ func parallel(n, width int, f func(i int) error) error {
 	return first
 }
 
-// preamble reads the response head, then frames up to herald:connected, within d.
-func (s *rawSSE) preamble(d time.Duration) (connected, error) {
-	s.conn.SetReadDeadline(time.Now().Add(d))
-	defer s.conn.SetReadDeadline(time.Time{})
+// rawPreamble reads the response head, then frames up to herald:connected, within d.
+func rawPreamble(s *testkit.RawSSE, d time.Duration) (connected, error) {
+	s.Conn.SetReadDeadline(time.Now().Add(d))
+	defer s.Conn.SetReadDeadline(time.Time{})
 	var c connected
-	if err := s.readHead(); err != nil {
+	if err := s.ReadHead(); err != nil {
 		return c, err
 	}
 	for {
-		f, err := s.readFrame()
+		f, err := s.ReadFrame()
 		if err != nil {
 			return c, fmt.Errorf("waiting for herald:connected: %w", err)
 		}
@@ -700,7 +702,7 @@ func TestSoakReconnectStorm(t *testing.T) {
 	rd := startPrivateRedis(t)
 	dbg := debugAddr(t)
 	secret := randomSecret()
-	args := []string{"--redis-url", rd.url(), "--log-level", "warn", "--retry", "2s", "--debug-addr", dbg}
+	args := []string{"--redis-url", rd.URL(), "--log-level", "warn", "--retry", "2s", "--debug-addr", dbg}
 	h := startHerald(t, heraldOpts{name: "node", secret: secret, args: args})
 	prefix := uniqueChannel("storm")
 	channels := make([]string, stormChannels)
@@ -711,7 +713,7 @@ func TestSoakReconnectStorm(t *testing.T) {
 	deadline := time.Now().Add(8 * time.Minute)
 	type proc struct {
 		cmd    *exec.Cmd
-		logs   *logBuf
+		logs   *testkit.LogBuffer
 		ready  chan string
 		result chan stormResult
 		gone   chan struct{} // its output ended: the process exited
@@ -719,7 +721,7 @@ func TestSoakReconnectStorm(t *testing.T) {
 	procs := make([]*proc, stormProcesses)
 	per := stormClients / stormProcesses
 	for i := range procs {
-		p := &proc{logs: &logBuf{}, ready: make(chan string, 1), result: make(chan stormResult, 1), gone: make(chan struct{})}
+		p := &proc{logs: &testkit.LogBuffer{}, ready: make(chan string, 1), result: make(chan stormResult, 1), gone: make(chan struct{})}
 		p.cmd = exec.Command(os.Args[0], "-test.run=^TestStormClientProcess$", "-test.count=1", "-test.timeout=15m")
 		p.cmd.Env = append(os.Environ(),
 			"HERALD_STORM_CLIENT=1",
@@ -879,7 +881,7 @@ func TestSoakReconnectStorm(t *testing.T) {
 
 // awaitProcess returns what a client process sends on c, and fails the test if the process
 // ends without it or d passes.
-func awaitProcess[T any](t *testing.T, c <-chan T, gone <-chan struct{}, d time.Duration, what string, logs *logBuf) T {
+func awaitProcess[T any](t *testing.T, c <-chan T, gone <-chan struct{}, d time.Duration, what string, logs *testkit.LogBuffer) T {
 	t.Helper()
 	select {
 	case v := <-c:
@@ -931,11 +933,11 @@ func TestStormClientProcess(t *testing.T) {
 	err := parallel(len(clients), 100, func(i int) error {
 		c := &stormClient{addr: addr, path: eventsPath(fmt.Sprintf("%s-%03d", prefix, (from+i)%nch)), retry: 2 * time.Second}
 		clients[i] = c
-		s, err := dialSSE(addr, c.path, nil, 0)
+		s, err := testkit.DialSSE(addr, c.path, nil, 0)
 		if err != nil {
 			return err
 		}
-		hello, err := s.preamble(60 * time.Second)
+		hello, err := rawPreamble(s, 60*time.Second)
 		if err != nil {
 			s.Close()
 			return err
@@ -963,8 +965,8 @@ func TestStormClientProcess(t *testing.T) {
 		wg.Go(func() {
 			defer func() { c.s.Close() }()
 			for !c.done && time.Now().Before(deadline) {
-				c.s.conn.SetReadDeadline(deadline)
-				f, err := c.s.readFrame()
+				c.s.Conn.SetReadDeadline(deadline)
+				f, err := c.s.ReadFrame()
 				if err != nil {
 					c.s.Close()
 					if c.err = c.resume(deadline); c.err != nil {
@@ -1019,7 +1021,7 @@ func TestStormClientProcess(t *testing.T) {
 // stormClient is one SSE client of a storm client process.
 type stormClient struct {
 	addr, path string
-	s          *rawSSE
+	s          *testkit.RawSSE
 	check      seqCheck
 	lastID     string
 	retry      time.Duration // the last retry: the server sent
@@ -1035,9 +1037,9 @@ type stormClient struct {
 func (c *stormClient) resume(deadline time.Time) error {
 	for attempt := 0; attempt < 20 && time.Now().Before(deadline); attempt++ {
 		time.Sleep(c.retry)
-		s, err := dialSSE(c.addr, c.path, lastEventHeader(c.lastID), 0)
+		s, err := testkit.DialSSE(c.addr, c.path, lastEventHeader(c.lastID), 0)
 		if err == nil {
-			if _, err = s.preamble(30 * time.Second); err == nil {
+			if _, err = rawPreamble(s, 30*time.Second); err == nil {
 				c.s = s
 				c.reconns++
 				c.resumed = append(c.resumed, time.Now().UnixMilli())
@@ -1180,13 +1182,13 @@ func (w *churn) stream(a, b string, multi bool, life time.Duration) {
 	if multi {
 		path = "/v1/stream?" + url.Values{"channel": {a, b}}.Encode()
 	}
-	s, err := dialSSE(w.h.Addr, path, nil, 0)
+	s, err := testkit.DialSSE(w.h.Addr, path, nil, 0)
 	if err != nil {
 		w.fail("stream %s: %v", path, err)
 		return
 	}
 	defer s.Close()
-	hello, err := s.preamble(15 * time.Second)
+	hello, err := rawPreamble(s, 15*time.Second)
 	if err != nil {
 		w.fail("stream %s: %v", path, err)
 		return
@@ -1196,9 +1198,9 @@ func (w *churn) stream(a, b string, multi bool, life time.Duration) {
 		checks[a] = &seqCheck{}
 		checks[a].from(hello.Cursor)
 	}
-	s.conn.SetReadDeadline(time.Now().Add(life))
+	s.Conn.SetReadDeadline(time.Now().Add(life))
 	for {
-		f, err := s.readFrame()
+		f, err := s.ReadFrame()
 		if err != nil {
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
@@ -1292,13 +1294,13 @@ func (w *churn) abandonedPollSocket(ch string) {
 // presenceJoin is a tab that joins a presence room for life and closes.
 func (w *churn) presenceJoin(room, tok string, life time.Duration) {
 	w.joins.Add(1)
-	s, err := dialSSE(w.h.Addr, "/v1/stream", nil, 0)
+	s, err := testkit.DialSSE(w.h.Addr, "/v1/stream", nil, 0)
 	if err != nil {
 		w.fail("presence stream: %v", err)
 		return
 	}
 	defer s.Close()
-	hello, err := s.preamble(15 * time.Second)
+	hello, err := rawPreamble(s, 15*time.Second)
 	if err != nil {
 		w.fail("presence stream: %v", err)
 		return
@@ -1309,9 +1311,9 @@ func (w *churn) presenceJoin(room, tok string, life time.Duration) {
 		w.fail("join %s: %v %v", room, r, err)
 		return
 	}
-	s.conn.SetReadDeadline(time.Now().Add(life))
+	s.Conn.SetReadDeadline(time.Now().Add(life))
 	for {
-		if _, err := s.readFrame(); err != nil {
+		if _, err := s.ReadFrame(); err != nil {
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				w.fail("presence stream ended by the server: %v", err)
@@ -1426,13 +1428,8 @@ func TestSoakChurn(t *testing.T) {
 //     its retry would then be answered 200;
 //   - every subscriber gets every acknowledged event exactly once, in order, and no resync.
 func TestSoakRedisHung(t *testing.T) {
-	rd := startPrivateRedis(t)
-	t.Cleanup(func() {
-		if rd.cmd != nil {
-			rd.cmd.Process.Signal(syscall.SIGCONT)
-		}
-	})
-	u := rd.url() + "?read_timeout=1s&write_timeout=1s"
+	rd := startPrivateRedis(t) // its Close resumes it if a failure left it stopped
+	u := rd.URL() + "?read_timeout=1s&write_timeout=1s"
 	h := startHerald(t, heraldOpts{name: "node", args: []string{"--redis-url", u, "--log-level", "warn"}})
 	nodes := []*herald{h}
 	prefix := uniqueChannel("hung")
@@ -1456,9 +1453,9 @@ func TestSoakRedisHung(t *testing.T) {
 	const hangs, hangFor = 5, 3 * time.Second
 	time.Sleep(5 * time.Second)
 	for i := 0; i < hangs; i++ {
-		rd.signal(syscall.SIGSTOP)
+		rd.Signal(syscall.SIGSTOP)
 		time.Sleep(hangFor)
-		rd.signal(syscall.SIGCONT)
+		rd.Signal(syscall.SIGCONT)
 		time.Sleep(5 * time.Second)
 	}
 	if err := stop(); err != nil {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // An append whose answer never came back may have happened. Herald says so —
@@ -116,7 +118,7 @@ func TestRedisHungAnswers(t *testing.T) {
 	t.Parallel()
 	rd := startPrivateRedis(t)
 	h := startHerald(t, heraldOpts{args: []string{
-		"--redis-url", rd.url() + "?read_timeout=1s&write_timeout=1s", "--redis-prefix", "hung:" + randomSuffix() + ":",
+		"--redis-url", rd.URL() + "?read_timeout=1s&write_timeout=1s", "--redis-prefix", "hung:" + randomSuffix() + ":",
 	}})
 	tok := h.Publisher(t)
 	ch := uniqueChannel("hung")
@@ -126,15 +128,11 @@ func TestRedisHungAnswers(t *testing.T) {
 	s.mustEvents(t, 1, 10*time.Second)
 
 	const n = 8
-	if err := rd.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := rd.Signal(syscall.SIGSTOP); err != nil { // its Close resumes it if the test fails
 		t.Fatal(err)
 	}
-	stopped := true
-	defer func() {
-		if stopped {
-			rd.cmd.Process.Signal(syscall.SIGCONT)
-		}
-	}()
+	// Every publish is answered while Redis is still stopped: its append, and the repeat with its
+	// key, both go unanswered.
 	answers := make([]reply, n)
 	var wg sync.WaitGroup
 	for i := 1; i <= n; i++ {
@@ -148,10 +146,10 @@ func TestRedisHungAnswers(t *testing.T) {
 			answers[i-1] = r
 		}()
 	}
-	time.Sleep(3 * time.Second)
-	rd.cmd.Process.Signal(syscall.SIGCONT)
-	stopped = false
 	wg.Wait()
+	if err := rd.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
 
 	ids := map[int]string{}
 	for i, r := range answers {
@@ -174,7 +172,7 @@ func TestRedisHungAnswers(t *testing.T) {
 		}
 		body := []byte(fmt.Sprintf(`{"event":"Tick","data":{"n":%d}}`, i))
 		var r reply
-		waitFor(15*time.Second, func() bool {
+		testkit.WaitFor(15*time.Second, func() bool {
 			var err error
 			r, err = h.publishBody(tok, ch, body, http.Header{"Idempotency-Key": {fmt.Sprintf("hung-%d", i)}})
 			return err == nil && r.Status != http.StatusServiceUnavailable

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -20,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // Children this process started, stopped by the watchdog or a signal if
@@ -366,26 +367,21 @@ func (orc *orchestrator) waitHealth(u string, p *proc) error {
 	return fmt.Errorf("no 200 from %s within %v", u, orc.o.startTimeout)
 }
 
-// waitRedis sends PING until the server answers +PONG.
+// waitRedis sends PING until the server answers, or its process exits.
 func waitRedis(addr string, p *proc, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for attempt := 0; attempt < 100000 && time.Now().Before(deadline); attempt++ {
+	var err error
+	up := testkit.WaitFor(limit, func() bool {
 		if !p.running() {
-			return fmt.Errorf("exited: %v", p.waitErr)
+			err = fmt.Errorf("exited: %v", p.waitErr)
+			return true
 		}
-		d := net.Dialer{Timeout: time.Second, Control: guardedControl}
-		if c, err := d.Dial("tcp", addr); err == nil {
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			_, _ = c.Write([]byte("PING\r\n"))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "+PONG") {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+		_, err = testkit.RedisCommand(addr, "PING")
+		return err == nil
+	})
+	if !up {
+		return fmt.Errorf("no PONG from %s within %v: %v", addr, limit, err)
 	}
-	return fmt.Errorf("no PONG from %s within %v", addr, limit)
+	return err
 }
 
 // runOne runs one scenario on one store with one tool, on a fresh server.

@@ -16,6 +16,7 @@ import (
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/redisstore"
 	"github.com/herald-rt/herald/store/storetest"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // twoNodes returns two Stores sharing a prefix: two nodes of one deployment.
@@ -238,10 +239,10 @@ func TestLiveSurvivesSilentConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newBlackhole(t, o.Addr)
+	proxy := newProxy(t, o.Addr)
 	prefix := uniquePrefix()
 	opts := redisstore.Options{
-		URL:          fmt.Sprintf("redis://%s/%d?read_timeout=300ms&write_timeout=300ms", proxy.l.Addr(), o.DB),
+		URL:          fmt.Sprintf("redis://%s/%d?read_timeout=300ms&write_timeout=300ms", proxy.Addr(), o.DB),
 		Prefix:       prefix,
 		PingInterval: 100 * time.Millisecond,
 	}
@@ -264,15 +265,14 @@ func TestLiveSurvivesSilentConnection(t *testing.T) {
 	if err := request(); err != nil {
 		t.Fatal(err)
 	}
-	proxy.silence()
-	time.Sleep(500 * time.Millisecond) // long enough for the probes to give up on the old connections
+	proxy.Silence()
+	// The probes find the silent connections and replace them: calls work again.
 	eventually(t, "request after the connections went silent", request)
 	eventually(t, "broadcast after the connections went silent", func() error {
 		if err := b.Broadcast(testCtx(t), store.Ephemeral{Channel: ch, Name: "x", Data: json.RawMessage(`1`)}); err != nil {
 			return err
 		}
-		time.Sleep(100 * time.Millisecond)
-		if len(h.ephemerals(ch)) == 0 {
+		if !testkit.WaitFor(time.Second, func() bool { return len(h.ephemerals(ch)) > 0 }) {
 			return errors.New("not delivered")
 		}
 		return nil

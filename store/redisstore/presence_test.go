@@ -16,6 +16,7 @@ import (
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/redisstore"
 	"github.com/herald-rt/herald/store/storetest"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // newPresence returns a Presence on the test server with its own connection, as a node has.
@@ -152,9 +153,9 @@ func TestPresenceLostReplyIsNotRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newBlackhole(t, o.Addr)
+	proxy := newProxy(t, o.Addr)
 	// go-redis's default retries stay on: Presence must switch them off for Join.
-	client := redis.NewClient(&redis.Options{Addr: proxy.l.Addr().String(), DB: o.DB, ReadTimeout: 300 * time.Millisecond})
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: o.DB, ReadTimeout: 300 * time.Millisecond})
 	t.Cleanup(func() { client.Close() })
 	prefix, direct, _ := presencePair(t, storetest.PresenceConfig{})
 	p := newPresence(t, redisstore.PresenceOptions{Client: client, Prefix: prefix})
@@ -165,7 +166,7 @@ func TestPresenceLostReplyIsNotRetried(t *testing.T) {
 	if _, err := p.Join(ctx, ch, "1.0", store.Member{UserID: "u0"}); err != nil {
 		t.Fatal(err)
 	}
-	proxy.muteReplies()
+	proxy.MuteReplies()
 	first, err := p.Join(ctx, ch, "1.1", store.Member{UserID: "u1"})
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("join without a reply: first=%v err=%v, want ErrUnavailable", first, err)
@@ -221,7 +222,8 @@ func expireInBatches(t *testing.T, ttl time.Duration) bool {
 	if lastJoin.Sub(start) > ttl*3/4 {
 		return false // first sockets ran out during the second pass
 	}
-	time.Sleep(ttl + ttl/4)
+	// Every lease has run out once the last one has: a quarter lease after it.
+	testkit.WaitFor(2*ttl, func() bool { return time.Since(lastJoin) > ttl+ttl/4 })
 	gone, err := b.Expire(ctx, ch)
 	if time.Since(lastJoin) > 2*ttl-ttl/4 {
 		return false // the channel's keys may have expired before Expire ran

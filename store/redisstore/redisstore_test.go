@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,11 +17,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
-	"go.uber.org/goleak"
 
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/redisstore"
 	"github.com/herald-rt/herald/store/storetest"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // redisURL is the server every test uses: HERALD_TEST_REDIS_URL (CI starts one), else an
@@ -34,83 +32,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	stop := func() {}
-	if u := os.Getenv("HERALD_TEST_REDIS_URL"); u != "" {
-		redisURL = u
-	} else if path, err := exec.LookPath("redis-server"); err == nil {
-		redisURL, stop, redisSetup = startRedis(path)
-	} else {
-		redisSetup = errors.New("HERALD_TEST_REDIS_URL is unset and redis-server is not on PATH; " +
-			"run the tests through .ci/testenv.sh or install redis-server")
-	}
-	code := m.Run()
-	stop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// startRedis runs a throwaway redis-server on a free loopback port, in a temporary directory.
-func startRedis(path string) (string, func(), error) {
-	dir, err := os.MkdirTemp("", "herald-redis-")
-	if err != nil {
-		return "", nil, err
-	}
-	var lastErr error
-	for range 5 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", nil, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
-			"--appendonly", "no", "--dir", dir, "--daemonize", "no", "--logfile", "redis.log")
-		if err := cmd.Start(); err != nil {
-			return "", nil, err
-		}
-		stop := func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = waitPong(addr, 5*time.Second); lastErr == nil {
-			return "redis://" + addr + "/0", func() { stop(); os.RemoveAll(dir) }, nil
-		}
-		stop()
-	}
-	os.RemoveAll(dir)
-	return "", nil, fmt.Errorf("starting redis-server: %w", lastErr)
-}
-
-func waitPong(addr string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			_, err = c.Write([]byte("PING\r\n"))
-			if err == nil {
-				var line string
-				line, err = bufio.NewReader(c).ReadString('\n')
-				if err == nil && !strings.HasPrefix(line, "+PONG") {
-					err = fmt.Errorf("unexpected answer %q", line)
-				}
-			}
-			c.Close()
-			if err == nil {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	redisURL, redisSetup = testkit.SharedRedisURL()
+	os.Exit(testkit.Main(m))
 }
 
 func needRedis(t testing.TB) {
@@ -406,103 +329,15 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// blackhole is a TCP proxy to Redis that can silence its current connections without closing
-// them: what a failover can leave behind, which only a probe detects.
-type blackhole struct {
-	l      net.Listener
-	target string
-	mu     sync.Mutex
-	pairs  []*proxyPair
-	wg     sync.WaitGroup
-}
-
-type proxyPair struct {
-	a, b        net.Conn
-	silent      atomic.Bool // nothing passes
-	muteReplies atomic.Bool // requests reach Redis, its replies are dropped
-}
-
-func newBlackhole(t *testing.T, target string) *blackhole {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// newProxy is a testkit.Proxy to target, closed when the test ends.
+func newProxy(t *testing.T, target string) *testkit.Proxy {
+	t.Helper()
+	p, err := testkit.StartProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &blackhole{l: l, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *blackhole) accept() {
-	defer p.wg.Done()
-	for {
-		a, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", p.target)
-		if err != nil {
-			a.Close()
-			continue
-		}
-		pair := &proxyPair{a: a, b: b}
-		p.mu.Lock()
-		p.pairs = append(p.pairs, pair)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pump(pair, b, a, false)
-		go p.pump(pair, a, b, true)
-	}
-}
-
-func (p *blackhole) pump(pair *proxyPair, dst, src net.Conn, replies bool) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			pair.a.Close()
-			pair.b.Close()
-			return
-		}
-		if !pair.silent.Load() && !(replies && pair.muteReplies.Load()) {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				pair.a.Close()
-				pair.b.Close()
-				return
-			}
-		}
-	}
-}
-
-// silence drops everything on the connections open now; new ones work.
-func (p *blackhole) silence() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pair := range p.pairs {
-		pair.silent.Store(true)
-	}
-}
-
-// muteReplies lets requests on the connections open now through but drops Redis's replies.
-func (p *blackhole) muteReplies() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pair := range p.pairs {
-		pair.muteReplies.Store(true)
-	}
-}
-
-func (p *blackhole) close() {
-	p.l.Close()
-	p.mu.Lock()
-	for _, pair := range p.pairs {
-		pair.a.Close()
-		pair.b.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }
 
 func TestProbeReplacesSilentConnection(t *testing.T) {
@@ -512,11 +347,11 @@ func TestProbeReplacesSilentConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newBlackhole(t, o.Addr)
+	proxy := newProxy(t, o.Addr)
 	prefix := uniquePrefix()
 	var logs syncBuffer
 	listener := newStore(t, redisstore.Options{
-		URL:          fmt.Sprintf("redis://%s/%d?read_timeout=300ms&write_timeout=300ms", proxy.l.Addr(), o.DB),
+		URL:          fmt.Sprintf("redis://%s/%d?read_timeout=300ms&write_timeout=300ms", proxy.Addr(), o.DB),
 		Prefix:       prefix,
 		PingInterval: 100 * time.Millisecond,
 		Logger:       zerolog.New(&logs),
@@ -529,7 +364,7 @@ func TestProbeReplacesSilentConnection(t *testing.T) {
 	}
 	evs := appendN(t, writer, ch, 3)
 	h.wait(t, ch, 3, 5*time.Second)
-	proxy.silence()
+	proxy.Silence()
 	appendN(t, writer, ch, 5) // their notices go into the void
 	got := h.wait(t, ch, 8, 10*time.Second)
 	checkSeqs(t, got, evs[0].Epoch, 1)
@@ -556,16 +391,16 @@ func TestLostReplyIsNotRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newBlackhole(t, o.Addr)
+	proxy := newProxy(t, o.Addr)
 	prefix := uniquePrefix()
 	// go-redis's default retries stay on: the store must switch them off for appends.
 	s := newStore(t, redisstore.Options{
-		URL:    fmt.Sprintf("redis://%s/%d?read_timeout=300ms", proxy.l.Addr(), o.DB),
+		URL:    fmt.Sprintf("redis://%s/%d?read_timeout=300ms", proxy.Addr(), o.DB),
 		Prefix: prefix,
 	})
 	ch := "lost.reply"
 	appendN(t, s, ch, 1)
-	proxy.muteReplies()
+	proxy.MuteReplies()
 	req := store.AppendRequest{Channel: ch, Name: "X", Data: json.RawMessage(`2`), IdempotencyKey: "k2"}
 	_, err = s.Append(testCtx(t), req)
 	if !errors.Is(err, store.ErrUnconfirmed) || errors.Is(err, store.ErrUnavailable) {
@@ -727,13 +562,17 @@ func TestBatchingKeepsOrder(t *testing.T) {
 
 func TestIdempotencyOutlivesHistory(t *testing.T) {
 	t.Parallel()
-	s := newStore(t, redisstore.Options{Retention: store.Retention{MaxAge: 500 * time.Millisecond, IdempotencyTTL: time.Hour}})
+	prefix := uniquePrefix()
+	s := newStore(t, redisstore.Options{Prefix: prefix, Retention: store.Retention{MaxAge: 500 * time.Millisecond, IdempotencyTTL: time.Hour}})
 	req := store.AppendRequest{Channel: "idem", Name: "X", Data: json.RawMessage(`{"a":1}`), IdempotencyKey: "k:1"}
 	first, err := s.Append(testCtx(t), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(800 * time.Millisecond) // the channel is forgotten
+	raw := rawClient(t, "")
+	if !testkit.WaitFor(10*time.Second, func() bool { return raw.Exists(testCtx(t), prefix+"{idem}:m", prefix+"{idem}:s").Val() == 0 }) {
+		t.Fatal("the idle channel's log was not forgotten")
+	}
 	again, err := s.Append(testCtx(t), req)
 	if err != nil {
 		t.Fatal(err)
@@ -754,9 +593,16 @@ func TestAgedEntriesAreNotRetained(t *testing.T) {
 	raw := rawClient(t, "")
 	ch := "aging"
 	old := appendN(t, s, ch, 40)
-	time.Sleep(400 * time.Millisecond)
+	// Ages are the store's own timestamps: the young events come a good part of MaxAge later.
+	age := func(ev store.Event) time.Duration {
+		return time.Duration(time.Now().UnixMilli()-ev.Time) * time.Millisecond
+	}
+	testkit.WaitFor(5*time.Second, func() bool { return age(old[39]) >= 400*time.Millisecond })
 	young := appendN(t, s, ch, 20)
-	time.Sleep(400 * time.Millisecond) // the first 40 are past MaxAge, the stream still holds them
+	// The first 40 are past MaxAge, the stream still holds them.
+	if !testkit.WaitFor(5*time.Second, func() bool { return age(old[39]) > 700*time.Millisecond+50*time.Millisecond }) || age(young[0]) >= 700*time.Millisecond {
+		t.Skipf("the machine is too slow for these ages: old %v, young %v", age(old[39]), age(young[0]))
+	}
 	if n := raw.XLen(testCtx(t), prefix+"{"+ch+"}:s").Val(); n != 60 {
 		t.Fatalf("stream holds %d entries before any trim, want 60", n)
 	}
@@ -787,7 +633,6 @@ func TestAgedEntriesAreNotRetained(t *testing.T) {
 	if n := raw.XLen(testCtx(t), prefix+"{"+ch+"}:s").Val(); n != 21 {
 		t.Fatalf("stream holds %d entries after an append trimmed by age, want 21", n)
 	}
-	_ = young
 }
 
 func TestRejectsBracedNames(t *testing.T) {
