@@ -26,9 +26,6 @@ var (
 	errLoneSurrogate = badRequest("invalid_json", "the body has a \\u escape of an unpaired UTF-16 surrogate, which is not text")
 )
 
-// bodyKey is where guardBody leaves the request's *timedBody in the echo.Context.
-const bodyKey = "herald.body"
-
 // guardBody refuses a declared body over the limit at once and starts the body's deadline.
 func (s *Server) guardBody(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -39,13 +36,11 @@ func (s *Server) guardBody(next echo.HandlerFunc) echo.HandlerFunc {
 		if req.ContentLength > s.cfg.MaxBodyBytes {
 			return errPayloadTooLarge
 		}
-		rc := http.NewResponseController(c.Response())
-		if rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) != nil {
+		dl := readDeadliner(c)
+		if dl == nil || dl.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) != nil {
 			return next(c) // a transport without deadlines (a test recorder): nothing to guard
 		}
-		b := &timedBody{ReadCloser: req.Body, rc: rc}
-		req.Body = b
-		c.Set(bodyKey, b)
+		req.Body = &timedBody{ReadCloser: req.Body, dl: dl}
 		return next(c)
 	}
 }
@@ -55,15 +50,27 @@ func (s *Server) guardBody(next echo.HandlerFunc) echo.HandlerFunc {
 // which is the only reader of its body.
 type timedBody struct {
 	io.ReadCloser
-	rc       *http.ResponseController
+	dl       deadliner
 	complete bool
+}
+
+// deadliner sets a connection's read deadline: net/http's response writers (HTTP/1 and 2) do.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// readDeadliner finds the request's connection deadline setter, without the allocation of an
+// http.ResponseController on every request.
+func readDeadliner(c echo.Context) deadliner {
+	if dl, ok := c.Response().Writer.(deadliner); ok {
+		return dl
+	}
+	return http.NewResponseController(c.Response())
 }
 
 func (b *timedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF && !b.complete {
 		b.complete = true
-		_ = b.rc.SetReadDeadline(time.Time{})
+		_ = b.dl.SetReadDeadline(time.Time{})
 	}
 	return n, err
 }
@@ -74,7 +81,7 @@ func unreadBody(c echo.Context) bool {
 	if req.ContentLength == 0 || req.Body == nil || req.Body == http.NoBody {
 		return false
 	}
-	b, ok := c.Get(bodyKey).(*timedBody)
+	b, ok := req.Body.(*timedBody)
 	return !ok || !b.complete
 }
 
@@ -83,7 +90,9 @@ func unreadBody(c echo.Context) bool {
 // client takes. The read deadline, moved to now, also ends the drain that follows the answer.
 func closeInsteadOfDraining(c echo.Context) {
 	c.Response().Header().Set("Connection", "close")
-	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now())
+	if dl := readDeadliner(c); dl != nil {
+		_ = dl.SetReadDeadline(time.Now())
+	}
 }
 
 // readBody reads the request body up to the configured limit and checks it is UTF-8, as JSON

@@ -1,12 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -79,18 +79,12 @@ var (
 )
 
 // socketOps is the dispatch table of calls that arrive from other nodes.
-var socketOps = map[string]func(s *Server, ctx context.Context, ss *session, payload []byte) socketResult{}
-
-func init() {
-	for name, serve := range map[string]func(*Server, context.Context, *session, []byte) socketResult{
-		opSubscribe.name:   opSubscribe.serve,
-		opUnsubscribe.name: opUnsubscribe.serve,
-		opRefuse.name:      opRefuse.serve,
-		opPoll.name:        opPoll.serve,
-		opWhisper.name:     opWhisper.serve,
-	} {
-		socketOps[name] = serve
-	}
+var socketOps = map[string]func(ss *session, ctx context.Context, payload []byte) socketResult{
+	opSubscribe.name:   opSubscribe.serve,
+	opUnsubscribe.name: opUnsubscribe.serve,
+	opRefuse.name:      opRefuse.serve,
+	opPoll.name:        opPoll.serve,
+	opWhisper.name:     opWhisper.serve,
 }
 
 // remoteWaiter is a call that may wait at the owner (a poll): the node that sent it waits that
@@ -112,7 +106,7 @@ func (op socketOp[C]) call(ctx context.Context, api socketAPI, app *App, socketI
 }
 
 // serve decodes a call from another node and runs it.
-func (op socketOp[C]) serve(s *Server, ctx context.Context, ss *session, payload []byte) socketResult {
+func (op socketOp[C]) serve(ss *session, ctx context.Context, payload []byte) socketResult {
 	var call C
 	if err := json.Unmarshal(payload, &call); err != nil {
 		return resultOf(badRequest("bad_call", "unreadable "+op.name+" call"))
@@ -159,20 +153,20 @@ func (api socketAPI) serveBus(ctx context.Context, app *App, req []byte) []byte 
 }
 
 func (api socketAPI) runRemote(ctx context.Context, app *App, req []byte) socketResult {
-	op, rest, ok1 := strings.Cut(string(req), " ")
-	socketID, payload, ok2 := strings.Cut(rest, " ")
-	serve := socketOps[op]
+	op, rest, ok1 := bytes.Cut(req, []byte(" "))
+	socketID, payload, ok2 := bytes.Cut(rest, []byte(" "))
+	serve := socketOps[string(op)]
 	switch {
 	case !ok1 || !ok2:
 		return resultOf(badRequest("bad_call", "unreadable socket call"))
 	case serve == nil:
-		return resultOf(badRequest("bad_call", "unknown socket operation "+strconv.Quote(op)))
+		return resultOf(badRequest("bad_call", "unknown socket operation "+strconv.Quote(string(op))))
 	}
-	ss := api.sessions.get(app, socketID)
+	ss := api.sessions.get(app, string(socketID))
 	if ss == nil {
 		return resultOf(errSocketGone)
 	}
-	return serve(api.Server, ctx, ss, []byte(payload))
+	return serve(ss, ctx, payload)
 }
 
 func resultOf(e *apiError) socketResult {

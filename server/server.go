@@ -293,7 +293,7 @@ func contains(list []string, v string) bool {
 // logs itself when it closes, so its duration is the connection's lifetime.
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		c.Set(startKey, time.Now())
+		start := time.Now()
 		err := next(c)
 		if err != nil {
 			c.Error(err)
@@ -301,16 +301,13 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.Get(streamLogKey) != nil {
 			return nil
 		}
-		logRequest(s.log, requestOf(c), c.Response().Status, c.Response().Size, "")
+		logRequest(s.log, requestOf(c, start), c.Response().Status, c.Response().Size, "")
 		return nil
 	}
 }
 
-// Keys of the access log's values in an echo.Context.
-const (
-	startKey     = "herald.start"      // time.Time: when the request arrived
-	streamLogKey = "herald.stream_log" // set by a stream that writes its own log line
-)
+// streamLogKey is set in the echo.Context of a stream that writes its own access log line.
+const streamLogKey = "herald.stream_log"
 
 // accessEntry is what the access log says of a request, kept small: a stream holds one for
 // its whole life.
@@ -319,12 +316,8 @@ type accessEntry struct {
 	start                          time.Time
 }
 
-func requestOf(c echo.Context) accessEntry {
+func requestOf(c echo.Context, start time.Time) accessEntry {
 	req := c.Request()
-	start, _ := c.Get(startKey).(time.Time)
-	if start.IsZero() {
-		start = time.Now()
-	}
 	return accessEntry{method: req.Method, path: req.URL.Path, rawQuery: req.URL.RawQuery, remote: c.RealIP(), start: start}
 }
 

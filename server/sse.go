@@ -29,6 +29,7 @@ func (s *Server) multiStream(c echo.Context) error   { return s.serveSSE(c, fals
 const streamBatch = 64
 
 func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
+	start := time.Now() // the stream's log line measures from here: its whole life
 	req := c.Request()
 	cursor := req.Header.Get("Last-Event-ID")
 	if q := c.QueryParam("last_event_id"); q != "" {
@@ -65,7 +66,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	if hijacked {
 		// The access log line is written when the stream ends, with its real duration and size.
 		c.Set(streamLogKey, true)
-		entry := requestOf(c)
+		entry := requestOf(c, start)
 		cw := &connWriter{conn: conn, timeout: s.cfg.WriteTimeout, written: int64(w.Size)}
 		if tc, ok := conn.(*net.TCPConn); ok && s.cfg.StreamSendBuffer > 0 {
 			// The kernel would grow a stream's send buffer towards a client that reads
