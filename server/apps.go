@@ -22,6 +22,12 @@ type App struct {
 	// Pusher holds the app's Pusher key, secret and limits; nil when no app is configured, in
 	// which case Pusher signatures and the Pusher HTTP API are refused.
 	Pusher *authz.App
+	// Registry lists the deployment's nodes and their sockets' counts per channel, which the
+	// Pusher API's channel queries and the admin API answer from. Nil: the node is the whole
+	// deployment (New gives it a memory registry).
+	Registry store.Registry
+
+	conns connCounts // this node's open connections of the app, by transport
 }
 
 // apps are the tenants a server serves; the first is the default app. They decide which app a

@@ -87,6 +87,33 @@ var socketOps = map[string]func(ss *session, ctx context.Context, payload []byte
 	opWhisper.name:     opWhisper.serve,
 }
 
+// nodeOp is a call on a node as a whole rather than on one of its sockets; on the bus, the id
+// after the operation's name is the node's own.
+type nodeOp[C any] struct {
+	name string
+	run  func(api socketAPI, app *App, ctx context.Context, call C) socketResult
+}
+
+// nodeOps is the dispatch table of node-wide calls that arrive from other nodes.
+var nodeOps = map[string]func(api socketAPI, app *App, ctx context.Context, payload []byte) socketResult{
+	opTerminateUser.name: opTerminateUser.serve,
+}
+
+// serve decodes a node-wide call from another node and runs it.
+func (op nodeOp[C]) serve(api socketAPI, app *App, ctx context.Context, payload []byte) socketResult {
+	var call C
+	if err := json.Unmarshal(payload, &call); err != nil {
+		return resultOf(badRequest("bad_call", "unreadable "+op.name+" call"))
+	}
+	return op.run(api, app, ctx, call)
+}
+
+// remoteFailure is a node's answer that fails a call made on every node: the client gets it
+// as it came.
+type remoteFailure struct{ res socketResult }
+
+func (f *remoteFailure) Error() string { return "node answered " + strconv.Itoa(f.res.Status) }
+
 // remoteWaiter is a call that may wait at the owner (a poll): the node that sent it waits that
 // much longer for the answer.
 type remoteWaiter interface{ remoteWait() time.Duration }
@@ -159,6 +186,8 @@ func (api socketAPI) runRemote(ctx context.Context, app *App, req []byte) socket
 	switch {
 	case !ok1 || !ok2:
 		return resultOf(badRequest("bad_call", "unreadable socket call"))
+	case nodeOps[string(op)] != nil:
+		return nodeOps[string(op)](api, app, ctx, payload)
 	case serve == nil:
 		return resultOf(badRequest("bad_call", "unknown socket operation "+strconv.Quote(string(op))))
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 )
@@ -12,6 +13,8 @@ type apiError struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// RetryAfter, in seconds, is sent as the Retry-After header when set.
+	RetryAfter int `json:"-"`
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -66,6 +69,9 @@ func (s *Server) writeError(err error, c echo.Context) {
 	}
 	h := c.Response().Header()
 	h.Set("Cache-Control", "no-store")
+	if ae.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(ae.RetryAfter))
+	}
 	if unreadBody(c) {
 		closeInsteadOfDraining(c)
 	}
@@ -118,5 +124,6 @@ var errorCodes = map[int][]string{
 	http.StatusInternalServerError: {"internal"},
 	http.StatusNotImplemented:      {"not_supported", "presence_unavailable"},
 	http.StatusBadGateway:          {"bad_node_answer"},
-	http.StatusServiceUnavailable:  {"store_unavailable", "store_timeout", "shutting_down", "canceled"},
+	http.StatusServiceUnavailable: {"store_unavailable", "store_timeout", "shutting_down", "canceled",
+		"over_capacity"},
 }

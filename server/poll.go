@@ -94,6 +94,10 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 		}
 	}
 	sub.req.EnvelopesOnly = true
+	if err := s.census.admit(sub.app, transportPoll); err != nil {
+		return err
+	}
+	defer s.census.leave(sub.app, transportPoll)
 	sock, err := s.open(ctx, sub)
 	if err != nil {
 		return err

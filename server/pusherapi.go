@@ -283,7 +283,7 @@ type channelInfo struct {
 }
 
 // channelInfo gathers the attributes asked for: user_count for presence channels only (from the
-// shared presence store), subscription_count from this node's sockets.
+// shared presence store), subscription_count from the registry (every node's sockets).
 func (p pusherAPI) channelInfo(ctx context.Context, app *App, ch string, want pusherInfo) (channelInfo, error) {
 	var ci channelInfo
 	if want.userCount && channel.IsPresence(ch) {
@@ -294,10 +294,26 @@ func (p pusherAPI) channelInfo(ctx context.Context, app *App, ch string, want pu
 		ci.UserCount = &n
 	}
 	if want.subscriptionCount {
-		n := app.Hub.Subscribers(ch)
+		n, err := subscriptionCount(ctx, app, ch)
+		if err != nil {
+			return ci, err
+		}
 		ci.SubscriptionCount = &n
 	}
 	return ci, nil
+}
+
+// subscriptionCount is the number of sockets on channel, summed over the deployment's nodes.
+func subscriptionCount(ctx context.Context, app *App, channel string) (int, error) {
+	perNode, err := app.Registry.Subscriptions(ctx, channel)
+	if err != nil {
+		return 0, storeError(err)
+	}
+	n := 0
+	for _, c := range perNode {
+		n += c
+	}
+	return n, nil
 }
 
 func (p pusherAPI) userCount(ctx context.Context, app *App, channel string) (int, error) {
@@ -397,9 +413,9 @@ func pusherQueryInfo(c echo.Context) (pusherInfo, error) {
 }
 
 // pusherChannels is GET /apps/{app_id}/channels?filter_by_prefix=&info=: the occupied
-// channels → {"channels":{"<name>":{}}}. Occupied means that sockets of this node subscribe
-// to the channel (other nodes' channels are not known here). user_count needs
-// filter_by_prefix=presence-, as with Pusher.
+// channels → {"channels":{"<name>":{}}}. Occupied means that sockets of any node subscribe to
+// the channel (the registry's view). user_count needs filter_by_prefix=presence-, as with
+// Pusher.
 func (p pusherAPI) channels(c echo.Context, app *App, _ []byte) error {
 	prefix := c.QueryParam("filter_by_prefix")
 	info, err := pusherQueryInfo(c)
@@ -409,11 +425,23 @@ func (p pusherAPI) channels(c echo.Context, app *App, _ []byte) error {
 	if info.userCount && !strings.HasPrefix(prefix, "presence-") {
 		return badRequest("invalid_info", "info=user_count needs filter_by_prefix=presence-")
 	}
-	out := make(map[string]channelInfo)
-	for ch := range app.Hub.SubscribedChannels(prefix) {
-		ci, err := p.channelInfo(c.Request().Context(), app, ch, info)
-		if err != nil {
-			return err
+	ctx := c.Request().Context()
+	occupied, err := app.Registry.Occupied(ctx, prefix)
+	if err != nil {
+		return storeError(err)
+	}
+	out := make(map[string]channelInfo, len(occupied))
+	for ch, n := range occupied {
+		var ci channelInfo
+		if info.subscriptionCount {
+			ci.SubscriptionCount = &n
+		}
+		if info.userCount && channel.IsPresence(ch) {
+			users, err := p.userCount(ctx, app, ch)
+			if err != nil {
+				return err
+			}
+			ci.UserCount = &users
 		}
 		out[ch] = ci
 	}
@@ -435,13 +463,16 @@ func (p pusherAPI) channel(c echo.Context, app *App, _ []byte) error {
 		return badRequest("invalid_info", "user_count is only available for presence- channels")
 	}
 	ctx := c.Request().Context()
-	local := app.Hub.Subscribers(ch)
+	subs, err := subscriptionCount(ctx, app, ch)
+	if err != nil {
+		return err
+	}
 	out := struct {
 		Occupied bool `json:"occupied"`
 		channelInfo
-	}{Occupied: local > 0}
+	}{Occupied: subs > 0}
 	if info.subscriptionCount {
-		out.SubscriptionCount = &local
+		out.SubscriptionCount = &subs
 	}
 	if channel.IsPresence(ch) && (info.userCount || !out.Occupied) {
 		n, err := p.userCount(ctx, app, ch)
@@ -483,10 +514,10 @@ func (p pusherAPI) users(c echo.Context, app *App, _ []byte) error {
 }
 
 // pusherTerminate is POST /apps/{app_id}/users/{user_id}/terminate_connections → {}. It closes
-// this node's sockets of the user: presence members with that user id, and sockets opened
-// with a token whose sub is that user. Sockets on other nodes stay open: nodes can only reach
-// a socket whose id they know, and no node knows another's sockets by user. An SSE client
-// (EventSource) reconnects by itself; to keep a user out, also stop authorizing it.
+// the user's sockets on every node of the deployment (a node-wide call to each node in the
+// registry): presence members with that user id, and sockets opened with a token whose sub is
+// that user. An SSE client (EventSource) reconnects by itself; to keep a user out, also stop
+// authorizing it.
 func (p pusherAPI) terminate(c echo.Context, app *App, body []byte) error {
 	raw := c.Param("user_id")
 	userID, err := url.PathUnescape(raw)
@@ -502,7 +533,21 @@ func (p pusherAPI) terminate(c echo.Context, app *App, body []byte) error {
 			return unprocessable("invalid_json", "the body must be empty or a JSON object ({})")
 		}
 	}
-	n := p.sessions.terminateUser(app, userID)
-	p.log.Info().Str("app", app.ID).Int("sockets", n).Msg("terminated a user's connections")
+	answers, err := everyNode(c.Request().Context(), socketAPI{p.Server}, app, opTerminateUser, terminateUserCall{UserID: userID})
+	var failed *remoteFailure
+	if errors.As(err, &failed) {
+		return writeResult(c, failed.res)
+	}
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, a := range answers {
+		var t terminatedAnswer
+		if json.Unmarshal(a.Body, &t) == nil {
+			n += t.Sockets
+		}
+	}
+	p.log.Info().Str("app", app.ID).Int("sockets", n).Int("nodes", len(answers)).Msg("terminated a user's connections")
 	return c.JSON(http.StatusOK, struct{}{})
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/memstore"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -75,6 +76,14 @@ type Config struct {
 	PresenceTTL time.Duration
 	// Version is advertised in /v1/config.
 	Version string
+	// NodeTTL is the node's lease in the deployment's registry: a node that dies vanishes
+	// from every node's view within it. Default store.DefaultNodeTTL.
+	NodeTTL time.Duration
+	// AdminAddr is the admin listener's address, advertised in the registry.
+	AdminAddr string
+	// MaxConnections bounds the node's open connections (streams, long-poll sockets, waiting
+	// polls); more are refused with 503 over_capacity. 0: no limit.
+	MaxConnections int
 }
 
 // DefaultConfig holds the default of every setting that has one; `herald serve`'s flags take
@@ -95,6 +104,7 @@ func DefaultConfig() Config {
 		ClientEvents:     ClientEventsMembers,
 		WhisperRate:      float64(authz.DefaultLimits().ClientEventsPerSecond),
 		PresenceTTL:      store.DefaultPresenceTTL,
+		NodeTTL:          store.DefaultNodeTTL,
 	}
 }
 
@@ -116,6 +126,7 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.PollLimitMax, d.PollLimitMax)
 	orDefault(&c.SocketTimeout, 2*c.PollTimeout)
 	orDefault(&c.PresenceTTL, d.PresenceTTL)
+	orDefault(&c.NodeTTL, d.NodeTTL)
 	if c.WhisperRate == 0 { // negative: no limit
 		c.WhisperRate = d.WhisperRate
 	}
@@ -145,6 +156,10 @@ type Server struct {
 	apps       apps
 	sockTokens socketTokens
 	sessions   sessions
+	census     census
+	self       nodeSelf
+	// unregister takes the node out of the registry (at a drain's start, or at shutdown).
+	unregister context.CancelFunc
 
 	stop     context.CancelFunc // ends the background work started by New
 	stopCtx  context.Context
@@ -157,8 +172,15 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	if len(cfg.Apps) == 0 {
 		panic("server.New: no apps")
 	}
-	s := &Server{cfg: cfg.WithDefaults(), log: log, apps: cfg.Apps}
+	s := &Server{cfg: cfg.WithDefaults(), log: log, apps: cfg.Apps, self: nodeSelf{started: time.Now()}}
+	for _, a := range s.apps {
+		if a.Registry == nil {
+			// On its own, the node is the whole deployment.
+			a.Registry = memstore.NewRegistry(memstore.RegistryOptions{})
+		}
+	}
 	s.sockTokens = socketTokens{key: s.cfg.SocketSecret}
+	s.census.max = int64(max(s.cfg.MaxConnections, 0))
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -211,6 +233,9 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	s.janitor.Add(2)
 	go s.expireLoop()
 	go s.presenceLoop()
+	regCtx, unregister := context.WithCancel(s.stopCtx)
+	s.unregister = unregister
+	s.registerNodes(regCtx)
 	for _, a := range s.apps {
 		if a.Bus == nil {
 			continue
@@ -250,6 +275,7 @@ func (s *Server) Handler() http.Handler { return s.echo }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.self.setAddr(ln.Addr().String())
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -259,6 +285,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown ends every stream, then waits for them and for other requests until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.unregister() // other nodes stop counting this one's sockets at once
 	err := s.http.Shutdown(ctx)
 	s.shutdownHubs() // also when Serve was never called
 	s.stopOnce.Do(func() {

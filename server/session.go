@@ -27,6 +27,9 @@ type session struct {
 	claims *Claims
 	// poll is the state of a socket read by long-poll; nil for one read by a stream.
 	poll *pollState
+	// kind is the transport the census counts the session under; it was admitted before the
+	// socket opened and leaves when the session closes.
+	kind transport
 
 	mu      sync.Mutex
 	closed  bool
@@ -65,10 +68,11 @@ func (r *sessions) now() time.Time {
 
 func (r *sessions) setClock(f func() time.Time) { r.clock.Store(&f) }
 
-// open registers the session of a socket just opened on srv.
-func (r *sessions) open(srv *Server, app *App, sock *stream.Socket, claims *Claims, poll bool) *session {
-	ss := &session{srv: srv, app: app, sock: sock, claims: claims}
-	if poll {
+// open registers the session of a socket just opened on srv, whose connection the census
+// admitted as kind.
+func (r *sessions) open(srv *Server, app *App, sock *stream.Socket, claims *Claims, kind transport) *session {
+	ss := &session{srv: srv, app: app, sock: sock, claims: claims, kind: kind}
+	if kind == transportPollSocket {
 		ss.poll = new(pollState)
 		ss.poll.touch(r.now())
 	}
@@ -122,6 +126,7 @@ func (ss *session) close() {
 	delete(r.byID, ss.sock.ID())
 	r.mu.Unlock()
 	ss.sock.Close()
+	ss.srv.census.leave(ss.app, ss.kind)
 	if len(channels) == 0 {
 		return
 	}

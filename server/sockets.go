@@ -84,11 +84,15 @@ func (api socketAPI) openSocket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := api.census.admit(app, transportPollSocket); err != nil {
+		return err
+	}
 	sock, err := app.Hub.Open(c.Request().Context(), stream.Request{Dynamic: true, EnvelopesOnly: true})
 	if err != nil {
+		api.census.leave(app, transportPollSocket)
 		return storeError(err)
 	}
-	api.sessions.open(api.Server, app, sock, cl, true)
+	api.sessions.open(api.Server, app, sock, cl, transportPollSocket)
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, map[string]string{
 		"socket_id": sock.ID(), "socket_token": api.sockTokens.token(app.ID, sock.ID()), "cursor": sock.Cursor(),

@@ -39,11 +39,19 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	if err != nil {
 		return err
 	}
-	sock, err := s.open(req.Context(), sub)
-	if err != nil {
+	kind := transportSSEMulti
+	if oneChannel {
+		kind = transportSSE
+	}
+	if err := s.census.admit(sub.app, kind); err != nil {
 		return err
 	}
-	st := &sseStream{srv: s, app: sub.app, sess: s.sessions.open(s, sub.app, sock, sub.claims, false), sock: sock, oneChannel: oneChannel, expires: sub.expires,
+	sock, err := s.open(req.Context(), sub)
+	if err != nil {
+		s.census.leave(sub.app, kind)
+		return err
+	}
+	st := &sseStream{srv: s, app: sub.app, sess: s.sessions.open(s, sub.app, sock, sub.claims, kind), sock: sock, oneChannel: oneChannel, expires: sub.expires,
 		unnamed: c.QueryParam("format") == "message"}
 
 	w := c.Response()

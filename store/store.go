@@ -133,6 +133,19 @@ type Page struct {
 	Expired bool
 }
 
+// ChannelStats describes one channel's retained history.
+type ChannelStats struct {
+	Head       Cursor    // the newest event's position; Seq 0 when there is none
+	Retained   int       // events kept for resuming
+	Oldest     uint64    // the oldest retained event's sequence; 0 when none is retained
+	OldestTime time.Time // when it was appended; zero when none is retained
+	NewestTime time.Time // when the newest retained event was appended
+	// Recent counts the retained events appended at or after the time Stats was asked
+	// about. When OldestTime is after that time, history does not reach back so far and
+	// Recent counts the retained events alone.
+	Recent int
+}
+
 // Handler receives live events of the channels a store listens to.
 type Handler interface {
 	// HandleEvent is called once per appended event, in sequence order per channel, never
@@ -157,6 +170,9 @@ type Store interface {
 	Read(ctx context.Context, channel string, after Cursor, limit int) (Page, error)
 	// Heads returns the newest position of each channel, in the order asked.
 	Heads(ctx context.Context, channels []string) ([]Cursor, error)
+	// Stats describes a channel's retained history for operators, counting the events
+	// appended at or after since. A channel with no history has zero stats.
+	Stats(ctx context.Context, channel string, since time.Time) (ChannelStats, error)
 	// Listen starts live delivery of the channels' new events to h, and returns once every
 	// event appended after it returns is certain to reach h. It also returns, per channel in
 	// the order asked, the head it read once the channel was live: every event after that head

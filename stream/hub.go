@@ -42,6 +42,9 @@ type Options struct {
 	// that reconnect or poll again do not make the store subscribe and unsubscribe each time.
 	// Default 30s.
 	Linger time.Duration
+	// Node names this process in socket ids and in the deployment's registry; the hubs of
+	// one process (one per app) share it. Default: a random number.
+	Node string
 }
 
 // DefaultOptions holds the defaults of Options; `herald serve`'s flags take theirs from it.
@@ -75,6 +78,10 @@ type Hub struct {
 	socketsMu sync.Mutex
 	sockets   map[string]*Socket // by id
 	closing   bool
+
+	// counts is this node's share of the deployment's registry (see Register); its fields
+	// are guarded by mu, so a subscription records its change under the lock it takes anyway.
+	counts registryCounts
 
 	nextSocket atomic.Uint64
 	stop       chan struct{}
@@ -141,14 +148,14 @@ var _ store.Handler = (*Hub)(nil)
 
 // New returns a Hub that reads and listens to st. Call Close when done.
 func New(st store.Store, opts Options) *Hub {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
+	opts = opts.withDefaults()
+	if opts.Node == "" {
+		opts.Node = NewNodeID()
 	}
 	h := &Hub{
 		st:       st,
-		opts:     opts.withDefaults(),
-		node:     strconv.FormatUint(binary.BigEndian.Uint64(b[:])%1_000_000_000+1, 10),
+		opts:     opts,
+		node:     opts.Node,
 		channels: make(map[string]*channelState),
 		sockets:  make(map[string]*Socket),
 		stop:     make(chan struct{}),
@@ -234,6 +241,7 @@ func (h *Hub) acquire(ctx context.Context, names []string) ([]*channelState, err
 			freshNames = append(freshNames, name)
 		}
 		cs.refs++
+		h.counts.changed(name)
 		states[i] = cs
 	}
 	h.mu.Unlock()
@@ -283,6 +291,7 @@ func (h *Hub) release(states []*channelState) {
 	h.mu.Lock()
 	for _, cs := range states {
 		cs.refs--
+		h.counts.changed(cs.name)
 		if cs.refs == 0 {
 			cs.idle = now
 		}
@@ -341,6 +350,16 @@ func (h *Hub) Sockets() int {
 	h.socketsMu.Lock()
 	defer h.socketsMu.Unlock()
 	return len(h.sockets)
+}
+
+// NewNodeID returns a random node id, as a hub takes when Options.Node is empty: digits only,
+// so it never contains the '.' that ends it in a socket id.
+func NewNodeID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return strconv.FormatUint(binary.BigEndian.Uint64(b[:])%1_000_000_000+1, 10)
 }
 
 func (h *Hub) newSocketID() string {

@@ -724,3 +724,7 @@ func (s *Socket) readHistory(ctx context.Context, out []Delivery, limit int) ([]
 	}
 	return out, nil
 }
+
+// Terminate ends the socket from any goroutine: Next returns ErrClosed, and whoever reads the
+// socket then closes it. Unlike Close it touches nothing Next uses.
+func (s *Socket) Terminate() { s.kill(ErrClosed) }

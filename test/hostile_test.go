@@ -188,7 +188,15 @@ func TestBodyDeadline(t *testing.T) {
 
 // pusherSigned is a Pusher HTTP API request signed as the Pusher libraries sign it.
 func pusherSigned(app pusherApp, method, path string, body []byte) (string, http.Header) {
+	return pusherSignedQuery(app, method, path, nil, body)
+}
+
+// pusherSignedQuery is pusherSigned with query parameters of the request's own (info=…).
+func pusherSignedQuery(app pusherApp, method, path string, params url.Values, body []byte) (string, http.Header) {
 	q := url.Values{}
+	for k, v := range params {
+		q[k] = v
+	}
 	q.Set("auth_key", app.Key)
 	q.Set("auth_timestamp", strconv.FormatInt(time.Now().Unix(), 10))
 	q.Set("auth_version", "1.0")

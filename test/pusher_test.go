@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // The Pusher HTTP API driven by the real `pusher` npm package (test/node/pusher-client.mjs):
@@ -150,6 +152,23 @@ func pusherNotice(t *testing.T, s *sseStream, event string) frame {
 	return f
 }
 
+// waitSubscriptions waits until node answers the Pusher API's subscription_count of channel
+// with want: the registry hears of a subscription just after it happens.
+func waitSubscriptions(t *testing.T, node *herald, app pusherApp, channel string, want int) {
+	t.Helper()
+	var last reply
+	if !testkit.WaitFor(10*time.Second, func() bool {
+		path, hdr := pusherSignedQuery(app, "GET", "/apps/"+app.ID+"/channels/"+channel, url.Values{"info": {"subscription_count"}}, nil)
+		last = mustDo(t, "GET", node.Base+path, hdr, nil)
+		var got struct {
+			SubscriptionCount int `json:"subscription_count"`
+		}
+		return last.Status == http.StatusOK && json.Unmarshal(last.Body, &got) == nil && got.SubscriptionCount == want
+	}) {
+		t.Fatalf("subscription_count of %s on %s: last answer %s, want %d", channel, node.Base, last, want)
+	}
+}
+
 // TestPusherNodeLibrary: a backend using the pusher npm package publishes through node A of a
 // two-node deployment — single and multiple channels, toOthers, batches, info, channel
 // queries — and subscribers on node B get every event in order; channel authorizations the
@@ -169,6 +188,9 @@ func TestPusherNodeLibrary(t *testing.T) {
 	excluded := onA.expectPreamble(t)
 	dyn := mustSSE(t, b.Base+"/v1/stream", nil) // subscribes later, with the package's signatures
 	sock := dyn.expectPreamble(t)
+	// Each node writes its counts to the shared registry just after its sockets subscribe.
+	waitSubscriptions(t, a, app, orders, 2)
+	waitSubscriptions(t, a, app, news, 1)
 
 	res := runPusherNode(t, app, nodes,
 		pusherOp{"op": "trigger", "channels": orders, "event": "OrderShipped", "data": map[string]any{"id": 1}},
@@ -188,14 +210,15 @@ func TestPusherNodeLibrary(t *testing.T) {
 		pusherOp{"op": "authorizeChannel", "socketId": sock.SocketID, "channel": pres, "presenceData": map[string]any{"user_id": "7", "user_info": map[string]any{"name": "Ann"}}},
 		pusherOp{"op": "trigger", "channels": orders, "event": "Forged", "data": map[string]any{}, "secret": "not-the-app-secret"},
 	)
-	for i, want := range []string{`{}`, `{}`, `{}`, `{}`, `{"batch":[{},{},{"subscription_count":0}]}`} {
+	for i, want := range []string{`{}`, `{}`, `{}`, `{}`, `{"batch":[{},{},{"subscription_count":1}]}`} {
 		expectPusherOK(t, res[i].Op, res[i], want)
 	}
-	// Counts are of the answering node's sockets: A holds one subscriber of orders, B the others.
-	expectPusherOK(t, "trigger with info on node A", res[5], `{"channels":{"`+orders+`":{"subscription_count":1}}}`)
+	// Counts are the deployment's, whichever node answers: A holds one subscriber of orders,
+	// B the other and news's.
+	expectPusherOK(t, "trigger with info on node A", res[5], `{"channels":{"`+orders+`":{"subscription_count":2}}}`)
 	expectPusherOK(t, "channels on node B", res[6], `{"channels":{"`+orders+`":{},"`+news+`":{}}}`)
-	expectPusherOK(t, "channels on node A", res[7], `{"channels":{"`+orders+`":{}}}`)
-	expectPusherOK(t, "one channel on node B", res[8], `{"occupied":true,"subscription_count":1}`)
+	expectPusherOK(t, "channels on node A", res[7], `{"channels":{"`+orders+`":{},"`+news+`":{}}}`)
+	expectPusherOK(t, "one channel on node B", res[8], `{"occupied":true,"subscription_count":2}`)
 	if r := res[11]; r.OK || r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), "invalid_signature") {
 		t.Fatalf("a request signed with another secret: want 401 invalid_signature, got %s (status %d)", r, r.Status)
 	}
@@ -247,6 +270,7 @@ func TestPusherNodeLibrary(t *testing.T) {
 	forged := privAuth.Auth[:len(privAuth.Auth)-1] + map[bool]string{true: "1", false: "0"}[strings.HasSuffix(privAuth.Auth, "0")]
 	expectAPIError(t, "a tampered signature", subscribe(map[string]string{"channel": "private-other", "auth": forged}), http.StatusUnauthorized, "invalid_signature")
 	pusherNotice(t, dyn, "herald:subscription_error")
+	waitSubscriptions(t, a, app, pres, 1)
 
 	res = runPusherNode(t, app, nodes,
 		pusherOp{"op": "trigger", "channels": priv, "event": "Secret", "data": map[string]any{"s": 1}},
@@ -260,15 +284,15 @@ func TestPusherNodeLibrary(t *testing.T) {
 	// Presence is shared: node A knows B's member.
 	expectPusherOK(t, "users on node A", res[2], `{"users":[{"id":"7"}]}`)
 	expectPusherOK(t, "presence channels on node B", res[3], `{"channels":{"`+pres+`":{"user_count":1}}}`)
-	expectPusherOK(t, "presence channel on node A", res[4], `{"occupied":true,"user_count":1,"subscription_count":0}`)
+	expectPusherOK(t, "presence channel on node A", res[4], `{"occupied":true,"user_count":1,"subscription_count":1}`)
 	expectPusherEvents(t, dyn, [][3]string{
 		{priv, "Secret", `{"s":1}`},
 		{pres, "Hello", `{"h":1}`},
 		{priv, "Hello", `{"h":1}`},
 	})
 
-	// terminate_connections, sent to the node holding the user's socket, ends its stream.
-	res = runPusherNode(t, app, nodes, pusherOp{"op": "terminateUserConnections", "via": 1, "userId": "7"})
+	// terminate_connections, sent to node A, ends the user's stream on node B.
+	res = runPusherNode(t, app, nodes, pusherOp{"op": "terminateUserConnections", "via": 0, "userId": "7"})
 	expectPusherOK(t, "terminate user 7", res[0], `{}`)
 	if _, err := dyn.waitEnd(10 * time.Second); err != nil {
 		t.Fatalf("the terminated user's stream did not end: %v", err)

@@ -38,7 +38,7 @@ func loadAuthz(path string) (*authz.Config, error) {
 	return cfg, nil
 }
 
-// openApps builds one hub, store and presence per app. Without a config there is one app,
+// openApps builds one hub, store, presence and registry per app, the hubs sharing one node id. Without a config there is one app,
 // "default", keyed directly under the prefix; configured apps are keyed under prefix + id, so
 // apps sharing a Redis never meet. close releases everything.
 func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server.App, close func(), err error) {
@@ -86,6 +86,7 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		}
 		cancel()
 	}
+	b.hub.Node = stream.NewNodeID()
 	for _, sp := range specs {
 		maxMembers := authz.DefaultLimits().MaxPresenceMembers
 		if sp.pusher != nil {
@@ -93,9 +94,11 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		}
 		var st store.Store
 		var presence store.Presence
+		var registry store.Registry
 		if client == nil {
 			mem := memstore.New(memstore.Options{Retention: b.retention})
 			st, presence = mem, memstore.NewPresence(memstore.PresenceOptions{TTL: b.presenceTTL, MaxMembers: maxMembers})
+			registry = memstore.NewRegistry(memstore.RegistryOptions{})
 		} else {
 			rs, err := redisstore.New(ctx, redisstore.Options{Client: client, Prefix: sp.prefix, Retention: b.retention, Logger: b.log})
 			if err != nil {
@@ -108,11 +111,17 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 				return nil, close, err
 			}
 			presence = p
+			r, err := redisstore.NewRegistry(redisstore.RegistryOptions{Client: client, Prefix: sp.prefix})
+			if err != nil {
+				rs.Close()
+				return nil, close, err
+			}
+			registry = r
 		}
 		closers = append(closers, func() { st.Close() })
 		hub := stream.New(st, b.hub)
 		closers = append(closers, hub.Close)
-		app := &server.App{ID: sp.id, Hub: hub, Presence: presence, Pusher: sp.pusher}
+		app := &server.App{ID: sp.id, Hub: hub, Presence: presence, Pusher: sp.pusher, Registry: registry}
 		if bus, ok := st.(store.Bus); ok {
 			app.Bus = bus
 		}

@@ -49,7 +49,8 @@ type serveConfig struct {
 	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
 	bodyTimeout                                            *time.Duration
 	maxBody, historySize, queueSize, pollLimit, pollLimMax *int
-	maxHeader, sendBuffer                                  *int
+	maxHeader, sendBuffer, maxConns                        *int
+	nodeTTL                                                *time.Duration
 	keys                                                   keyFlags
 }
 
@@ -83,6 +84,8 @@ func serve(args []string) error {
 		configPath:      fs.String("config", "", "YAML file with apps (Pusher id/key/secret), channel rules and server API keys"),
 		clientEvents:    fs.String("client-events", def.ClientEvents, "which channels accept whispers: members (private/presence subscribers), all, none"),
 		presenceTTL:     fs.Duration("presence-ttl", def.PresenceTTL, "a node that stops refreshing its presence members loses them after this long"),
+		nodeTTL:         fs.Duration("node-ttl", def.NodeTTL, "a node that stops renewing its registry entry vanishes from the deployment's view after this long"),
+		maxConns:        fs.Int("max-connections", def.MaxConnections, "most open streams, long-poll sockets and waiting polls on this node (503 over_capacity beyond); 0: no limit"),
 		socketSecret:    fs.String("socket-secret", "", "key that signs socket tokens, the same on every node (default: derived from --jwt-secret)"),
 		debugAddr:       fs.String("debug-addr", "", "if set, serve Go's /debug/pprof on this address (keep it on loopback)"),
 		keys:            addKeyFlags(fs),
@@ -161,6 +164,8 @@ func serve(args []string) error {
 		Authz:            az,
 		ClientEvents:     *cfg.clientEvents,
 		PresenceTTL:      *cfg.presenceTTL,
+		NodeTTL:          *cfg.nodeTTL,
+		MaxConnections:   *cfg.maxConns,
 	}, log)
 
 	ln, err := net.Listen("tcp", *cfg.addr)

@@ -77,6 +77,9 @@ type Limits struct {
 	MaxUserInfoBytes      int // size of a presence member's user_info JSON
 	MaxUserIDLength       int // characters of a presence member's user_id
 	ClientEventsPerSecond int // client events one socket may send per second
+	// MaxConnections bounds the app's open connections on each node (streams, long-poll
+	// sockets, waiting polls), as Reverb's max_connections does; 0: no limit.
+	MaxConnections int
 }
 
 // DefaultLimits are Pusher's limits: 100 presence members, 1 KB user_info, 128-character user
@@ -237,6 +240,7 @@ type limitsSpec struct {
 	MaxUserInfoBytes      *int `yaml:"max_user_info_bytes"`
 	MaxUserIDLength       *int `yaml:"max_user_id_length"`
 	ClientEventsPerSecond *int `yaml:"client_events_per_second"`
+	MaxConnections        *int `yaml:"max_connections"`
 }
 
 type channelsSpec struct {
@@ -346,6 +350,7 @@ const (
 	maxMaxUserInfoBytes   = 64 << 10
 	maxMaxUserIDLength    = 1024
 	maxClientEventsRate   = 10_000
+	maxMaxConnections     = 10_000_000
 )
 
 // MinJWTSecretLen is the shortest HS256 secret accepted, for an app's key as for the
@@ -500,6 +505,7 @@ func (b *builder) app(i int) (*App, error) {
 		{a.Limits.MaxUserInfoBytes, &app.Limits.MaxUserInfoBytes, "max_user_info_bytes", maxMaxUserInfoBytes},
 		{a.Limits.MaxUserIDLength, &app.Limits.MaxUserIDLength, "max_user_id_length", maxMaxUserIDLength},
 		{a.Limits.ClientEventsPerSecond, &app.Limits.ClientEventsPerSecond, "client_events_per_second", maxClientEventsRate},
+		{a.Limits.MaxConnections, &app.Limits.MaxConnections, "max_connections", maxMaxConnections},
 	}
 	for _, l := range limits {
 		if l.v == nil {

@@ -263,6 +263,35 @@ func (s *Store) Read(ctx context.Context, name string, after store.Cursor, limit
 	return page, nil
 }
 
+// Stats implements store.Store.
+func (s *Store) Stats(ctx context.Context, name string, since time.Time) (store.ChannelStats, error) {
+	if s.closed.Load() {
+		return store.ChannelStats{}, store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return store.ChannelStats{}, err
+	}
+	ch := s.lookup(name, false)
+	if ch == nil {
+		return store.ChannelStats{}, nil
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.trimAge(s.now().Add(-s.ret.MaxAge))
+	st := store.ChannelStats{Head: ch.head(), Retained: ch.n}
+	if ch.n == 0 {
+		return st, nil
+	}
+	st.Oldest = ch.at(0).Seq
+	st.OldestTime = time.UnixMilli(ch.at(0).Time)
+	st.NewestTime = time.UnixMilli(ch.at(ch.n - 1).Time)
+	ms := since.UnixMilli()
+	for i := ch.n - 1; i >= 0 && ch.at(i).Time >= ms; i-- {
+		st.Recent++
+	}
+	return st, nil
+}
+
 // Heads implements store.Store.
 func (s *Store) Heads(ctx context.Context, channels []string) ([]store.Cursor, error) {
 	if s.closed.Load() {

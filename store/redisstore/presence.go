@@ -130,10 +130,10 @@ func (p *Presence) Join(ctx context.Context, channel, socketID string, m store.M
 	if err := checkPresenceArgs(channel, socketID, m.UserID, true); err != nil {
 		return false, err
 	}
-	v, err := p.evalOnce(ctx, joinScript, joinLua, p.presenceKeys(channel),
+	v, err := evalOnce(ctx, p.client, joinScript, joinLua, p.presenceKeys(channel),
 		socketID, m.UserID, string(m.UserInfo), p.ttlMs, p.maxMembers, p.keyTTLMs)
 	if err != nil {
-		return false, p.wrapErr(ctx, "join", err)
+		return false, wrapErr(ctx, "presence join", err)
 	}
 	switch v {
 	case int64(1):
@@ -155,9 +155,9 @@ func (p *Presence) Leave(ctx context.Context, channel, socketID string) (store.M
 	if err := checkPresenceArgs(channel, socketID, "", false); err != nil {
 		return store.Member{}, false, false, err
 	}
-	v, err := p.evalOnce(ctx, leaveScript, leaveLua, p.presenceKeys(channel), socketID)
+	v, err := evalOnce(ctx, p.client, leaveScript, leaveLua, p.presenceKeys(channel), socketID)
 	if err != nil {
-		return store.Member{}, false, false, p.wrapErr(ctx, "leave", err)
+		return store.Member{}, false, false, wrapErr(ctx, "presence leave", err)
 	}
 	reply, ok := v.([]any)
 	if !ok || (len(reply) != 0 && len(reply) != 3) {
@@ -188,7 +188,7 @@ func (p *Presence) Refresh(ctx context.Context, channel string, socketIDs []stri
 			args = append(args, id)
 		}
 		if err := refreshScript.Run(ctx, p.client, keys, args...).Err(); err != nil {
-			return p.wrapErr(ctx, "refresh", err)
+			return wrapErr(ctx, "presence refresh", err)
 		}
 	}
 	if len(socketIDs) == 0 {
@@ -210,12 +210,12 @@ func (p *Presence) Expire(ctx context.Context, channel string) ([]store.Member, 
 	keys := p.presenceKeys(channel)
 	var gone []store.Member
 	for {
-		v, err := p.evalOnce(ctx, expireScript, expireLua, keys, presenceBatch)
+		v, err := evalOnce(ctx, p.client, expireScript, expireLua, keys, presenceBatch)
 		if err != nil {
 			if len(gone) > 0 {
 				break
 			}
-			return nil, p.wrapErr(ctx, "expire", err)
+			return nil, wrapErr(ctx, "presence expire", err)
 		}
 		reply, ok := v.([]any)
 		if !ok || len(reply)%2 != 1 {
@@ -241,7 +241,7 @@ func (p *Presence) Members(ctx context.Context, channel string) ([]store.Member,
 	}
 	v, err := membersScript.Run(ctx, p.client, p.presenceKeys(channel)).Result()
 	if err != nil {
-		return nil, p.wrapErr(ctx, "members", err)
+		return nil, wrapErr(ctx, "presence members", err)
 	}
 	reply, ok := v.([]any)
 	if !ok || len(reply)%2 != 0 {
@@ -259,15 +259,15 @@ func (p *Presence) Members(ctx context.Context, channel string) ([]store.Member,
 // evalOnce runs a script that must not run twice for one call, with go-redis's resending
 // switched off (see noRetryCmd). A NOSCRIPT answer means it did not run, so it is sent again
 // with its source.
-func (p *Presence) evalOnce(ctx context.Context, s *redis.Script, src string, keys []string, args ...any) (any, error) {
-	v, err := p.eval(ctx, "evalsha", s.Hash(), keys, args)
+func evalOnce(ctx context.Context, client redis.UniversalClient, s *redis.Script, src string, keys []string, args ...any) (any, error) {
+	v, err := eval(ctx, client, "evalsha", s.Hash(), keys, args)
 	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-		v, err = p.eval(ctx, "eval", src, keys, args)
+		v, err = eval(ctx, client, "eval", src, keys, args)
 	}
 	return v, err
 }
 
-func (p *Presence) eval(ctx context.Context, verb, script string, keys []string, args []any) (any, error) {
+func eval(ctx context.Context, client redis.UniversalClient, verb, script string, keys []string, args []any) (any, error) {
 	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
 	cmdArgs = append(cmdArgs, verb, script, len(keys))
 	for _, k := range keys {
@@ -275,21 +275,21 @@ func (p *Presence) eval(ctx context.Context, verb, script string, keys []string,
 	}
 	cmdArgs = append(cmdArgs, args...)
 	cmd := redis.NewCmd(ctx, cmdArgs...)
-	_ = p.client.Process(ctx, noRetryCmd{cmd})
+	_ = client.Process(ctx, noRetryCmd{cmd})
 	return cmd.Result()
 }
 
 // wrapErr names the operation and classifies err as Store.wrapErr does: the caller's own
 // cancellation stays what it is, and anything that says Redis could not serve the request
 // wraps store.ErrUnavailable.
-func (p *Presence) wrapErr(ctx context.Context, op string, err error) error {
+func wrapErr(ctx context.Context, op string, err error) error {
 	switch {
 	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
-		return fmt.Errorf("redisstore: presence %s: %w", op, err)
+		return fmt.Errorf("redisstore: %s: %w", op, err)
 	case unavailable(err):
-		return fmt.Errorf("redisstore: presence %s: %w: %w", op, store.ErrUnavailable, err)
+		return fmt.Errorf("redisstore: %s: %w: %w", op, store.ErrUnavailable, err)
 	default:
-		return fmt.Errorf("redisstore: presence %s: %w", op, err)
+		return fmt.Errorf("redisstore: %s: %w", op, err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -235,3 +236,79 @@ func (s *Store) readHeads(ctx context.Context, channels []string) ([]store.Curso
 	}
 	return heads, nil
 }
+
+// Stats implements store.Store. One script reads the channel's meta hash and finds, by binary
+// search over the sequence (entry ids are <seq>-0, contiguous from the oldest retained one),
+// the first event appended at or after since: O(log n) lookups however busy the channel.
+func (s *Store) Stats(ctx context.Context, ch string, since time.Time) (store.ChannelStats, error) {
+	if s.closed.Load() {
+		return store.ChannelStats{}, store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return store.ChannelStats{}, err
+	}
+	if err := checkChannel(ch); err != nil {
+		return store.ChannelStats{}, err
+	}
+	v, err := statsScript.Run(ctx, s.client, []string{s.key(ch, "s"), s.key(ch, "m")}, since.UnixMilli()).Result()
+	if err != nil {
+		return store.ChannelStats{}, s.wrapErr(ctx, "stats", err)
+	}
+	f, ok := v.([]any)
+	if !ok || len(f) != 7 {
+		return store.ChannelStats{}, fmt.Errorf("redisstore: stats: unexpected reply %v", v)
+	}
+	var n [6]int64
+	for i := range n {
+		n[i], _ = f[i+1].(int64)
+	}
+	epoch, _ := f[0].(string)
+	st := store.ChannelStats{Retained: int(n[1]), Oldest: uint64(n[2]), Recent: int(n[5])}
+	if n[0] > 0 {
+		st.Head = store.Cursor{Epoch: epoch, Seq: uint64(n[0])}
+	}
+	if st.Retained > 0 {
+		st.OldestTime, st.NewestTime = time.UnixMilli(n[3]), time.UnixMilli(n[4])
+	}
+	return st, nil
+}
+
+// statsLua: KEYS[1] the stream, KEYS[2] the meta hash, ARGV[1] since (ms) → {epoch, head seq,
+// retained, oldest seq, oldest time, newest time, events at or after since}.
+const statsLua = `
+local meta = redis.call('HMGET', KEYS[2], 'e', 's')
+local head = tonumber(meta[2] or '0') or 0
+local len = redis.call('XLEN', KEYS[1])
+if len == 0 then
+  return {meta[1] or '', head, 0, 0, 0, 0, 0}
+end
+local function at(seq)
+  local e = redis.call('XRANGE', KEYS[1], seq .. '-0', seq .. '-0')
+  if #e == 0 then return nil end
+  local f = e[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 't' then return tonumber(f[i + 1]) end
+  end
+  return nil
+end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+local oldest = tonumber(string.match(first[1], '^(%d+)'))
+local newest = tonumber(string.match(last[1], '^(%d+)'))
+local oldestT, newestT = at(oldest), at(newest)
+local since = tonumber(ARGV[1])
+local recent = 0
+if newestT and newestT >= since then
+  -- the smallest seq in [oldest, newest] appended at or after since
+  local lo, hi = oldest, newest
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local t = at(mid)
+    if t and t >= since then hi = mid else lo = mid + 1 end
+  end
+  recent = newest - lo + 1
+end
+return {meta[1] or '', head, len, oldest, oldestT or 0, newestT or 0, recent}
+`
+
+var statsScript = redis.NewScript(statsLua)

@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ReadPaging", testReadPaging},
 		{"PayloadRoundTrip", testPayloadRoundTrip},
 		{"Heads", testHeads},
+		{"Stats", testStats},
 		{"ListenReturnsHeads", testListenReturnsHeads},
 		{"IdempotentAppend", testIdempotency},
 		{"RetentionByCount", testRetentionByCount},
@@ -243,6 +244,60 @@ func testHeads(t *testing.T, newStore Factory) {
 	page, err := s.Read(ctx(t), unknown, store.Cursor{}, 10)
 	if err != nil || page.Expired || len(page.Events) != 0 || page.Head != (store.Cursor{}) {
 		t.Fatalf("read of unknown channel: %+v, %v", page, err)
+	}
+}
+
+// testStats: a channel's stats count its retained events, and those appended from a time on.
+func testStats(t *testing.T, newStore Factory) {
+	s := newStore(t, store.Retention{})
+	ch, unknown := Channel(t), Channel(t)
+	st, err := s.Stats(ctx(t), unknown, time.Now().Add(-time.Hour))
+	if err != nil || st != (store.ChannelStats{}) {
+		t.Fatalf("stats of an unknown channel: %+v, %v", st, err)
+	}
+	early := appendN(t, s, ch, 3)
+	// Event times are the store's clock, in milliseconds: the mark is a millisecond after the
+	// third event, and the next events come once the store's clock has passed it.
+	mark := time.UnixMilli(early[2].Time + 1)
+	var late []store.Event
+	deadline := time.Now().Add(10 * time.Second)
+	for len(late) == 0 || late[0].Time < mark.UnixMilli() {
+		if time.Now().After(deadline) {
+			t.Fatal("the store's clock did not move past the mark in 10 s")
+		}
+		time.Sleep(2 * time.Millisecond)
+		late = appendN(t, s, ch, 1)
+		early = append(early, late...)
+	}
+	late = append(late, appendN(t, s, ch, 3)...)
+	all := append(early[:len(early)-1:len(early)-1], late...)
+	st, err = s.Stats(ctx(t), ch, mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := all[len(all)-1]
+	want := store.ChannelStats{
+		Head: newest.Cursor(), Retained: len(all), Oldest: all[0].Seq,
+		OldestTime: time.UnixMilli(all[0].Time), NewestTime: time.UnixMilli(newest.Time), Recent: len(late),
+	}
+	if !st.OldestTime.Equal(want.OldestTime) || !st.NewestTime.Equal(want.NewestTime) {
+		t.Fatalf("stats times %v / %v, want %v / %v", st.OldestTime, st.NewestTime, want.OldestTime, want.NewestTime)
+	}
+	st.OldestTime, st.NewestTime, want.OldestTime, want.NewestTime = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if st != want {
+		t.Fatalf("stats since the mark: %+v, want %+v", st, want)
+	}
+	for _, ms := range []int64{all[0].Time, all[len(all)/2].Time, newest.Time, newest.Time + 1} {
+		want := 0
+		for _, ev := range all {
+			if ev.Time >= ms {
+				want++
+			}
+		}
+		st, err := s.Stats(ctx(t), ch, time.UnixMilli(ms))
+		if err != nil || st.Recent != want {
+			t.Fatalf("stats since %d: recent %d, %v; want %d", ms, st.Recent, err, want)
+		}
 	}
 }
 

@@ -1,0 +1,145 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/stream"
+)
+
+// This node in its deployment: what it tells the registry about itself, keeping it registered
+// while it serves, and the calls that must reach every node (terminating a user's
+// connections). The registry itself is the store's (store.Registry); the per-channel counts
+// are the engine's to keep there (stream.Hub.Register).
+
+// nodeInfo is what a node says of itself in the registry, per app: the admin API's and the
+// monitor's view of a node.
+type nodeInfo struct {
+	Addr        string           `json:"addr,omitempty"`
+	AdminAddr   string           `json:"admin_addr,omitempty"`
+	Version     string           `json:"version,omitempty"`
+	Hostname    string           `json:"hostname,omitempty"`
+	PID         int              `json:"pid"`
+	Started     time.Time        `json:"started"`
+	Draining    bool             `json:"draining,omitempty"`
+	Connections map[string]int64 `json:"connections"` // by transport
+	Sockets     int              `json:"sockets"`
+	Channels    int              `json:"channels"` // with at least one socket of this node
+}
+
+// nodeSelf is what the node knows of itself beyond its counts.
+type nodeSelf struct {
+	started  time.Time
+	hostname string
+	mu       sync.Mutex
+	addr     string // the API's listener, once Serve has it
+	draining bool
+}
+
+func (n *nodeSelf) setAddr(addr string) {
+	n.mu.Lock()
+	n.addr = addr
+	n.mu.Unlock()
+}
+
+// info describes the node for app's registry.
+func (s *Server) nodeInfo(app *App) json.RawMessage {
+	s.self.mu.Lock()
+	info := nodeInfo{Addr: s.self.addr, Draining: s.self.draining}
+	s.self.mu.Unlock()
+	info.AdminAddr = s.cfg.AdminAddr
+	info.Version = s.cfg.Version
+	info.Hostname = s.self.hostname
+	info.PID = os.Getpid()
+	info.Started = s.self.started.UTC().Truncate(time.Second)
+	info.Connections = app.conns.snapshot()
+	info.Sockets = app.Hub.Sockets()
+	info.Channels = app.Hub.SubscribedChannelCount()
+	b, _ := json.Marshal(info)
+	return b
+}
+
+// registerNodes keeps the node in every app's registry until ctx ends, then removes it.
+func (s *Server) registerNodes(ctx context.Context) {
+	host, _ := os.Hostname()
+	s.self.hostname = host
+	for _, a := range s.apps {
+		s.janitor.Add(1)
+		go func() {
+			defer s.janitor.Done()
+			a.Hub.Register(ctx, a.Registry, stream.RegisterOptions{
+				TTL:  s.cfg.NodeTTL,
+				Info: func() json.RawMessage { return s.nodeInfo(a) },
+				OnOccupancy: func(changes []store.Occupancy) {
+					for _, c := range changes {
+						s.log.Debug().Str("app", a.ID).Str("channel", c.Channel).Bool("occupied", c.Occupied).Msg("channel occupancy")
+					}
+				},
+				OnError: func(err error) {
+					s.log.Warn().Err(err).Str("app", a.ID).Msg("node registry write failed; retrying")
+				},
+			})
+		}()
+	}
+}
+
+// The node-wide calls, sent to every node of the app (this one runs them directly).
+type terminateUserCall struct {
+	UserID string `json:"user_id"`
+}
+
+// terminatedAnswer is what a node answers a terminateUserCall with.
+type terminatedAnswer struct {
+	Sockets int `json:"sockets"`
+}
+
+var opTerminateUser = nodeOp[terminateUserCall]{"terminate_user", func(api socketAPI, app *App, _ context.Context, call terminateUserCall) socketResult {
+	return jsonResult(http.StatusOK, terminatedAnswer{Sockets: api.sessions.terminateUser(app, call.UserID)})
+}}
+
+// everyNode runs a node-wide call on each live node of app's registry, this one included,
+// in parallel, and returns their answers. A node that vanished between the listing and the
+// call (404 socket_gone) is left out; any other failure fails the whole call, with that
+// node's answer.
+func everyNode[C any](ctx context.Context, api socketAPI, app *App, op nodeOp[C], call C) ([]socketResult, error) {
+	nodes, err := app.Registry.Nodes(ctx)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	self := app.Hub.Node()
+	ids := []string{self}
+	for _, n := range nodes {
+		if n.ID != self {
+			ids = append(ids, n.ID)
+		}
+	}
+	results := make([]socketResult, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if id == self {
+				results[i] = op.run(api, app, ctx, call)
+				return
+			}
+			results[i] = api.remoteCall(ctx, app, id, op.name, id, call)
+		}()
+	}
+	wg.Wait()
+	out := results[:0]
+	for _, r := range results {
+		switch {
+		case r.Status == http.StatusOK:
+			out = append(out, r)
+		case r.Status != http.StatusNotFound:
+			return nil, &remoteFailure{r}
+		}
+	}
+	return out, nil
+}
