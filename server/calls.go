@@ -97,6 +97,7 @@ type nodeOp[C any] struct {
 // nodeOps is the dispatch table of node-wide calls that arrive from other nodes.
 var nodeOps = map[string]func(api socketAPI, app *App, ctx context.Context, payload []byte) socketResult{
 	opTerminateUser.name: opTerminateUser.serve,
+	opNodeStats.name:     opNodeStats.serve,
 }
 
 // serve decodes a node-wide call from another node and runs it.

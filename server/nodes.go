@@ -37,20 +37,13 @@ type nodeSelf struct {
 	started  time.Time
 	hostname string
 	mu       sync.Mutex
-	addr     string // the API's listener, once Serve has it
 	draining bool
-}
-
-func (n *nodeSelf) setAddr(addr string) {
-	n.mu.Lock()
-	n.addr = addr
-	n.mu.Unlock()
 }
 
 // info describes the node for app's registry.
 func (s *Server) nodeInfo(app *App) json.RawMessage {
 	s.self.mu.Lock()
-	info := nodeInfo{Addr: s.self.addr, Draining: s.self.draining}
+	info := nodeInfo{Addr: s.cfg.Addr, Draining: s.self.draining}
 	s.self.mu.Unlock()
 	info.AdminAddr = s.cfg.AdminAddr
 	info.Version = s.cfg.Version
@@ -89,6 +82,29 @@ func (s *Server) registerNodes(ctx context.Context) {
 }
 
 // The node-wide calls, sent to every node of the app (this one runs them directly).
+type (
+	// nodeStatsCall asks a node for its figures (nodeStats).
+	nodeStatsCall struct{}
+)
+
+// nodeStats are a node's live figures for one app: its counts now, and its counters since it
+// started, from which the monitor derives rates.
+type nodeStats struct {
+	Time        time.Time        `json:"time"`
+	Connections map[string]int64 `json:"connections"` // by transport
+	Sockets     int              `json:"sockets"`
+	Channels    int              `json:"channels"`
+}
+
+var opNodeStats = nodeOp[nodeStatsCall]{"node_stats", func(api socketAPI, app *App, _ context.Context, _ nodeStatsCall) socketResult {
+	return jsonResult(http.StatusOK, nodeStats{
+		Time:        time.Now().UTC(),
+		Connections: app.conns.snapshot(),
+		Sockets:     app.Hub.Sockets(),
+		Channels:    app.Hub.SubscribedChannelCount(),
+	})
+}}
+
 type terminateUserCall struct {
 	UserID string `json:"user_id"`
 }

@@ -108,7 +108,10 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 		if errors.Is(err, context.Canceled) {
 			return nil // the client left
 		}
-		if len(batch) == 0 {
+		// A one-shot socket lags only when a burst (say the refill after a store outage)
+		// overflows its queue before this one read: nothing is lost, the cursor stops before
+		// what was dropped and the next poll reads it from the log.
+		if len(batch) == 0 && !errors.Is(err, stream.ErrLagged) {
 			return storeError(err)
 		}
 	}

@@ -79,8 +79,11 @@ type Config struct {
 	// NodeTTL is the node's lease in the deployment's registry: a node that dies vanishes
 	// from every node's view within it. Default store.DefaultNodeTTL.
 	NodeTTL time.Duration
-	// AdminAddr is the admin listener's address, advertised in the registry.
-	AdminAddr string
+	// Addr and AdminAddr are the API's and the admin listener's addresses, advertised in the
+	// registry.
+	Addr, AdminAddr string
+	// AdminToken, when set, is required on every request to the admin listener.
+	AdminToken string
 	// MaxConnections bounds the node's open connections (streams, long-poll sockets, waiting
 	// polls); more are refused with 503 over_capacity. 0: no limit.
 	MaxConnections int
@@ -145,10 +148,11 @@ func orDefault[T int | int64 | time.Duration](v *T, def T) {
 
 // Server serves the v1 API (and the Pusher HTTP API) for its apps.
 type Server struct {
-	cfg  Config
-	log  zerolog.Logger
-	echo *echo.Echo
-	http *http.Server
+	cfg   Config
+	log   zerolog.Logger
+	echo  *echo.Echo
+	admin *echo.Echo // the admin listener's routes (AdminHandler)
+	http  *http.Server
 	// streams counts SSE streams served outside their handler (hijacked connections), which
 	// http.Server.Shutdown does not wait for.
 	streams sync.WaitGroup
@@ -219,6 +223,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	v1.GET("/channels/:channel/members", s.channelMembers)
 	pusherAPI{s}.routes(e)
 	s.echo = e
+	s.admin = s.newAdmin()
 	s.http = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -275,7 +280,6 @@ func (s *Server) Handler() http.Handler { return s.echo }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	s.self.setAddr(ln.Addr().String())
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -29,6 +29,11 @@ var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
 func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *Server) {
 	t.Helper()
+	return newTestServerHub(t, cfg, stream.Options{})
+}
+
+func newTestServerHub(t *testing.T, cfg Config, hubOpts stream.Options) (*httptest.Server, *Server) {
+	t.Helper()
 	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +41,7 @@ func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *Server) {
 	cfg.Auth = auth
 	cfg.SocketSecret = DeriveSocketSecret(testSecret)
 	st := memstore.New(memstore.Options{})
-	hub := stream.New(st, stream.Options{})
+	hub := stream.New(st, hubOpts)
 	cfg.Apps = []*App{{ID: "default", Hub: hub, Bus: st, Presence: memstore.NewPresence(memstore.PresenceOptions{})}}
 	srv := New(cfg, zerolog.New(io.Discard))
 	ts := httptest.NewServer(srv.Handler())

@@ -65,6 +65,7 @@ type herald struct {
 	name   string
 	Base   string // http://127.0.0.1:PORT
 	Addr   string
+	Admin  string // the admin listener, http://127.0.0.1:PORT
 	Secret []byte
 	cmd    *exec.Cmd
 	logs   *testkit.LogBuffer
@@ -123,7 +124,7 @@ func startHerald(t testing.TB, o heraldOpts) *herald {
 		if addr == "" {
 			addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		}
-		h, err := tryStartHerald(t, o, addr)
+		h, err := tryStartHerald(t, o, addr, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 		if err == nil {
 			return h
 		}
@@ -136,9 +137,10 @@ func startHerald(t testing.TB, o heraldOpts) *herald {
 	return nil
 }
 
-func tryStartHerald(t testing.TB, o heraldOpts, addr string) (*herald, error) {
-	h := &herald{t: t, name: o.name, Addr: addr, Base: "http://" + addr, Secret: o.secret, logs: &testkit.LogBuffer{}, done: make(chan struct{})}
-	args := append([]string{"serve", "--addr", addr}, o.args...)
+func tryStartHerald(t testing.TB, o heraldOpts, addr, adminAddr string) (*herald, error) {
+	h := &herald{t: t, name: o.name, Addr: addr, Base: "http://" + addr, Admin: "http://" + adminAddr, Secret: o.secret,
+		logs: &testkit.LogBuffer{}, done: make(chan struct{})}
+	args := append([]string{"serve", "--addr", addr, "--admin-addr", adminAddr}, o.args...)
 	h.cmd = exec.Command(heraldBin, args...)
 	// The child gets none of this machine's HERALD_* settings, only what the test passes.
 	env := append([]string{"HERALD_JWT_SECRET=" + string(o.secret)}, o.env...)

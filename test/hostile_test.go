@@ -66,8 +66,8 @@ func goroutines(t *testing.T, debugAddr string) int {
 // server's goroutines come back to where they were.
 func TestBodyDeadline(t *testing.T) {
 	t.Parallel()
-	debug := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	h := startHerald(t, heraldOpts{args: []string{"--body-timeout", "1s", "--debug-addr", debug}})
+	h := startHerald(t, heraldOpts{args: []string{"--body-timeout", "1s"}})
+	debug := strings.TrimPrefix(h.Admin, "http://") // the admin listener serves the profiler
 	tok := h.Publisher(t)
 	ch := uniqueChannel("body")
 	s := mustSSE(t, h.Base+eventsPath(ch), nil)

@@ -73,7 +73,7 @@ func soakReport(t *testing.T, name string, figures map[string]any) {
 // What the server process uses
 
 // procSample is one look at a herald process: from /proc (RSS, its peak, descriptors) and from
-// its --debug-addr profiler (goroutines, heap in use).
+// its admin listener's profiler (goroutines, heap in use).
 type procSample struct {
 	RSSKB      int64
 	PeakRSSKB  int64
@@ -96,7 +96,7 @@ func (s procSample) figures() map[string]any {
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
 
-// debugAddr is a free loopback address for --debug-addr.
+// debugAddr is a free loopback address for --admin-addr.
 func debugAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
 
 // sampleProcess reads what the process uses; gc first collects garbage (pprof's gc=1), so heap
@@ -337,7 +337,7 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	t.Helper()
 	res := stuckRun{Stuck: stuck}
 	dbg := debugAddr(t)
-	h := startNodes(t, startPrivateRedis(t), 1, "--debug-addr", dbg)[0]
+	h := startNodes(t, startPrivateRedis(t), 1, "--admin-addr", dbg)[0]
 	tok := h.Publisher(t)
 	ch := uniqueChannel("stuck")
 	path := eventsPath(ch)
@@ -702,7 +702,7 @@ func TestSoakReconnectStorm(t *testing.T) {
 	rd := startPrivateRedis(t)
 	dbg := debugAddr(t)
 	secret := randomSecret()
-	args := []string{"--redis-url", rd.URL(), "--log-level", "warn", "--retry", "2s", "--debug-addr", dbg}
+	args := []string{"--redis-url", rd.URL(), "--log-level", "warn", "--retry", "2s", "--admin-addr", dbg}
 	h := startHerald(t, heraldOpts{name: "node", secret: secret, args: args})
 	prefix := uniqueChannel("storm")
 	channels := make([]string, stormChannels)
@@ -1349,7 +1349,7 @@ func TestSoakChurn(t *testing.T) {
 	dbg := debugAddr(t)
 	// Short timers so the node forgets departed clients quickly: channels linger 2 s, a poll
 	// socket nobody polls goes after 10 s, a member nobody renews after 6 s.
-	h := startNodes(t, rd, 1, "--debug-addr", dbg, "--linger", "2s", "--poll-timeout", "5s", "--presence-ttl", "6s")[0]
+	h := startNodes(t, rd, 1, "--admin-addr", dbg, "--linger", "2s", "--poll-timeout", "5s", "--presence-ttl", "6s")[0]
 	w := newChurn(t, h)
 	const settle = 25 * time.Second
 

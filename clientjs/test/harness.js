@@ -58,7 +58,8 @@ export async function startHerald({ port, args = [] } = {}) {
   port ||= await freePort();
   const base = `http://127.0.0.1:${port}`;
   const proc = spawn(heraldBin(), ['serve', '--addr', `127.0.0.1:${port}`, '--jwt-secret', JWT_SECRET,
-    '--config', config, '--heartbeat', '1s', '--log-level', 'warn', ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+    '--config', config, '--heartbeat', '1s', '--log-level', 'warn', '--admin-addr', '127.0.0.1:0', ...args],
+    { stdio: ['ignore', 'inherit', 'inherit'] });
   const exited = new Promise(r => proc.once('exit', r));
   await waitFor('herald on ' + base, async () => {
     try { return (await fetch(base + '/v1/health')).ok; } catch { return false; }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,7 +39,8 @@ func addKeyFlags(fs *flagSet) keyFlags {
 }
 
 type serveConfig struct {
-	addr, redisURL, redisPrefix, logLevel, debugAddr       *string
+	addr, redisURL, redisPrefix, logLevel, adminAddr       *string
+	adminToken                                             *string
 	socketSecret, configPath, clientEvents                 *string
 	presenceTTL                                            *time.Duration
 	dev                                                    *bool
@@ -87,7 +87,8 @@ func serve(args []string) error {
 		nodeTTL:         fs.Duration("node-ttl", def.NodeTTL, "a node that stops renewing its registry entry vanishes from the deployment's view after this long"),
 		maxConns:        fs.Int("max-connections", def.MaxConnections, "most open streams, long-poll sockets and waiting polls on this node (503 over_capacity beyond); 0: no limit"),
 		socketSecret:    fs.String("socket-secret", "", "key that signs socket tokens, the same on every node (default: derived from --jwt-secret)"),
-		debugAddr:       fs.String("debug-addr", "", "if set, serve Go's /debug/pprof on this address (keep it on loopback)"),
+		adminAddr:       fs.String("admin-addr", "127.0.0.1:8082", "address of the admin listener (admin API, /metrics, /console, /debug/pprof); empty disables it"),
+		adminToken:      fs.String("admin-token", "", "token the admin listener requires (Authorization: Bearer); required when --admin-addr is not loopback"),
 		keys:            addKeyFlags(fs),
 	}
 	if err := fs.parse(args); err != nil {
@@ -130,6 +131,24 @@ func serve(args []string) error {
 		return errors.New("without --jwt-secret, set --socket-secret (HERALD_SOCKET_SECRET): the key that signs socket tokens, the same on every node")
 	}
 
+	adminToken := *cfg.adminToken
+	if *cfg.adminAddr != "" && adminToken == "" {
+		switch {
+		case *cfg.dev:
+			adminToken = hex.EncodeToString(randomSecret()[:16])
+		case !isLoopback(*cfg.adminAddr):
+			return fmt.Errorf("refusing to serve the admin listener on %s without a token: set --admin-token (HERALD_ADMIN_TOKEN), or keep --admin-addr on loopback", *cfg.adminAddr)
+		}
+	}
+	var adminLn net.Listener
+	if *cfg.adminAddr != "" {
+		adminLn, err = net.Listen("tcp", *cfg.adminAddr)
+		if err != nil {
+			return fmt.Errorf("--admin-addr: %w", err)
+		}
+		defer adminLn.Close()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret = store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
@@ -143,7 +162,15 @@ func serve(args []string) error {
 	}
 	defer closeApps()
 
+	// Both listeners are open before the server is built: it registers itself in the
+	// deployment's registry with their actual addresses.
+	ln, err := net.Listen("tcp", *cfg.addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	srv := server.New(server.Config{
+		Addr:             ln.Addr().String(),
 		Auth:             auth,
 		CORSOrigins:      *cfg.cors,
 		Heartbeat:        *cfg.heartbeat,
@@ -166,19 +193,28 @@ func serve(args []string) error {
 		PresenceTTL:      *cfg.presenceTTL,
 		NodeTTL:          *cfg.nodeTTL,
 		MaxConnections:   *cfg.maxConns,
+		AdminAddr:        addrOf(adminLn),
+		AdminToken:       adminToken,
 	}, log)
 
-	ln, err := net.Listen("tcp", *cfg.addr)
-	if err != nil {
-		return err
-	}
 	log.Info().Str("addr", ln.Addr().String()).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
 		Uint64("max_open_files", raiseFileLimit()).Msg("herald listening")
-	if *cfg.dev {
-		printDevHelp(secret, ln.Addr().String())
+	if adminLn != nil {
+		ev := log.Info()
+		if adminToken == "" {
+			ev = log.Warn().Str("admin_token", "none")
+		}
+		ev.Str("addr", adminLn.Addr().String()).Msg("admin listener: /admin, /metrics, /console, /debug/pprof")
+		admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				log.Error().Err(err).Msg("admin listener")
+			}
+		}()
+		defer admin.Close()
 	}
-	if *cfg.debugAddr != "" {
-		go serveDebug(*cfg.debugAddr, log)
+	if *cfg.dev {
+		printDevHelp(secret, ln.Addr().String(), addrOf(adminLn), adminToken)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -237,8 +273,29 @@ func randomSecret() []byte {
 	return []byte(hex.EncodeToString(b))
 }
 
+// isLoopback reports whether a listen address is on loopback only (an empty host is every
+// interface).
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
 // printDevHelp prints a ready token and copy-paste curl lines for the dev server.
-func printDevHelp(secret []byte, addr string) {
+func printDevHelp(secret []byte, addr, adminAddr, adminToken string) {
 	if len(secret) == 0 {
 		return
 	}
@@ -257,18 +314,9 @@ func printDevHelp(secret []byte, addr string) {
 	fmt.Fprintf(&b, "Subscribe (SSE):\n  curl -N %s/v1/channels/demo/events\n\n", base)
 	fmt.Fprintf(&b, "Publish:\n  curl -X POST %s/v1/channels/demo/events -H \"Authorization: Bearer $HERALD_TOKEN\" -H 'Content-Type: application/json' -d '{\"event\":\"MessageSent\",\"data\":{\"text\":\"hello\"}}'\n\n", base)
 	fmt.Fprintf(&b, "Long-poll (history from the beginning, then wait up to 25 s):\n  curl '%s/v1/channels/demo/poll?since=beginning'\n\n", base)
-	os.Stdout.WriteString(b.String())
-}
-
-// serveDebug serves the profiler on its own listener, never on the API's.
-func serveDebug(addr string, log zerolog.Logger) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	log.Warn().Str("addr", addr).Msg("serving /debug/pprof")
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if err := srv.ListenAndServe(); err != nil {
-		log.Error().Err(err).Msg("debug server")
+	if adminAddr != "" {
+		fmt.Fprintf(&b, "Debug console:\n  http://%s/console?token=%s\n\n", adminAddr, adminToken)
+		fmt.Fprintf(&b, "Admin API and metrics:\n  curl -H 'Authorization: Bearer %s' http://%s/admin/nodes\n\n", adminToken, adminAddr)
 	}
+	os.Stdout.WriteString(b.String())
 }

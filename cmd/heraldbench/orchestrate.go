@@ -252,6 +252,12 @@ func (orc *orchestrator) mintToken() (string, error) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, orc.o.herald, append(args, extra...)...)
 		cmd.Env = append(os.Environ(), "HERALD_JWT_SECRET="+orc.secret)
+		if !envHas(cmd.Env, "HERALD_ADMIN_ADDR") && !envHas(orc.o.heraldEnv, "HERALD_ADMIN_ADDR") {
+			// Any free port, so a bench run never meets another herald's admin listener. An
+			// environment variable rather than a flag: binaries from before the admin listener
+			// ignore it, so they can still be measured side by side.
+			cmd.Env = append(cmd.Env, "HERALD_ADMIN_ADDR=127.0.0.1:0")
+		}
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		if err := cmd.Run(); err != nil {
