@@ -49,6 +49,9 @@ func (s *Server) newAdmin() *echo.Echo {
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(api.requireToken)
+	if s.cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(s.cfg.Metrics.Handler()))
+	}
 	e.GET("/admin/nodes", api.nodes)
 	e.GET("/admin/channels", api.channels)
 	e.GET("/admin/channels/:channel", api.channel)
@@ -112,8 +115,9 @@ type adminNode struct {
 	Self    bool      `json:"self"`
 	Expires time.Time `json:"expires"`
 	nodeInfo
-	// Stats are the node's figures asked just now over the bus; null when it did not answer.
-	Stats *nodeStats `json:"stats"`
+	// Stats are the node's figures (nodeStats) asked just now over the bus, passed on as the
+	// node wrote them; null when it did not answer.
+	Stats json.RawMessage `json:"stats"`
 }
 
 // nodes is GET /admin/nodes?app=: the live nodes of the deployment, ordered by id.
@@ -143,7 +147,7 @@ func (api adminAPI) nodes(c echo.Context) error {
 }
 
 // statsOf asks node for its figures, briefly; nil when it does not answer in time.
-func (api adminAPI) statsOf(ctx context.Context, app *App, node string) *nodeStats {
+func (api adminAPI) statsOf(ctx context.Context, app *App, node string) json.RawMessage {
 	var res socketResult
 	if node == app.Hub.Node() {
 		res = opNodeStats.run(socketAPI(api), app, ctx, nodeStatsCall{})
@@ -152,14 +156,10 @@ func (api adminAPI) statsOf(ctx context.Context, app *App, node string) *nodeSta
 		defer cancel()
 		res = socketAPI(api).remoteCall(sctx, app, node, opNodeStats.name, node, nodeStatsCall{})
 	}
-	if res.Status != http.StatusOK {
+	if res.Status != http.StatusOK || !json.Valid(res.Body) {
 		return nil
 	}
-	var st nodeStats
-	if json.Unmarshal(res.Body, &st) != nil {
-		return nil
-	}
-	return &st
+	return res.Body
 }
 
 // adminChannel is one channel in GET /admin/channels.

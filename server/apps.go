@@ -27,7 +27,8 @@ type App struct {
 	// deployment (New gives it a memory registry).
 	Registry store.Registry
 
-	conns connCounts // this node's open connections of the app, by transport
+	conns  connCounts // this node's open connections of the app, by transport
+	meters *appMeters // nil when metrics are off
 }
 
 // apps are the tenants a server serves; the first is the default app. They decide which app a

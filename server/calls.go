@@ -159,18 +159,23 @@ func (api socketAPI) remoteCall(ctx context.Context, app *App, node, op, socketI
 	}
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	start := time.Now()
 	raw, err := app.Bus.Request(rctx, node, req)
 	switch {
 	case errors.Is(err, store.ErrNoNode):
+		api.cfg.Metrics.busCall(op, "no_node", time.Since(start))
 		return resultOf(errSocketGone)
 	case err != nil:
+		api.cfg.Metrics.busCall(op, "failed", time.Since(start))
 		api.log.Warn().Err(err).Str("node", node).Msg("socket call to another node failed")
 		return resultOf(errStoreUnavailable)
 	}
 	status, err := strconv.Atoi(string(raw[:min(3, len(raw))]))
 	if err != nil || status < 100 || status > 599 {
+		api.cfg.Metrics.busCall(op, "bad_answer", time.Since(start))
 		return resultOf(errorf(http.StatusBadGateway, "bad_node_answer", "the node holding the socket gave an unreadable answer"))
 	}
+	api.cfg.Metrics.busCall(op, "answered", time.Since(start))
 	return socketResult{Status: status, Body: raw[3:]}
 }
 

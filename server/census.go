@@ -23,10 +23,15 @@ var transportNames = [numTransports]string{"sse", "sse_multi", "poll_socket", "p
 
 func (t transport) String() string { return transportNames[t] }
 
-// connCounts are the open connections of one app, or of the node, by transport.
+// connCounts are the open connections of one app, or of the node, by transport, and (for
+// an app) how many were opened, closed and refused since the node started.
 type connCounts struct {
-	total atomic.Int64
-	by    [numTransports]atomic.Int64
+	total          atomic.Int64
+	by             [numTransports]atomic.Int64
+	opened, closed [numTransports]atomic.Uint64
+	// refusedNode and refusedApp count connections turned away by the node's limit and by
+	// the app's.
+	refusedNode, refusedApp atomic.Uint64
 }
 
 // snapshot returns the counts by transport name.
@@ -45,8 +50,6 @@ func (cc *connCounts) snapshot() map[string]int64 {
 type census struct {
 	node connCounts
 	max  int64 // the node's limit; 0: none
-	// refused counts connections turned away, by whose limit: the node's or the app's.
-	refusedNode, refusedApp atomic.Int64
 }
 
 // retryAfterSeconds is what a refused client is told to wait (Retry-After), spread so that a
@@ -58,18 +61,19 @@ func retryAfterSeconds() int { return 2 + rand.IntN(4) }
 func (c *census) admit(app *App, t transport) error {
 	if n := c.node.total.Add(1); c.max > 0 && n > c.max {
 		c.node.total.Add(-1)
-		c.refusedNode.Add(1)
+		app.conns.refusedNode.Add(1)
 		return overCapacity(fmt.Sprintf("this node has its maximum of %d connections; try again shortly, or another node", c.max))
 	}
 	limit := int64(limitsOf(app).MaxConnections)
 	if n := app.conns.total.Add(1); limit > 0 && n > limit {
 		app.conns.total.Add(-1)
 		c.node.total.Add(-1)
-		c.refusedApp.Add(1)
+		app.conns.refusedApp.Add(1)
 		return overCapacity(fmt.Sprintf("this app has its maximum of %d connections on this node; try again shortly", limit))
 	}
 	c.node.by[t].Add(1)
 	app.conns.by[t].Add(1)
+	app.conns.opened[t].Add(1)
 	return nil
 }
 
@@ -77,6 +81,7 @@ func (c *census) admit(app *App, t transport) error {
 func (c *census) leave(app *App, t transport) {
 	app.conns.by[t].Add(-1)
 	app.conns.total.Add(-1)
+	app.conns.closed[t].Add(1)
 	c.node.by[t].Add(-1)
 	c.node.total.Add(-1)
 }

@@ -67,6 +67,7 @@ func (s *Server) writeError(err error, c echo.Context) {
 		s.log.Error().Err(err).Str("path", c.Path()).Msg("internal error")
 		ae = errInternal
 	}
+	s.cfg.Metrics.refused(ae)
 	h := c.Response().Header()
 	h.Set("Cache-Control", "no-store")
 	if ae.RetryAfter > 0 {

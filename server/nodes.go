@@ -88,21 +88,56 @@ type (
 )
 
 // nodeStats are a node's live figures for one app: its counts now, and its counters since it
-// started, from which the monitor derives rates.
+// started, from which the monitor derives rates. The counters are absent when the node runs
+// without metrics; StorePing when the store did not answer.
 type nodeStats struct {
 	Time        time.Time        `json:"time"`
 	Connections map[string]int64 `json:"connections"` // by transport
 	Sockets     int              `json:"sockets"`
 	Channels    int              `json:"channels"`
+	Resyncs     uint64           `json:"resyncs"`
+	Gaps        uint64           `json:"gaps_refilled"`
+	*nodeCounters
+	StorePing *float64 `json:"store_ping_seconds"`
 }
 
-var opNodeStats = nodeOp[nodeStatsCall]{"node_stats", func(api socketAPI, app *App, _ context.Context, _ nodeStatsCall) socketResult {
-	return jsonResult(http.StatusOK, nodeStats{
+// nodeCounters are the app's totals since the node started (appMeters).
+type nodeCounters struct {
+	Publishes       uint64 `json:"publishes"`
+	PublishFailures uint64 `json:"publish_failures"`
+	Deliveries      uint64 `json:"deliveries"`
+	BytesWritten    uint64 `json:"bytes_written"`
+	SlowDisconnects uint64 `json:"slow_disconnects"`
+}
+
+// storePingTimeout bounds the store round trip a stats call measures.
+const storePingTimeout = 500 * time.Millisecond
+
+var opNodeStats = nodeOp[nodeStatsCall]{"node_stats", func(api socketAPI, app *App, ctx context.Context, _ nodeStatsCall) socketResult {
+	hc := app.Hub.Counters()
+	st := nodeStats{
 		Time:        time.Now().UTC(),
 		Connections: app.conns.snapshot(),
-		Sockets:     app.Hub.Sockets(),
-		Channels:    app.Hub.SubscribedChannelCount(),
-	})
+		Sockets:     hc.Sockets,
+		Channels:    hc.Channels,
+		Resyncs:     hc.HistoryExpired,
+		Gaps:        hc.Gaps,
+	}
+	if m := app.meters; m != nil {
+		st.nodeCounters = &nodeCounters{Publishes: m.published.Load(), PublishFailures: m.publishFailed.Load(), SlowDisconnects: m.slowDisconnects.Load()}
+		for t := range numTransports {
+			st.Deliveries += m.deliveries[t].load()
+			st.BytesWritten += m.bytes[t].load()
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, storePingTimeout)
+	defer cancel()
+	start := time.Now()
+	if app.Hub.Store().Ping(pctx) == nil {
+		d := time.Since(start).Seconds()
+		st.StorePing = &d
+	}
+	return jsonResult(http.StatusOK, st)
 }}
 
 type terminateUserCall struct {

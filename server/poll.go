@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -115,7 +116,9 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 			return storeError(err)
 		}
 	}
-	return c.JSONBlob(http.StatusOK, appendPollAnswer(nil, batch, sock.Cursor(), nil))
+	body := appendPollAnswer(nil, batch, sock.Cursor(), nil)
+	sub.app.meters.delivered(transportPoll, rand.Uint32(), len(batch), int64(len(body)))
+	return c.JSONBlob(http.StatusOK, body)
 }
 
 func durationParam(c echo.Context, name string, def, limit time.Duration) (time.Duration, error) {

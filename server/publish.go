@@ -201,6 +201,7 @@ func (s *Server) appendAndAnswer(c echo.Context, app *App, req store.AppendReque
 	// happens and is acknowledged, or the client retries with its Idempotency-Key. The store
 	// bounds its own round trips.
 	ctx := context.WithoutCancel(c.Request().Context())
+	start := time.Now()
 	res, err := app.Hub.Store().Append(ctx, req)
 	if errors.Is(err, store.ErrUnconfirmed) && req.IdempotencyKey != "" {
 		// The first attempt may have landed. Its key settles it: the repeat answers with the
@@ -213,6 +214,7 @@ func (s *Server) appendAndAnswer(c echo.Context, app *App, req store.AppendReque
 			err = fmt.Errorf("%w (and the repeat: %w)", store.ErrUnconfirmed, err)
 		}
 	}
+	s.cfg.Metrics.published(app, appendOutcome(err, res.Duplicate), time.Since(start))
 	switch {
 	case errors.Is(err, store.ErrIdempotencyConflict):
 		return errIdempotencyReused
@@ -233,6 +235,21 @@ func (s *Server) appendAndAnswer(c echo.Context, app *App, req store.AppendReque
 	b = append(b, req.Channel...)
 	b = append(b, "\"}\n"...)
 	return c.JSONBlob(status, b)
+}
+
+// appendOutcome names an append's outcome for the metrics.
+func appendOutcome(err error, duplicate bool) string {
+	switch {
+	case err == nil && duplicate:
+		return "duplicate"
+	case err == nil:
+		return "appended"
+	case errors.Is(err, store.ErrIdempotencyConflict):
+		return "idempotency_conflict"
+	case errors.Is(err, store.ErrUnconfirmed):
+		return "store_timeout"
+	}
+	return "store_unavailable"
 }
 
 func printableASCII(s string) bool {

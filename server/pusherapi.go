@@ -259,7 +259,9 @@ func (p pusherAPI) appendTriggers(c echo.Context, app *App, triggers []pusherTri
 	}
 	for _, t := range triggers {
 		for _, ch := range t.channels {
+			start := time.Now()
 			_, err := app.Hub.Store().Append(ctx, store.AppendRequest{Channel: ch, Name: t.name, Data: t.data, SocketID: t.socketID})
+			p.cfg.Metrics.published(app, appendOutcome(err, false), time.Since(start))
 			if errors.Is(err, store.ErrUnconfirmed) {
 				p.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append unconfirmed")
 				return errorf(http.StatusServiceUnavailable, "store_timeout",

@@ -87,6 +87,8 @@ type Config struct {
 	// MaxConnections bounds the node's open connections (streams, long-poll sockets, waiting
 	// polls); more are refused with 503 over_capacity. 0: no limit.
 	MaxConnections int
+	// Metrics, when set, are kept and served at /metrics on the admin listener. Nil: none.
+	Metrics *Metrics
 }
 
 // DefaultConfig holds the default of every setting that has one; `herald serve`'s flags take
@@ -181,6 +183,10 @@ func New(cfg Config, log zerolog.Logger) *Server {
 		if a.Registry == nil {
 			// On its own, the node is the whole deployment.
 			a.Registry = memstore.NewRegistry(memstore.RegistryOptions{})
+		}
+		if s.cfg.Metrics != nil {
+			a.meters = &appMeters{}
+			s.cfg.Metrics.registerApp(a)
 		}
 	}
 	s.sockTokens = socketTokens{key: s.cfg.SocketSecret}
@@ -332,7 +338,9 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.Get(streamLogKey) != nil {
 			return nil
 		}
-		logRequest(s.log, requestOf(c, start), c.Response().Status, c.Response().Size, "")
+		r := requestOf(c, start)
+		logRequest(s.log, r, c.Response().Status, c.Response().Size, "")
+		s.cfg.Metrics.request(r.route, r.method, c.Response().Status, time.Since(start))
 		return nil
 	}
 }
@@ -344,12 +352,13 @@ const streamLogKey = "herald.stream_log"
 // its whole life.
 type accessEntry struct {
 	method, path, rawQuery, remote string
+	route                          string // the router's pattern, for the metrics
 	start                          time.Time
 }
 
 func requestOf(c echo.Context, start time.Time) accessEntry {
 	req := c.Request()
-	return accessEntry{method: req.Method, path: req.URL.Path, rawQuery: req.URL.RawQuery, remote: c.RealIP(), start: start}
+	return accessEntry{method: req.Method, path: req.URL.Path, rawQuery: req.URL.RawQuery, remote: c.RealIP(), route: c.Path(), start: start}
 }
 
 // logRequest writes one access log line; server errors are warnings.

@@ -191,6 +191,7 @@ func (ss *session) join(ctx context.Context, channel string, member store.Member
 	}
 	ss.members[channel] = member
 	ss.mu.Unlock()
+	ss.srv.cfg.Metrics.presenceJoined(app.ID)
 	if first {
 		data, _ := json.Marshal(member)
 		app.announce(ctx, ss.srv.log, channel, "herald:member_added", data, id)
@@ -211,6 +212,7 @@ func (ss *session) leave(ctx context.Context, channel string) {
 	if !ok {
 		return
 	}
+	ss.srv.cfg.Metrics.presenceLeft(ss.app.ID)
 	m, last, ok, err := ss.app.Presence.Leave(ctx, channel, ss.sock.ID())
 	if err != nil {
 		ss.srv.log.Warn().Err(err).Str("channel", channel).Msg("presence leave failed; the membership will expire")

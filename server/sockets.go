@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -364,6 +365,9 @@ func (ss *session) pollOnce(ctx context.Context, call pollCall) socketResult {
 		return socketResult{Status: http.StatusOK, Body: ps.answer} // the last answer was lost
 	}
 	batch, err := ss.sock.Next(ctx, call.Limit, call.Timeout, nil)
+	if errors.Is(err, stream.ErrLagged) {
+		ss.srv.cfg.Metrics.slowDisconnect(ss.app, transportPollSocket, "queue_overflow")
+	}
 	if err != nil && len(batch) == 0 {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return resultOf(errorf(http.StatusServiceUnavailable, "canceled", "the poll ended early"))
@@ -379,5 +383,6 @@ func (ss *session) pollOnce(ctx context.Context, call pollCall) socketResult {
 	if len(batch) > 0 {
 		ps.answer = body
 	}
+	ss.app.meters.delivered(transportPollSocket, rand.Uint32(), len(batch), int64(len(body)))
 	return socketResult{Status: http.StatusOK, Body: body}
 }

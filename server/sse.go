@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -52,7 +53,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		return err
 	}
 	st := &sseStream{srv: s, app: sub.app, sess: s.sessions.open(s, sub.app, sock, sub.claims, kind), sock: sock, oneChannel: oneChannel, expires: sub.expires,
-		unnamed: c.QueryParam("format") == "message"}
+		unnamed: c.QueryParam("format") == "message", kind: kind, shard: rand.Uint32()}
 
 	w := c.Response()
 	h := w.Header()
@@ -103,6 +104,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 				}
 			}
 			logRequest(s.log, entry, http.StatusOK, cw.written, st.reason)
+			s.cfg.Metrics.request(entry.route, entry.method, http.StatusOK, time.Since(entry.start))
 		}()
 		// One blocked read notices the client leaving at once rather than at the next
 		// heartbeat's failed write, which takes a heartbeat or two (20–30 s of a dead
@@ -232,6 +234,8 @@ type sseStream struct {
 	unnamed bool
 	expires time.Time
 	reason  string // why the stream ended, for the access log
+	kind    transport
+	shard   uint32 // this stream's cell in the app's sharded counters
 	// clientGone is set when the client closed its end, before the socket is terminated.
 	clientGone atomic.Bool
 	// cutOff is set when the socket fell behind and its connection's writes were made to fail.
@@ -268,6 +272,7 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 	if out.write(frames) != nil {
 		return
 	}
+	st.app.meters.delivered(st.kind, st.shard, 0, int64(len(first)))
 
 	var batch []stream.Delivery
 	var err error
@@ -306,6 +311,12 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 			reason = err.Error()
 		}
 		if len(frames) > 0 {
+			size := 0
+			if st.app.meters != nil {
+				for _, f := range frames { // before the write: net.Buffers consumes frames
+					size += len(f)
+				}
+			}
 			if werr := out.write(frames); werr != nil {
 				switch {
 				case st.cutOff.Load():
@@ -315,12 +326,19 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 				}
 				break
 			}
+			st.app.meters.delivered(st.kind, st.shard, len(batch), int64(size))
 		}
 		if err != nil {
 			break
 		}
 	}
 	st.reason = reason
+	switch reason {
+	case "too slow":
+		s.cfg.Metrics.slowDisconnect(st.app, st.kind, "queue_overflow")
+	case "write timeout":
+		s.cfg.Metrics.slowDisconnect(st.app, st.kind, "write_timeout")
+	}
 }
 
 var tokenExpiredFrame = []byte("event: herald:error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired; reconnect with a fresh one\"}\n\n")

@@ -71,8 +71,14 @@ func (api socketAPI) whisper(c echo.Context) error {
 	return writeResult(c, opWhisper.call(c.Request().Context(), api, app, id, call))
 }
 
-// whisperLocal runs on the node holding the socket, which knows its channels and its budget.
+// whisper runs on the node holding the socket, which knows its channels and its budget.
 func (ss *session) whisper(ctx context.Context, call whisperCall) socketResult {
+	res := ss.broadcastWhisper(ctx, call)
+	ss.srv.cfg.Metrics.whisper(ss.app.ID, res)
+	return res
+}
+
+func (ss *session) broadcastWhisper(ctx context.Context, call whisperCall) socketResult {
 	s := ss.srv
 	if !ss.sock.Has(call.Channel) {
 		return resultOf(errorf(http.StatusForbidden, "not_subscribed", "the socket must be subscribed to "+call.Channel+" to send client events"))

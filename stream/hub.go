@@ -84,9 +84,11 @@ type Hub struct {
 	counts registryCounts
 
 	nextSocket atomic.Uint64
-	stop       chan struct{}
-	janitor    chan struct{}
-	closeOnce  sync.Once
+	// Rare events, counted for Counters.
+	historyExpired, gaps atomic.Uint64
+	stop                 chan struct{}
+	janitor              chan struct{}
+	closeOnce            sync.Once
 }
 
 // listenTimeout bounds how long subscribing to new channels may take in the store.
@@ -206,6 +208,7 @@ func (h *Hub) HandleGap(channel string) {
 	cs.mu.RLock()
 	cs.forgetHead()
 	if len(cs.subs) > 0 {
+		h.gaps.Add(1)
 		cs.offer(&Message{Channel: channel, gapped: true})
 	}
 	cs.mu.RUnlock()

@@ -170,3 +170,30 @@ func (h *Hub) SubscribedChannelCount() int {
 	}
 	return n
 }
+
+// Counters are a hub's figures for metrics and the admin API: counts now, and totals since
+// the hub started.
+type Counters struct {
+	Sockets       int // open sockets
+	Channels      int // channels with at least one socket
+	Subscriptions int // a socket on three channels counts three
+	// HistoryExpired counts the resyncs sent because a socket's history had expired.
+	HistoryExpired uint64
+	// Gaps counts the times a channel's live notifications lost continuity, so that its
+	// sockets caught up from the log.
+	Gaps uint64
+}
+
+// Counters returns the hub's figures now.
+func (h *Hub) Counters() Counters {
+	c := Counters{Sockets: h.Sockets(), HistoryExpired: h.historyExpired.Load(), Gaps: h.gaps.Load()}
+	h.mu.RLock()
+	for _, cs := range h.channels {
+		if cs.refs > 0 {
+			c.Channels++
+			c.Subscriptions += cs.refs
+		}
+	}
+	h.mu.RUnlock()
+	return c
+}

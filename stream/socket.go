@@ -693,6 +693,7 @@ func (s *Socket) readHistory(ctx context.Context, out []Delivery, limit int) ([]
 	}
 	sub.beginning = false
 	if page.Expired {
+		s.hub.historyExpired.Add(1)
 		if len(page.Events) > 0 {
 			sub.pos = store.Cursor{Epoch: page.Events[0].Epoch, Seq: page.Events[0].Seq - 1}
 		} else {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 	"github.com/rs/zerolog"
 
 	"github.com/herald-rt/herald/server"
@@ -24,6 +25,7 @@ type backend struct {
 	hub              stream.Options
 	presenceTTL      time.Duration
 	log              zerolog.Logger
+	metrics          *server.Metrics // nil: none
 }
 
 // loadAuthz reads the config file, or the HERALD_APP_* variables alone; nil when neither is set.
@@ -77,7 +79,14 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		if err != nil {
 			return nil, close, fmt.Errorf("--redis-url: %w", err)
 		}
+		// No CLIENT SETINFO and no CLIENT MAINT_NOTIFICATIONS handshake on each new
+		// connection: round trips that open-source Redis before 7.2 or 8 refuses.
+		opts.DisableIdentity = true
+		opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		c := redis.NewClient(opts)
+		if b.metrics != nil {
+			c.AddHook(storeMetrics{b.metrics})
+		}
 		client = c
 		closers = append(closers, func() { c.Close() })
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)

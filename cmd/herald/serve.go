@@ -43,7 +43,7 @@ type serveConfig struct {
 	adminToken                                             *string
 	socketSecret, configPath, clientEvents                 *string
 	presenceTTL                                            *time.Duration
-	dev                                                    *bool
+	dev, metrics                                           *bool
 	cors                                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
 	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
@@ -60,6 +60,7 @@ func serve(args []string) error {
 	cfg := serveConfig{
 		addr:            fs.String("addr", "127.0.0.1:8081", "address to listen on"),
 		dev:             fs.Bool("dev", false, "INSECURE development mode: generated key, printed token, pretty logs"),
+		metrics:         fs.Bool("metrics", true, "keep Prometheus metrics and serve them at /metrics on the admin listener; false: count nothing"),
 		redisURL:        fs.String("redis-url", "", "Redis URL (redis://host:port/db); empty uses the embedded in-memory store"),
 		redisPrefix:     fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of every Redis key, so deployments can share one Redis"),
 		cors:            fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
@@ -152,10 +153,14 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret = store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
+	var metrics *server.Metrics
+	if *cfg.metrics {
+		metrics = server.NewMetrics(version)
+	}
 	apps, closeApps, err := openApps(ctx, backend{
 		redisURL: *cfg.redisURL, prefix: *cfg.redisPrefix, retention: ret,
 		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},
-		presenceTTL: *cfg.presenceTTL, log: log,
+		presenceTTL: *cfg.presenceTTL, log: log, metrics: metrics,
 	}, az)
 	if err != nil {
 		return err
@@ -195,6 +200,7 @@ func serve(args []string) error {
 		MaxConnections:   *cfg.maxConns,
 		AdminAddr:        addrOf(adminLn),
 		AdminToken:       adminToken,
+		Metrics:          metrics,
 	}, log)
 
 	log.Info().Str("addr", ln.Addr().String()).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
