@@ -2,9 +2,12 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // transport is how a client is connected. The census counts connections by it.
@@ -29,9 +32,9 @@ type connCounts struct {
 	total          atomic.Int64
 	by             [numTransports]atomic.Int64
 	opened, closed [numTransports]atomic.Uint64
-	// refusedNode and refusedApp count connections turned away by the node's limit and by
-	// the app's.
-	refusedNode, refusedApp atomic.Uint64
+	// refusedNode, refusedApp and refusedRate count connections turned away by the node's
+	// limit, by the app's, and by the per-address rate.
+	refusedNode, refusedApp, refusedRate atomic.Uint64
 }
 
 // snapshot returns the counts by transport name.
@@ -50,6 +53,10 @@ func (cc *connCounts) snapshot() map[string]int64 {
 type census struct {
 	node connCounts
 	max  int64 // the node's limit; 0: none
+	// draining is set when the node drains (Server.Drain): every new connection is refused.
+	draining atomic.Bool
+	// rate limits how fast one client address may open connections; nil: no limit.
+	rate *addrRate
 }
 
 // retryAfterSeconds is what a refused client is told to wait (Retry-After), spread so that a
@@ -58,7 +65,18 @@ func retryAfterSeconds() int { return 2 + rand.IntN(4) }
 
 // admit counts a new connection of app, or refuses it with 503 over_capacity when the node or
 // the app is full. Each admit that succeeds needs one leave.
-func (c *census) admit(app *App, t transport) error {
+func (c *census) admit(app *App, t transport, addr string) error {
+	if c.draining.Load() {
+		e := errorf(http.StatusServiceUnavailable, "shutting_down", "this node is draining; reconnect, to another node")
+		e.RetryAfter = retryAfterSeconds()
+		return e
+	}
+	if wait, ok := c.rate.allow(addr, time.Now()); !ok {
+		app.conns.refusedRate.Add(1)
+		e := errorf(http.StatusTooManyRequests, "rate_limited", "too many new connections from this address; try again shortly")
+		e.RetryAfter = wait
+		return e
+	}
 	if n := c.node.total.Add(1); c.max > 0 && n > c.max {
 		c.node.total.Add(-1)
 		app.conns.refusedNode.Add(1)
@@ -84,6 +102,61 @@ func (c *census) leave(app *App, t transport) {
 	app.conns.closed[t].Add(1)
 	c.node.by[t].Add(-1)
 	c.node.total.Add(-1)
+}
+
+// addrRate is a token bucket per client address: perSec new connections a second, in bursts
+// of up to a second's worth.
+type addrRate struct {
+	perSec  float64
+	mu      sync.Mutex
+	buckets map[string]*rateBucket
+	swept   time.Time
+}
+
+type rateBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newAddrRate(perSec float64) *addrRate {
+	if perSec <= 0 {
+		return nil
+	}
+	return &addrRate{perSec: perSec, buckets: make(map[string]*rateBucket)}
+}
+
+// burst is how many connections an address may open at once.
+func (r *addrRate) burst() float64 { return max(r.perSec, 1) }
+
+// allow takes a token of addr's bucket, or says how many seconds until there is one.
+func (r *addrRate) allow(addr string, now time.Time) (retryAfter int, ok bool) {
+	if r == nil {
+		return 0, true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.swept) > time.Minute {
+		// A full bucket says nothing a new one would not: forget it, so the map holds only
+		// the addresses active in the last moments.
+		for a, b := range r.buckets {
+			if b.tokens+now.Sub(b.at).Seconds()*r.perSec >= r.burst() {
+				delete(r.buckets, a)
+			}
+		}
+		r.swept = now
+	}
+	b := r.buckets[addr]
+	if b == nil {
+		b = &rateBucket{tokens: r.burst(), at: now}
+		r.buckets[addr] = b
+	}
+	b.tokens = min(r.burst(), b.tokens+now.Sub(b.at).Seconds()*r.perSec)
+	b.at = now
+	if b.tokens < 1 {
+		return int(math.Ceil((1 - b.tokens) / r.perSec)), false
+	}
+	b.tokens--
+	return 0, true
 }
 
 func overCapacity(msg string) *apiError {

@@ -115,14 +115,9 @@ func (m *Metrics) registerApp(a *App) {
 		count("herald_deliveries_total", "Events and notices handed to clients, by transport.", l, func() float64 { return float64(a.meters.deliveries[t].load()) })
 		count("herald_written_bytes_total", "Bytes of events, notices and heartbeats written to clients, by transport (HTTP headers not included).", l, func() float64 { return float64(a.meters.bytes[t].load()) })
 	}
-	for _, limit := range []string{"node", "app"} {
-		count("herald_connections_refused_total", "Connections refused with 503 over_capacity, by whose limit was reached.", prometheus.Labels{"app": a.ID, "limit": limit},
-			func() float64 {
-				if limit == "node" {
-					return float64(a.conns.refusedNode.Load())
-				}
-				return float64(a.conns.refusedApp.Load())
-			})
+	for limit, n := range map[string]*atomic.Uint64{"node": &a.conns.refusedNode, "app": &a.conns.refusedApp, "rate": &a.conns.refusedRate} {
+		count("herald_connections_refused_total", "Connections refused: by the node's or the app's limit (503 over_capacity), or by the per-address rate (429 rate_limited).", prometheus.Labels{"app": a.ID, "limit": limit},
+			func() float64 { return float64(n.Load()) })
 	}
 	gauge("herald_sockets", "Open sockets (streams and long-poll sockets) on this node.", app, func() float64 { return float64(a.Hub.Counters().Sockets) })
 	gauge("herald_subscribed_channels", "Channels with at least one socket on this node.", app, func() float64 { return float64(a.Hub.Counters().Channels) })

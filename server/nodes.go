@@ -26,7 +26,6 @@ type nodeInfo struct {
 	Hostname    string           `json:"hostname,omitempty"`
 	PID         int              `json:"pid"`
 	Started     time.Time        `json:"started"`
-	Draining    bool             `json:"draining,omitempty"`
 	Connections map[string]int64 `json:"connections"` // by transport
 	Sockets     int              `json:"sockets"`
 	Channels    int              `json:"channels"` // with at least one socket of this node
@@ -36,15 +35,11 @@ type nodeInfo struct {
 type nodeSelf struct {
 	started  time.Time
 	hostname string
-	mu       sync.Mutex
-	draining bool
 }
 
 // info describes the node for app's registry.
 func (s *Server) nodeInfo(app *App) json.RawMessage {
-	s.self.mu.Lock()
-	info := nodeInfo{Addr: s.cfg.Addr, Draining: s.self.draining}
-	s.self.mu.Unlock()
+	info := nodeInfo{Addr: s.cfg.Addr}
 	info.AdminAddr = s.cfg.AdminAddr
 	info.Version = s.cfg.Version
 	info.Hostname = s.self.hostname

@@ -95,7 +95,7 @@ func (s *Server) servePoll(c echo.Context, oneChannel bool) error {
 		}
 	}
 	sub.req.EnvelopesOnly = true
-	if err := s.census.admit(sub.app, transportPoll); err != nil {
+	if err := s.census.admit(sub.app, transportPoll, c.RealIP()); err != nil {
 		return err
 	}
 	defer s.census.leave(sub.app, transportPoll)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -309,6 +310,24 @@ func (s *Server) health(c echo.Context) error {
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "store": kind})
+}
+
+// ready is GET /v1/ready, for load balancers: 503 while the node drains or while its store
+// cannot be reached, so that no new client is sent where it would be refused.
+func (s *Server) ready(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "no-store")
+	if s.census.draining.Load() {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds()))
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	for _, a := range s.apps {
+		if err := a.Hub.Store().Ping(ctx); err != nil {
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *Server) config(c echo.Context) error {

@@ -87,6 +87,9 @@ type Config struct {
 	// MaxConnections bounds the node's open connections (streams, long-poll sockets, waiting
 	// polls); more are refused with 503 over_capacity. 0: no limit.
 	MaxConnections int
+	// MaxConnRate bounds how many connections one client address may open a second (in
+	// bursts of a second's worth); more are refused with 429 rate_limited. 0: no limit.
+	MaxConnRate float64
 	// Metrics, when set, are kept and served at /metrics on the admin listener. Nil: none.
 	Metrics *Metrics
 }
@@ -191,6 +194,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	}
 	s.sockTokens = socketTokens{key: s.cfg.SocketSecret}
 	s.census.max = int64(max(s.cfg.MaxConnections, 0))
+	s.census.rate = newAddrRate(s.cfg.MaxConnRate)
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -214,6 +218,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	// hours (docs/architecture.md).
 	v1 := e.Group("/v1")
 	v1.GET("/health", s.health)
+	v1.GET("/ready", s.ready)
 	v1.GET("/config", s.config)
 	v1.POST("/test", s.testMessage)
 	v1.POST("/channels/:channel/events", s.publish)
@@ -291,6 +296,25 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// Drain takes the node out of service before a shutdown: it leaves the registry at once,
+// /v1/ready answers 503, new streams, long-poll sockets and polls are refused (503
+// shutting_down with Retry-After), and the open ones are ended spread over period, each told
+// to reconnect — to another node. Publishes and calls on existing sockets are still served.
+// Drain returns when every socket has ended or ctx ends; call Shutdown then.
+func (s *Server) Drain(ctx context.Context, period time.Duration) {
+	s.census.draining.Store(true)
+	s.unregister()
+	var wg sync.WaitGroup
+	for _, a := range s.apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.Hub.Drain(ctx, period)
+		}()
+	}
+	wg.Wait()
 }
 
 // Shutdown ends every stream, then waits for them and for other requests until ctx ends.

@@ -85,7 +85,7 @@ func (api socketAPI) openSocket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := api.census.admit(app, transportPollSocket); err != nil {
+	if err := api.census.admit(app, transportPollSocket, c.RealIP()); err != nil {
 		return err
 	}
 	sock, err := app.Hub.Open(c.Request().Context(), stream.Request{Dynamic: true, EnvelopesOnly: true})

@@ -44,7 +44,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	if oneChannel {
 		kind = transportSSE
 	}
-	if err := s.census.admit(sub.app, kind); err != nil {
+	if err := s.census.admit(sub.app, kind, c.RealIP()); err != nil {
 		return err
 	}
 	sock, err := s.open(req.Context(), sub)
@@ -296,7 +296,11 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 			reason = "shutdown"
 			retry := make([]byte, 0, 24)
 			retry = append(retry, "retry: "...)
-			retry = strconv.AppendInt(retry, jitter(s.cfg.Retry).Milliseconds(), 10)
+			wait := jitter(s.cfg.Retry)
+			if s.census.draining.Load() {
+				wait = s.cfg.Retry // the drain already spread the ends over its period
+			}
+			retry = strconv.AppendInt(retry, wait.Milliseconds(), 10)
 			frames = append(frames, append(retry, "\n\n"...))
 		case errors.Is(err, context.DeadlineExceeded):
 			reason = "token expired"

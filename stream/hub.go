@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	mrand "math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -381,6 +382,40 @@ func (h *Hub) Shutdown() {
 	h.socketsMu.Unlock()
 	for _, s := range socks {
 		s.kill(ErrShutdown)
+	}
+}
+
+// Drain ends every open socket with ErrShutdown, each at a random moment within period, so
+// that their clients reconnect — to other nodes, once the load balancer has stopped sending
+// new ones here — spread out rather than all at once. New sockets are refused (ErrShutdown)
+// from the start. Drain returns when every socket has ended, or when ctx ends, having then
+// ended the rest at once.
+func (h *Hub) Drain(ctx context.Context, period time.Duration) {
+	h.socketsMu.Lock()
+	h.closing = true
+	socks := make([]*Socket, 0, len(h.sockets))
+	for _, s := range h.sockets {
+		socks = append(socks, s)
+	}
+	h.socketsMu.Unlock()
+	timers := make([]*time.Timer, len(socks))
+	for i, s := range socks {
+		var after time.Duration
+		if period > 0 {
+			after = mrand.N(period)
+		}
+		timers[i] = time.AfterFunc(after, func() { s.kill(ErrShutdown) })
+	}
+	for i, s := range socks {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			for j := i; j < len(socks); j++ {
+				timers[j].Stop()
+				socks[j].kill(ErrShutdown)
+			}
+			return
+		}
 	}
 }
 

@@ -394,6 +394,59 @@ func TestShutdownEndsSocketsAndRefusesNewOnes(t *testing.T) {
 	}
 }
 
+// TestDrainEndsSocketsSpreadOut: Drain refuses new sockets at once, ends every open one with
+// ErrShutdown and returns once they have all ended; with
+// ctx ended early, it ends the rest at once.
+func TestDrainEndsSocketsSpreadOut(t *testing.T) {
+	h, st := newHub(t, store.Retention{}, stream.Options{})
+	const n = 8
+	ended := make(chan error, n)
+	for range n {
+		s := open(t, h, stream.Request{Channels: []string{"c"}})
+		go func() {
+			var err error
+			for err == nil {
+				_, err = s.Next(context.Background(), 10, time.Minute, nil)
+			}
+			ended <- err
+		}()
+	}
+	publish(t, st, "c", 3, "")
+	done := make(chan struct{})
+	go func() {
+		h.Drain(context.Background(), 200*time.Millisecond)
+		close(done)
+	}()
+	for range n {
+		select {
+		case err := <-ended:
+			if !errors.Is(err, stream.ErrShutdown) {
+				t.Fatalf("Next: %v, want ErrShutdown", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a socket outlived the drain")
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return once every socket ended")
+	}
+	if _, err := h.Open(context.Background(), stream.Request{Channels: []string{"c"}}); !errors.Is(err, stream.ErrShutdown) {
+		t.Fatalf("Open while draining: %v, want ErrShutdown", err)
+	}
+
+	// A drain cut short ends every socket at once.
+	h2, _ := newHub(t, store.Retention{}, stream.Options{})
+	s := open(t, h2, stream.Request{Channels: []string{"c"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h2.Drain(ctx, time.Hour)
+	if !errors.Is(s.Err(), stream.ErrShutdown) {
+		t.Fatalf("after a drain cut short: %v, want ErrShutdown", s.Err())
+	}
+}
+
 func TestIdleChannelsAreUnlistenedAfterLinger(t *testing.T) {
 	h, _ := newHub(t, store.Retention{}, stream.Options{Linger: 30 * time.Millisecond})
 	s := open(t, h, stream.Request{Channels: []string{"a", "b"}})

@@ -280,3 +280,29 @@ func waitOpenSSE(t *testing.T, rawURL string, header http.Header) *sseStream {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestConnRate: with --max-conn-rate, one address opening connections faster than the rate
+// is refused with 429 rate_limited and a Retry-After, and counted in the metrics.
+func TestConnRate(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, heraldOpts{args: []string{"--max-conn-rate", "2", "--admin-token", adminToken}})
+	ch := uniqueChannel("rate")
+	head := h.mustPoll(t, pollPath(ch), nil, "") // a head poll opens no connection
+	q := "?timeout=0&cursor=" + url.QueryEscape(head.Cursor)
+	var refused reply
+	for i := 0; i < 10; i++ { // a burst of two is allowed; ten at once cannot all be
+		r := mustDo(t, "GET", h.Base+pollPath(ch)+q, nil, nil)
+		if r.Status != http.StatusOK {
+			refused = r
+			break
+		}
+	}
+	expectAPIError(t, "polls faster than the rate", refused, http.StatusTooManyRequests, "rate_limited")
+	if s, err := strconv.Atoi(refused.Header.Get("Retry-After")); err != nil || s < 1 {
+		t.Fatalf("Retry-After %q", refused.Header.Get("Retry-After"))
+	}
+	m, _ := scrape(t, h)
+	if got := m[series("herald_connections_refused_total", "app", "default", "limit", "rate")]; got != 1 {
+		t.Fatalf("refused by rate: %v, want 1", got)
+	}
+}

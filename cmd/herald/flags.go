@@ -69,6 +69,17 @@ func (fs *flagSet) Int(name string, def int, usage string) *int {
 	return fs.FlagSet.Int(name, def, usage+" ("+envName(name)+")")
 }
 
+func (fs *flagSet) Float64(name string, def float64, usage string) *float64 {
+	if v, ok := fs.env(name); ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Sprintf("%s=%q: not a number", envName(name), v))
+		}
+		def = f
+	}
+	return fs.FlagSet.Float64(name, def, usage+" ("+envName(name)+")")
+}
+
 func (fs *flagSet) Duration(name string, def time.Duration, usage string) *time.Duration {
 	if v, ok := fs.env(name); ok {
 		d, err := time.ParseDuration(v)

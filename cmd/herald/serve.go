@@ -47,9 +47,11 @@ type serveConfig struct {
 	cors                                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
 	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
+	drainPeriod                                            *time.Duration
 	bodyTimeout                                            *time.Duration
 	maxBody, historySize, queueSize, pollLimit, pollLimMax *int
 	maxHeader, sendBuffer, maxConns                        *int
+	maxConnRate                                            *float64
 	nodeTTL                                                *time.Duration
 	keys                                                   keyFlags
 }
@@ -80,12 +82,14 @@ func serve(args []string) error {
 		idempotencyTTL:  fs.Duration("idempotency-ttl", ret.IdempotencyTTL, "how long Idempotency-Keys are remembered"),
 		queueSize:       fs.Int("queue-size", hub.QueueSize, "live events a socket may have waiting before it is disconnected as too slow"),
 		linger:          fs.Duration("linger", hub.Linger, "how long a channel stays listened to after its last subscriber leaves"),
-		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight"),
+		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "after the drain, how long shutdown waits for requests in flight"),
+		drainPeriod:     fs.Duration("drain-period", 10*time.Second, "on SIGTERM, end the open streams spread over this long, refusing new ones, before shutting down (0: at once); with --shutdown-timeout it fits a 30 s grace period"),
 		logLevel:        fs.String("log-level", "info", "debug, info, warn or error"),
 		configPath:      fs.String("config", "", "YAML file with apps (Pusher id/key/secret), channel rules and server API keys"),
 		clientEvents:    fs.String("client-events", def.ClientEvents, "which channels accept whispers: members (private/presence subscribers), all, none"),
 		presenceTTL:     fs.Duration("presence-ttl", def.PresenceTTL, "a node that stops refreshing its presence members loses them after this long"),
 		nodeTTL:         fs.Duration("node-ttl", def.NodeTTL, "a node that stops renewing its registry entry vanishes from the deployment's view after this long"),
+		maxConnRate:     fs.Float64("max-conn-rate", 0, "most new connections (streams, long-poll sockets, polls) one client address may open a second, in bursts of a second's worth (429 rate_limited beyond); 0: no limit"),
 		maxConns:        fs.Int("max-connections", def.MaxConnections, "most open streams, long-poll sockets and waiting polls on this node (503 over_capacity beyond); 0: no limit"),
 		socketSecret:    fs.String("socket-secret", "", "key that signs socket tokens, the same on every node (default: derived from --jwt-secret)"),
 		adminAddr:       fs.String("admin-addr", "127.0.0.1:8082", "address of the admin listener (admin API, /metrics, /console, /debug/pprof); empty disables it"),
@@ -198,6 +202,7 @@ func serve(args []string) error {
 		PresenceTTL:      *cfg.presenceTTL,
 		NodeTTL:          *cfg.nodeTTL,
 		MaxConnections:   *cfg.maxConns,
+		MaxConnRate:      *cfg.maxConnRate,
 		AdminAddr:        addrOf(adminLn),
 		AdminToken:       adminToken,
 		Metrics:          metrics,
@@ -229,7 +234,16 @@ func serve(args []string) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info().Msg("shutting down: ending streams with a jittered retry")
+	if *cfg.drainPeriod > 0 {
+		log.Info().Dur("period", *cfg.drainPeriod).Msg("draining: out of the registry, /v1/ready 503, streams ended spread over the period")
+		// A second signal during the drain cuts it short.
+		dctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		dctx, cancelTimeout := context.WithTimeout(dctx, *cfg.drainPeriod+time.Second)
+		srv.Drain(dctx, *cfg.drainPeriod)
+		cancelTimeout()
+		cancel()
+	}
+	log.Info().Msg("shutting down: ending what is left and waiting for requests in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), *cfg.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
