@@ -32,9 +32,10 @@ clean:
 SSEBENCH_SRC ?= ../shared/tools/ssebench
 BENCH_STORE  ?= both
 BENCH_SCENARIOS ?= S1,S2,S3,S4,S5
+BENCH_ARGS ?= # e.g. -herald-arg=--metrics=false
 bench: build
 	$(GO) build -o bin/heraldbench ./cmd/heraldbench
 	@if [ -d "$(SSEBENCH_SRC)" ]; then (cd "$(SSEBENCH_SRC)" && $(GO) build -o "$(CURDIR)/bin/ssebench" .); fi
 	./bin/heraldbench -herald ./$(BIN) -store $(BENCH_STORE) -scenario $(BENCH_SCENARIOS) \
-		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench ) -md bin/bench.md
+		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench ) -md bin/bench.md $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./store/... ./stream/...

@@ -116,7 +116,7 @@ func TestRegistryAcrossNodes(t *testing.T) {
 	secret := randomSecret()
 	node := func(name, ttl string) *herald {
 		return startHerald(t, heraldOpts{name: name, secret: secret, args: []string{
-			"--redis-url", redis, "--redis-prefix", prefix, "--admin-token", adminToken, "--node-ttl", ttl}})
+			"--redis-url", redis, "--redis-prefix", prefix, "--admin-token", adminToken, "--node-ttl", ttl, "--drain-period", "1s"}})
 	}
 	// A's and B's leases are long: a departure seen within the test is a deregistration.
 	a, b := node("node-A", "2m"), node("node-B", "2m")
@@ -172,12 +172,12 @@ func TestRegistryAcrossNodes(t *testing.T) {
 		t.Fatalf("pages by name: %+v then %+v", page, rest)
 	}
 
-	// Graceful: B deregisters as it stops; its two streams leave ch's count.
+	// Graceful: B deregisters as its drain starts; its two streams leave ch's count.
 	b.Signal(syscall.SIGTERM)
+	waitAdmin(t, a, "/admin/nodes", "B gone at once", func(v adminNodesAnswer) bool { return len(v.Nodes) == 2 })
 	if _, exited := b.WaitExit(15 * time.Second); !exited {
 		t.Fatal("node B did not exit on SIGTERM")
 	}
-	waitAdmin(t, a, "/admin/nodes", "B gone at once", func(v adminNodesAnswer) bool { return len(v.Nodes) == 2 })
 	waitAdmin(t, a, "/admin/channels/"+url.PathEscape(ch), "B's subscribers gone", func(v adminChannelAnswer) bool {
 		return v.Subscribers == 2 && v.ByNode[byAddr[b.Addr]] == 0
 	})

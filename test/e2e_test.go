@@ -1058,11 +1058,12 @@ func envIDs(rs []received) []string {
 	return out
 }
 
-// TestShutdown: SIGTERM ends every open stream at once with a final jittered `retry:` frame,
-// answers waiting long-polls, and the process exits 0 within its shutdown timeout.
+// TestShutdown: without a drain (--drain-period 0), SIGTERM ends every open stream at once
+// with a final jittered `retry:` frame, answers waiting long-polls, and the process exits 0
+// within its shutdown timeout. (The drain: TestDrainMovesClientsWithoutLoss.)
 func TestShutdown(t *testing.T) {
 	t.Parallel()
-	h := startHerald(t, heraldOpts{args: []string{"--shutdown-timeout", "5s", "--retry", "1s"}})
+	h := startHerald(t, heraldOpts{args: []string{"--shutdown-timeout", "5s", "--retry", "1s", "--drain-period", "0"}})
 	tok := h.Publisher(t)
 	ch := uniqueChannel("bye")
 	priv := "private-" + randomSuffix()

@@ -936,7 +936,8 @@ func TestFaultNodeDeathUnderLoad(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
-			nodes := startNodes(t, startPrivateRedis(t), 2, "--retry", "200ms")
+			// SIGTERM drains A over 2 s: its pollers are refused there (503) and move too.
+			nodes := startNodes(t, startPrivateRedis(t), 2, "--retry", "200ms", "--drain-period", "2s")
 			na, nb := nodes[0], nodes[1]
 			a, b := uniqueChannel("death-a"), uniqueChannel("death-b")
 			multi := "/v1/stream?" + url.Values{"channel": {a, b}}.Encode()
