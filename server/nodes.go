@@ -46,8 +46,8 @@ func (s *Server) nodeInfo(app *App) json.RawMessage {
 	info.PID = os.Getpid()
 	info.Started = s.self.started.UTC().Truncate(time.Second)
 	info.Connections = app.conns.snapshot()
-	info.Sockets = app.Hub.Sockets()
-	info.Channels = app.Hub.SubscribedChannelCount()
+	hc := app.Hub.Counters()
+	info.Sockets, info.Channels = hc.Sockets, hc.Channels
 	b, _ := json.Marshal(info)
 	return b
 }

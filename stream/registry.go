@@ -158,19 +158,6 @@ func (h *Hub) registryOutcome(opts RegisterOptions, changes []store.Occupancy, e
 	}
 }
 
-// SubscribedChannelCount reports how many channels have at least one socket of this hub.
-func (h *Hub) SubscribedChannelCount() int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	n := 0
-	for _, cs := range h.channels {
-		if cs.refs > 0 {
-			n++
-		}
-	}
-	return n
-}
-
 // Counters are a hub's figures for metrics and the admin API: counts now, and totals since
 // the hub started.
 type Counters struct {

@@ -64,8 +64,8 @@ func TestRegisterCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOccupied(t, reg, map[string]int{"a": 2, "b": 1, "c": 1})
-	if n := h.SubscribedChannelCount(); n != 3 {
-		t.Fatalf("SubscribedChannelCount %d, want 3", n)
+	if c := h.Counters(); c.Channels != 3 || c.Subscriptions != 4 || c.Sockets != 3 {
+		t.Fatalf("Counters %+v, want 3 channels, 4 subscriptions, 3 sockets", c)
 	}
 	subs, err := reg.Subscriptions(context.Background(), "a")
 	if err != nil || !maps.Equal(subs, map[string]int{"n1": 2}) {
