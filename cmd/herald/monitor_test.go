@@ -643,7 +643,13 @@ func startTerminal(t *testing.T, argv ...string) *terminal {
 	if out, err := term.tmux(args...); err != nil {
 		t.Fatalf("tmux new-session: %v: %s", err, out)
 	}
-	t.Cleanup(func() { term.tmux("kill-server") })
+	socketPath, _ := term.tmux("display-message", "-p", "#{socket_path}")
+	t.Cleanup(func() {
+		term.tmux("kill-server")
+		if p := strings.TrimSpace(socketPath); filepath.Base(p) == term.socket {
+			os.Remove(p) // tmux leaves it behind
+		}
+	})
 	return term
 }
 
