@@ -41,10 +41,17 @@ func (fs *flagSet) env(name string) (string, bool) {
 }
 
 func (fs *flagSet) String(name, def, usage string) *string {
-	if v, ok := fs.env(name); ok {
+	return fs.StringEnv(name, envName(name), def, usage)
+}
+
+// StringEnv is String read from the environment variable env rather than the one its name
+// gives, for a flag whose own variable would mean something else: monitor's --token is the
+// admin token, HERALD_ADMIN_TOKEN as for serve, not a client's HERALD_TOKEN.
+func (fs *flagSet) StringEnv(name, env, def, usage string) *string {
+	if v, ok := os.LookupEnv(env); ok {
 		def = v
 	}
-	return fs.FlagSet.String(name, def, usage+" ("+envName(name)+")")
+	return fs.FlagSet.String(name, def, usage+" ("+env+")")
 }
 
 func (fs *flagSet) Bool(name string, def bool, usage string) *bool {

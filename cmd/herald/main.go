@@ -1,5 +1,5 @@
 // Command herald is the Herald real-time event service: `herald serve` runs it, and `token`,
-// `publish` and `tail` help to try and debug it.
+// `publish` and `tail` help to try and debug it, and `monitor` watches a deployment.
 package main
 
 import (
@@ -19,6 +19,8 @@ Usage:
   herald token --sub ID [--app ID]       mint a token with the configured key (the app's own, if it has one)
   herald publish CHANNEL EVENT JSON      publish an event (debugging)
   herald tail CHANNEL [--since CURSOR]   print a channel's events as they arrive (debugging)
+  herald monitor --admin URL --token T   watch a deployment live: its nodes, its busiest channels
+                                         (--app ID, --interval 1s; --once [--json]: one snapshot)
   herald version
 `
 
@@ -37,6 +39,8 @@ func main() {
 		err = publish(args)
 	case "tail":
 		err = tail(args)
+	case "monitor":
+		err = monitor(args)
 	case "version", "--version":
 		fmt.Println("herald", version)
 	case "help", "-h", "--help":
