@@ -166,7 +166,8 @@ export class Herald {
       if (this.poll ||= !ES) return await this.longPoll(gen);
       // format=message: every event arrives unnamed with its name in the data, so listenToAll
       // sees events no listener named in advance.
-      const es = this.es = new ES(this.url('/v1/stream?format=message' + (this.jwt ? '&token=' + encodeURIComponent(this.jwt) : '')), { withCredentials: !!o.withCredentials });
+      const url = this.url('/v1/stream?format=message' + (this.jwt ? '&token=' + encodeURIComponent(this.jwt) : ''));
+      const es = this.es = new ES(url, { withCredentials: !!o.withCredentials });
       let opened = false;
       const handle = e => {
         if (this.es !== es) return;
@@ -177,9 +178,17 @@ export class Herald {
       this.handle = handle;
       for (const n of this.names) es.addEventListener(n, handle);
       es.onopen = () => { opened = true; };
-      es.onerror = () => {
+      es.onerror = async () => {
         // Never let EventSource reopen by itself: a new socket needs new subscriptions.
-        if (this.es === es) this.drop(!this.sid && opened);
+        if (this.es !== es) return;
+        if (opened || this.sid) return this.drop(!this.sid && opened);
+        // Failed before it opened: refused (503 over_capacity …) or unreachable. EventSource
+        // hides which, so ask once; a refusal is the server being full, not a buffering proxy,
+        // and does not count toward the fallback to long-poll.
+        this.close();
+        const g = this.gen;
+        const wait = await this.refusal(url);
+        if (g === this.gen) this.drop(false, wait);
       };
       // No herald:connected in time: a buffering proxy holds the stream.
       this.timer = setTimeout(() => this.drop(true), o.connectTimeout ?? 5000);
@@ -188,8 +197,9 @@ export class Herald {
     }
   }
 
-  // drop ends a failed connection and schedules the next attempt (full-jitter backoff).
-  drop(streamFailed) {
+  // drop ends a failed connection and schedules the next attempt: after retryAfter seconds
+  // when the server said when (see pause), else after a full-jitter backoff.
+  drop(streamFailed, retryAfter) {
     this.close();
     if (streamFailed && ++this.streamFails >= 2) this.poll = true;
     const o = this.options;
@@ -197,7 +207,28 @@ export class Herald {
     this.set('reconnecting');
     const cap = Math.min(o.maxReconnectDelay ?? 30000, (o.reconnectDelay ?? 1000) * 2 ** (this.fails - 1));
     const gen = this.gen;
-    this.timer = setTimeout(() => gen === this.gen && this.open(), Math.random() * cap);
+    const wait = retryAfter === undefined ? Math.random() * cap : pause(retryAfter);
+    this.timer = setTimeout(() => gen === this.gen && this.open(), wait);
+  }
+
+  // refusal fetches a stream URL whose EventSource failed before opening, only to read the
+  // status and headers: aborted as soon as they arrive (a node with room again opens a stream
+  // for that instant; it notices the close at once). Resolves to the Retry-After of a 503 or
+  // 429, else undefined: unreachable, no or a bad header, or no refusal now.
+  async refusal(url) {
+    const o = this.options;
+    const ctl = this.abort = new AbortController(); // disconnect() aborts it too
+    const t = setTimeout(() => ctl.abort(), o.connectTimeout ?? 5000);
+    try {
+      const r = await (o.fetch || fetch)(url, { headers: { Accept: 'text/event-stream' },
+        credentials: o.withCredentials ? 'include' : 'same-origin', signal: ctl.signal });
+      return retryOf(r);
+    } catch {
+      return undefined;
+    } finally {
+      clearTimeout(t);
+      ctl.abort();
+    }
   }
 
   async longPoll(gen) {
@@ -222,7 +253,8 @@ export class Herald {
         for (const x of r.events) this.frame(x.event, x);
       }
     } catch (err) {
-      if (gen === this.gen) this.drop();
+      // A 503 over_capacity on POST /v1/sockets, or any refusal, with Retry-After: wait that.
+      if (gen === this.gen) this.drop(false, err.retryAfter);
     }
   }
 
@@ -297,7 +329,7 @@ export class Herald {
       method, headers: h, body: body && JSON.stringify(body), signal: this.abort?.signal,
     });
     const j = await r.json().catch(() => ({}));
-    if (!r.ok) throw Object.assign(new Error(j.error?.message || 'HTTP ' + r.status), { status: r.status, code: j.error?.code });
+    if (!r.ok) throw Object.assign(new Error(j.error?.message || 'HTTP ' + r.status), { status: r.status, code: j.error?.code, retryAfter: retryOf(r) });
     return j;
   }
 
@@ -344,6 +376,9 @@ export class Herald {
       if (sid !== this.sid) return;
       ch.live = null;
       if (err.code === 'socket_gone') return this.drop();
+      // Busy or rate-limited, and told when to come back: try again then (unless left, or
+      // already taken care of by a newer socket).
+      if (err.retryAfter !== undefined) return void setTimeout(() => this.channels[ch.name] === ch && this.sub(ch), pause(err.retryAfter));
       // A refused subscription also arrives as herald:subscription_error on the socket.
       if (err.status !== 401 && err.status !== 403 || !err.code) ch.emit('herald:subscription_error', { type: 'AuthError', error: err.message, status: err.status });
     }
@@ -362,4 +397,29 @@ function older(a, b) {
   const [ea, sa] = a.split('-');
   const [eb, sb] = b.split('-');
   return ea === eb && +sa <= +sb;
+}
+
+// retryAfter reads a Retry-After header (RFC 9110 §10.2.3) as seconds from now: delay-seconds,
+// or an HTTP-date (all three of its forms start with the day's name; asctime's has no zone and
+// is GMT). undefined when missing or unreadable (no decimals, no negatives, no other dates).
+export function retryAfter(v, now = Date.now()) {
+  v = String(v ?? '').trim();
+  if (/^\d+$/.test(v)) return +v;
+  if (!/^(mon|tue|wed|thu|fri|sat|sun)/i.test(v)) return undefined;
+  const t = Date.parse(/ GMT$/i.test(v) ? v : v + ' GMT');
+  return isNaN(t) ? undefined : Math.max(0, Math.ceil((t - now) / 1000));
+}
+
+// retryOf is the Retry-After of a refusal (503 over capacity or draining, 429), else undefined.
+function retryOf(r) {
+  return r.status === 503 || r.status === 429 ? retryAfter(r.headers.get('Retry-After')) : undefined;
+}
+
+// pause is the wait, in ms, for a Retry-After of s seconds: s, plus a random share of up to
+// half of it (and at least up to 1 s, for 0 or a date already past). The server already spreads
+// its answers over 2–5 s, but only in whole seconds: everyone refused in one burst and told "3"
+// would come back in the same instant. Proportional, so a long drain (say 60 s) spreads wide.
+// At most setTimeout's longest (24.8 days), past which it would fire at once.
+function pause(s) {
+  return Math.min(s * 1000 + Math.random() * Math.max(s * 500, 1000), 2 ** 31 - 1);
 }
