@@ -207,9 +207,11 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	e.Use(s.guardBody)
 	if len(s.cfg.CORSOrigins) > 0 {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
-			AllowOrigins:     s.cfg.CORSOrigins,
-			AllowMethods:     []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodOptions},
-			AllowHeaders:     []string{"Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Herald-Socket-Token", "X-Herald-Socket-Id"},
+			AllowOrigins: s.cfg.CORSOrigins,
+			AllowMethods: []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodOptions},
+			AllowHeaders: []string{"Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Herald-Socket-Token", "X-Herald-Socket-Id"},
+			// A refused client (503 over_capacity, shutting_down; 429) must read when to come back.
+			ExposeHeaders:    []string{"Retry-After"},
 			AllowCredentials: !contains(s.cfg.CORSOrigins, "*"),
 			MaxAge:           600,
 		}))
