@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,6 +150,10 @@ func TestBrowserEventSource(t *testing.T) {
 	r := mustDo(t, http.MethodGet, h.Base+"/v1/health", http.Header{"Origin": {page.URL}}, nil)
 	if got := r.Header.Get("Access-Control-Allow-Origin"); got != page.URL {
 		t.Errorf("--cors-origins %s: Access-Control-Allow-Origin = %q", page.URL, got)
+	}
+	// A refused client on another origin must be able to read when to come back.
+	if got := r.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "Retry-After") {
+		t.Errorf("Access-Control-Expose-Headers = %q, want Retry-After in it", got)
 	}
 	r = mustDo(t, http.MethodGet, h.Base+"/v1/health", http.Header{"Origin": {"http://127.0.0.1:1"}}, nil)
 	if got := r.Header.Get("Access-Control-Allow-Origin"); got != "" {
