@@ -149,6 +149,14 @@ func serve(args []string) error {
 		defer adminLn.Close()
 	}
 
+	// In --dev the console may mint tokens, signed with the dev key; never otherwise.
+	var devMinter *server.Minter
+	if *cfg.dev && len(secret) > 0 {
+		if devMinter, err = server.NewMinter(secret, ""); err != nil {
+			return err
+		}
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret = store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
@@ -195,6 +203,7 @@ func serve(args []string) error {
 		MaxConnections:   *cfg.maxConns,
 		AdminAddr:        addrOf(adminLn),
 		AdminToken:       adminToken,
+		DevMinter:        devMinter,
 	}, log)
 
 	log.Info().Str("addr", ln.Addr().String()).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
