@@ -180,6 +180,7 @@ func serve(args []string) error {
 	srv := server.New(server.Config{
 		Addr:             ln.Addr().String(),
 		Auth:             auth,
+		DevMinter:        devMinter,
 		CORSOrigins:      *cfg.cors,
 		Heartbeat:        *cfg.heartbeat,
 		Retry:            *cfg.retry,
@@ -203,7 +204,6 @@ func serve(args []string) error {
 		MaxConnections:   *cfg.maxConns,
 		AdminAddr:        addrOf(adminLn),
 		AdminToken:       adminToken,
-		DevMinter:        devMinter,
 	}, log)
 
 	log.Info().Str("addr", ln.Addr().String()).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
