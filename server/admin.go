@@ -60,6 +60,9 @@ func (s *Server) newAdmin() *echo.Echo {
 	e.GET("/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
 	e.GET("/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol)))
 	e.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
+	e.GET("/console", api.consoleLogin)
+	e.GET("/console/*", api.consoleFile)
+	e.POST("/admin/dev/token", api.devToken)
 	// The console's connection uses this node's public API, same handlers and same auth, so
 	// the page needs no CORS.
 	e.Any("/v1/*", echo.WrapHandler(s.echo))
@@ -71,7 +74,8 @@ func (s *Server) newAdmin() *echo.Echo {
 // header belongs to the public API (a JWT), so there only the cookie counts.
 func (api adminAPI) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if len(api.cfg.AdminToken) == 0 {
+		// GET /console checks the token in its own query, and trades it for the cookie.
+		if len(api.cfg.AdminToken) == 0 || c.Request().URL.Path == "/console" {
 			return next(c)
 		}
 		if ck, err := c.Cookie(adminCookie); err == nil && subtle.ConstantTimeCompare([]byte(ck.Value), []byte(api.consoleCookieValue())) == 1 {

@@ -84,6 +84,9 @@ type Config struct {
 	Addr, AdminAddr string
 	// AdminToken, when set, is required on every request to the admin listener.
 	AdminToken string
+	// DevMinter lets the debug console mint tokens (POST /admin/dev/token). herald serve sets it
+	// in --dev only; nil answers that route 404.
+	DevMinter *Minter
 	// MaxConnections bounds the node's open connections (streams, long-poll sockets, waiting
 	// polls); more are refused with 503 over_capacity. 0: no limit.
 	MaxConnections int

@@ -87,7 +87,7 @@ func waitAdmin[T any](t *testing.T, h *herald, path, what string, ok func(T) boo
 func TestAdminNeedsItsToken(t *testing.T) {
 	t.Parallel()
 	h := startHerald(t, heraldOpts{args: []string{"--admin-token", adminToken}})
-	for _, path := range []string{"/admin/nodes", "/admin/channels", "/admin/channels/x", "/debug/pprof/"} {
+	for _, path := range []string{"/admin/nodes", "/admin/channels", "/admin/channels/x", "/debug/pprof/", "/console", "/console/", "/admin/dev/token"} {
 		expectAPIError(t, path+" without a token", mustDo(t, "GET", h.Admin+path, nil, nil), http.StatusUnauthorized, "admin_token_invalid")
 		expectAPIError(t, path+" with another token", mustDo(t, "GET", h.Admin+path, bearerHeader(adminToken+"x"), nil), http.StatusUnauthorized, "admin_token_invalid")
 		expectAPIError(t, path+" with a publisher JWT", mustDo(t, "GET", h.Admin+path, bearerHeader(h.Publisher(t)), nil), http.StatusUnauthorized, "admin_token_invalid")

@@ -40,11 +40,14 @@ export class HeraldChannel {
     return this;
   }
 
-  emit(event, data, meta) {
+  // emit calls the event's listeners, then listenToAll's with where the event came from: its
+  // channel, its id (none for whispers) and, for presence whispers, the sender's user_id.
+  emit(event, data, meta, id) {
     for (const f of this.cbs[event] || []) f(data, meta);
     if (event.startsWith('herald:')) return;
     const ns = String(this.options.namespace ?? '').replace(/\./g, '\\');
-    for (const f of this.all) f(ns && event.startsWith(ns + '\\') ? event.slice(ns.length + 1) : '.' + event, data);
+    const info = { channel: this.name, id, ...meta };
+    for (const f of this.all) f(ns && event.startsWith(ns + '\\') ? event.slice(ns.length + 1) : '.' + event, data, info);
   }
 
   // wrap keeps the caller's callback reachable for stopListening(event, cb).
@@ -122,6 +125,8 @@ export class Herald {
   }
   leaveAllChannels() { for (const name in this.channels) this.leaveChannel(name); }
   socketId() { return this.sid; }
+  /** The connected socket's transport: 'sse' or 'long-poll'; undefined while not connected. */
+  transport() { return this.sid ? (this.es ? 'sse' : 'long-poll') : undefined; }
   connectionStatus() { return this.state; }
   onConnectionChange(cb) { this.watchers.add(cb); return () => this.watchers.delete(cb); }
 
@@ -313,7 +318,7 @@ export class Herald {
       data.user_info = ch.members[data.user_id];
       delete ch.members[data.user_id];
     }
-    ch.emit(d.event || type, data, d.user_id !== undefined ? { user_id: d.user_id } : undefined);
+    ch.emit(d.event || type, data, d.user_id !== undefined ? { user_id: d.user_id } : undefined, d.id);
   }
 
   // ---- calls ----

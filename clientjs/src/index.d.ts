@@ -52,7 +52,9 @@ export declare class HeraldChannel {
   members: Record<string, any>;
   listen(event: string, callback: (data: any) => void): this;
   stopListening(event: string, callback?: Function): this;
-  listenToAll(callback: (event: string, data: any) => void): this;
+  /** Every event of the channel (not herald:* notices), with its channel, its id (none for a
+   *  whisper) and, for a presence whisper, the sender's user_id. */
+  listenToAll(callback: (event: string, data: any, meta: { channel: string; id?: string; user_id?: string }) => void): this;
   stopListeningToAll(callback?: Function): this;
   subscribed(callback: () => void): this;
   error(callback: (status: SubscriptionError) => void): this;
@@ -89,6 +91,8 @@ export declare class Herald {
   leaveChannel(name: string): void;
   leaveAllChannels(): void;
   socketId(): string | undefined;
+  /** The connected socket's transport; undefined while not connected. */
+  transport(): 'sse' | 'long-poll' | undefined;
   connectionStatus(): ConnectionStatus;
   onConnectionChange(callback: (status: ConnectionStatus) => void): () => void;
   connect(): void;

@@ -13,6 +13,8 @@ const dir = new URL('..', import.meta.url);
 buildSync({ absWorkingDir: dir.pathname, entryPoints: ['src/browser.js'], bundle: true, minify: true,
   format: 'iife', globalName: 'Herald', outfile: 'dist/herald.min.js', logLevel: 'warning' });
 const bundle = readFileSync(new URL('dist/herald.min.js', dir));
+// The debug console (server/console) embeds a committed copy of the bundle.
+const consoleCopy = new URL('../server/console/static/herald.min.js', dir);
 
 test('the bundle is under 5 KB minified and gzipped', () => {
   const size = gzipSync(bundle, { level: 9 }).length;
@@ -35,4 +37,10 @@ test('the bundle defines window.Herald, and HeraldConnector on top of window.Ech
   assert.equal(echo.connectionStatus(), 'connecting');
   assert.equal(echo.private('x').name, 'private-x');
   echo.disconnect();
+});
+
+test('the debug console\'s copy of the bundle is this build', () => {
+  assert.ok(bundle.equals(readFileSync(consoleCopy)),
+    'server/console/static/herald.min.js differs from a fresh build of clientjs: run ' +
+    '`npm run build && cp dist/herald.min.js ../server/console/static/` in clientjs and commit it');
 });

@@ -37,16 +37,18 @@ test('connects, exposes a Pusher-style socket id and the connection status', asy
   await waitFor('connected', () => e.connectionStatus() === 'connected');
   assert.match(e.socketId(), /^\d+\.\d+$/);
   assert.deepEqual(seen, ['connected']);
+  assert.equal(e.connector.client.transport(), 'sse');
   e.disconnect();
   assert.equal(e.connectionStatus(), 'disconnected');
   assert.equal(e.socketId(), undefined);
+  assert.equal(e.connector.client.transport(), undefined);
 });
 
 test('public and private channels, namespaces, notifications, toOthers, leave', async () => {
   const a = echo({ id: 1, name: 'Ann' });
   const b = echo({ id: 2, name: 'Bob' });
   const got = { a: [], b: [], all: [], note: [] };
-  const pub = a.channel('news').listen('NewsPublished', d => got.a.push(d)).listenToAll((n, d) => got.all.push([n, d]));
+  const pub = a.channel('news').listen('NewsPublished', d => got.a.push(d)).listenToAll((n, d, m) => got.all.push([n, d, m]));
   const priv = a.private('chat.1').listen('.message.sent', d => got.a.push(d));
   const privB = b.private('chat.1').listen('.message.sent', d => got.b.push(d));
   const note = a.private('App.Models.User.1').notification(n => got.note.push(n));
@@ -64,7 +66,10 @@ test('public and private channels, namespaces, notifications, toOthers, leave', 
   assert.deepEqual(got.a, [{ n: 1 }, { text: 'hi' }]);
   assert.deepEqual(got.b, [{ text: 'hi' }, { text: 'from a' }]);
   assert.deepEqual(got.note, [{ id: 'n1', type: 'Invoice' }]);
-  assert.deepEqual(got.all, [['NewsPublished', { n: 1 }], ['NobodyListens', { n: 2 }]]);
+  // listenToAll also hears where each event came from: its channel and id.
+  assert.deepEqual(got.all.map(([n, d, m]) => [n, d, m.channel]), [['NewsPublished', { n: 1 }, 'news'], ['NobodyListens', { n: 2 }, 'news']]);
+  assert.match(got.all[0][2].id, /^[a-z0-9]+-1$/);
+  assert.match(got.all[1][2].id, /^[a-z0-9]+-2$/);
 
   // Pusher auth was asked exactly as Echo does it.
   const call = auth.calls.find(c => c.channel === 'private-chat.1' && c.socketId === a.socketId());
@@ -98,8 +103,9 @@ test('presence: here, joining, leaving, and whispers between two clients', async
   const b = echo({ id: 2, name: 'Bob' });
   const log = [];
   const [hereA, hereAp] = once();
+  const all = [];
   const room = a.join('room.1').here(hereA).joining(u => log.push(['joining', u])).leaving(u => log.push(['leaving', u]))
-    .listenForWhisper('typing', (d, meta) => log.push(['typing', d, meta]));
+    .listenForWhisper('typing', (d, meta) => log.push(['typing', d, meta])).listenToAll((n, d, m) => all.push([n, d, m]));
   const [members] = await hereAp;
   assert.deepEqual(members, [{ id: 1, name: 'Ann' }]);
 
@@ -113,6 +119,8 @@ test('presence: here, joining, leaving, and whispers between two clients', async
   roomB.whisper('typing', { typing: true });
   await waitFor('whisper', () => log.length === 2);
   assert.deepEqual(log[1], ['typing', { typing: true }, { user_id: '2' }]);
+  // A whisper has no id; on a presence channel listenToAll hears who sent it.
+  assert.deepEqual(all, [['.client-typing', { typing: true }, { channel: 'presence-room.1', id: undefined, user_id: '2' }]]);
 
   // Whispers on a private channel, never back to the sender.
   const got = [];

@@ -36,6 +36,8 @@ for (const [mode, extra] of [['forced', { transport: 'poll', EventSource }], ['a
     const cb = b.private('poll.1').listen('.tick', d => got.b.push(d.n));
     await Promise.all([subscribed(ca), subscribed(cb)]);
     assert.equal(a.poll, true);
+    assert.equal(a.transport(), 'long-poll');
+    assert.equal(b.transport(), 'sse');
     for (let n = 1; n <= 5; n++) await pusher.trigger('private-poll.1', 'tick', { n }, n === 3 ? { socket_id: a.socketId() } : undefined);
     await waitFor('events', () => got.a.length === 4 && got.b.length === 5);
     assert.deepEqual(got.a, [1, 2, 4, 5]);

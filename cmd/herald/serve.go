@@ -154,6 +154,14 @@ func serve(args []string) error {
 		defer adminLn.Close()
 	}
 
+	// In --dev the console may mint tokens, signed with the dev key; never otherwise.
+	var devMinter *server.Minter
+	if *cfg.dev && len(secret) > 0 {
+		if devMinter, err = server.NewMinter(secret, ""); err != nil {
+			return err
+		}
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ret = store.Retention{MaxEvents: *cfg.historySize, MaxAge: *cfg.historyTTL, IdempotencyTTL: *cfg.idempotencyTTL}
@@ -181,6 +189,7 @@ func serve(args []string) error {
 	srv := server.New(server.Config{
 		Addr:             ln.Addr().String(),
 		Auth:             auth,
+		DevMinter:        devMinter,
 		CORSOrigins:      *cfg.cors,
 		Heartbeat:        *cfg.heartbeat,
 		Retry:            *cfg.retry,
