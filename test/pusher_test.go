@@ -301,3 +301,42 @@ func TestPusherNodeLibrary(t *testing.T) {
 	res = runPusherNode(t, app, nodes, pusherOp{"op": "get", "via": 0, "path": "/channels/" + pres + "/users"})
 	expectPusherOK(t, "users after terminating", res[0], `{"users":[]}`)
 }
+
+// TestPusherCountsAfterANodeDies: the Pusher API's channel queries count every node's
+// subscribers, and a node that dies (SIGKILL) stops being counted when its lease runs out:
+// subscription_count drops to what is left, and a channel only it held leaves the list.
+func TestPusherCountsAfterANodeDies(t *testing.T) {
+	t.Parallel()
+	cfgPath, app := writePusherConfig(t)
+	redis := testRedis(t)
+	prefix := "herald-e2e-pusher-death-" + randomSuffix() + ":"
+	secret := randomSecret()
+	node := func(name, ttl string) *herald {
+		return startHerald(t, heraldOpts{name: name, secret: secret, args: []string{
+			"--config", cfgPath, "--redis-url", redis, "--redis-prefix", prefix, "--node-ttl", ttl}})
+	}
+	a, b := node("node-A", "2m"), node("node-B", "2s")
+	shared, onlyB := uniqueChannel("shared"), uniqueChannel("only-b")
+	for _, s := range []*sseStream{
+		mustSSE(t, a.Base+eventsPath(shared), nil),
+		mustSSE(t, b.Base+eventsPath(shared), nil),
+		mustSSE(t, b.Base+"/v1/stream?"+url.Values{"channel": {shared, onlyB}}.Encode(), nil),
+	} {
+		defer s.Close()
+	}
+	waitSubscriptions(t, a, app, shared, 3)
+	waitSubscriptions(t, a, app, onlyB, 1)
+	listed := func() string {
+		path, hdr := pusherSignedQuery(app, "GET", "/apps/"+app.ID+"/channels", url.Values{"info": {"subscription_count"}}, nil)
+		return string(mustDo(t, "GET", a.Base+path, hdr, nil).Body)
+	}
+	if l := listed(); !strings.Contains(l, `"`+shared+`":{"subscription_count":3}`) || !strings.Contains(l, `"`+onlyB+`":{"subscription_count":1}`) {
+		t.Fatalf("channels listed by A: %s", l)
+	}
+	b.Kill()
+	waitSubscriptions(t, a, app, shared, 1)
+	waitSubscriptions(t, a, app, onlyB, 0)
+	if l := listed(); strings.Contains(l, onlyB) || !strings.Contains(l, `"`+shared+`":{"subscription_count":1}`) {
+		t.Fatalf("channels listed by A after B died: %s", l)
+	}
+}
