@@ -373,16 +373,21 @@ func (h *Hub) newSocketID() string {
 // Shutdown ends every open socket with ErrShutdown and refuses new ones. Transports then
 // tell their clients to reconnect elsewhere.
 func (h *Hub) Shutdown() {
+	for _, s := range h.stopOpening() {
+		s.kill(ErrShutdown)
+	}
+}
+
+// stopOpening refuses new sockets from now on and returns the open ones.
+func (h *Hub) stopOpening() []*Socket {
 	h.socketsMu.Lock()
+	defer h.socketsMu.Unlock()
 	h.closing = true
 	socks := make([]*Socket, 0, len(h.sockets))
 	for _, s := range h.sockets {
 		socks = append(socks, s)
 	}
-	h.socketsMu.Unlock()
-	for _, s := range socks {
-		s.kill(ErrShutdown)
-	}
+	return socks
 }
 
 // Drain ends every open socket with ErrShutdown, each at a random moment within period, so
@@ -391,13 +396,7 @@ func (h *Hub) Shutdown() {
 // from the start. Drain returns when every socket has ended, or when ctx ends, having then
 // ended the rest at once.
 func (h *Hub) Drain(ctx context.Context, period time.Duration) {
-	h.socketsMu.Lock()
-	h.closing = true
-	socks := make([]*Socket, 0, len(h.sockets))
-	for _, s := range h.sockets {
-		socks = append(socks, s)
-	}
-	h.socketsMu.Unlock()
+	socks := h.stopOpening()
 	timers := make([]*time.Timer, len(socks))
 	for i, s := range socks {
 		var after time.Duration

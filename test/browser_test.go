@@ -40,6 +40,30 @@ for (const src of new URLSearchParams(location.search).getAll('s')) {
 }
 </script></body></html>`
 
+// chromiumAllocator starts headless Chromium at path with a fresh profile and nothing running in
+// the background: no updates, sync, extensions or QUIC, and no throttling of pages that are
+// not in front (a test's second tab must keep its timers).
+func chromiumAllocator(t *testing.T, ctx context.Context, path string) (context.Context, context.CancelFunc) {
+	return chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+	)
+}
+
 // chromiumPath finds Debian's chromium.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
@@ -108,23 +132,7 @@ func TestBrowserEventSource(t *testing.T) {
 	multiPath := "/v1/stream?" + url.Values{"channel": {multiCh, uniqueChannel("browser-other")}}.Encode()
 	pageURL := page.URL + "/?" + url.Values{"s": {oneProxy.Base() + onePath, multiProxy.Base() + multiPath}}.Encode()
 
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-	)
+	allocCtx, allocCancel := chromiumAllocator(t, ctx, chromium)
 	defer allocCancel()
 	bctx, bcancel := chromedp.NewContext(allocCtx)
 	defer bcancel()

@@ -191,24 +191,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	defer cancel()
 	h := startHerald(t, heraldOpts{args: []string{"--dev", "--admin-token", adminToken}})
 
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-	)
+	allocCtx, allocCancel := chromiumAllocator(t, ctx, chromium)
 	defer allocCancel()
 	browser, browserCancel := chromedp.NewContext(allocCtx)
 	defer browserCancel()
