@@ -21,6 +21,7 @@ import (
 // backend is where the apps keep their data.
 type backend struct {
 	redisURL, prefix string
+	redisTLS         redisTLSFiles
 	retention        store.Retention
 	hub              stream.Options
 	presenceTTL      time.Duration
@@ -79,6 +80,9 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		if err != nil {
 			return nil, close, fmt.Errorf("--redis-url: %w", err)
 		}
+		if err := b.redisTLS.apply(opts); err != nil {
+			return nil, close, err
+		}
 		// No CLIENT SETINFO and no CLIENT MAINT_NOTIFICATIONS handshake on each new
 		// connection: round trips that open-source Redis before 7.2 or 8 refuses.
 		opts.DisableIdentity = true
@@ -90,10 +94,15 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		client = c
 		closers = append(closers, func() { c.Close() })
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if err := c.Ping(pctx).Err(); err != nil {
+		err = c.Ping(pctx).Err()
+		cancel()
+		switch {
+		case misconfigured(err):
+			// Waiting would not help: say so now, in one line, rather than serve 503 forever.
+			return nil, close, fmt.Errorf("Redis at %s refused this node: %w", opts.Addr, err)
+		case err != nil:
 			b.log.Warn().Err(err).Msg("Redis is not reachable yet; serving 503 until it is")
 		}
-		cancel()
 	}
 	b.hub.Node = stream.NewNodeID()
 	for _, sp := range specs {

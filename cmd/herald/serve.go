@@ -40,6 +40,7 @@ func addKeyFlags(fs *flagSet) keyFlags {
 
 type serveConfig struct {
 	addr, redisURL, redisPrefix, logLevel, adminAddr       *string
+	redisCA, redisCert, redisKey                           *string
 	adminToken                                             *string
 	socketSecret, configPath, clientEvents                 *string
 	presenceTTL                                            *time.Duration
@@ -63,7 +64,10 @@ func serve(args []string) error {
 		addr:            fs.String("addr", "127.0.0.1:8081", "address to listen on"),
 		dev:             fs.Bool("dev", false, "INSECURE development mode: generated key, printed token, pretty logs"),
 		metrics:         fs.Bool("metrics", true, "keep Prometheus metrics and serve them at /metrics on the admin listener; false: count nothing"),
-		redisURL:        fs.String("redis-url", "", "Redis URL (redis://host:port/db); empty uses the embedded in-memory store"),
+		redisURL:        fs.String("redis-url", "", "Redis URL: redis://[user:password@]host:port/db, or rediss:// for TLS; empty uses the embedded in-memory store"),
+		redisCA:         fs.String("redis-ca", "", "with rediss://: PEM file of the CA that signed Redis's certificate (default: the system's roots)"),
+		redisCert:       fs.String("redis-cert", "", "with rediss://: PEM file of a client certificate, for Redis that requires one (with --redis-key)"),
+		redisKey:        fs.String("redis-key", "", "with rediss://: PEM file of the client certificate's key"),
 		redisPrefix:     fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of every Redis key, so deployments can share one Redis"),
 		cors:            fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
 		heartbeat:       fs.Duration("heartbeat", def.Heartbeat, "interval of the \": ping\" comment on idle streams"),
@@ -171,6 +175,7 @@ func serve(args []string) error {
 	}
 	apps, closeApps, err := openApps(ctx, backend{
 		redisURL: *cfg.redisURL, prefix: *cfg.redisPrefix, retention: ret,
+		redisTLS:    redisTLSFiles{ca: *cfg.redisCA, cert: *cfg.redisCert, key: *cfg.redisKey},
 		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},
 		presenceTTL: *cfg.presenceTTL, log: log, metrics: metrics,
 	}, az)
