@@ -71,11 +71,13 @@ func (c *census) admit(app *App, t transport, addr string) error {
 		e.RetryAfter = retryAfterSeconds()
 		return e
 	}
-	if wait, ok := c.rate.allow(addr, time.Now()); !ok {
-		app.conns.refusedRate.Add(1)
-		e := errorf(http.StatusTooManyRequests, "rate_limited", "too many new connections from this address; try again shortly")
-		e.RetryAfter = wait
-		return e
+	if c.rate != nil {
+		if wait, ok := c.rate.allow(addr, time.Now()); !ok {
+			app.conns.refusedRate.Add(1)
+			e := errorf(http.StatusTooManyRequests, "rate_limited", "too many new connections from this address; try again shortly")
+			e.RetryAfter = wait
+			return e
+		}
 	}
 	if n := c.node.total.Add(1); c.max > 0 && n > c.max {
 		c.node.total.Add(-1)

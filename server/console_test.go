@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/herald-rt/herald/server/console"
 	"github.com/herald-rt/herald/store/memstore"
 	"github.com/herald-rt/herald/stream"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 const testAdminToken = "admin-token-for-the-console-tests"
@@ -219,7 +219,7 @@ func TestConsoleDevToken(t *testing.T) {
 // TestConsoleTokenNotLogged: the admin token in /console?token= reaches no log line, nor does a
 // JWT in the query of the console's /v1 calls (the public API's access log redacts it).
 func TestConsoleTokenNotLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	auth, err := NewAuthenticator(AuthConfig{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
@@ -285,22 +285,4 @@ func TestConsoleFilesAreStrict(t *testing.T) {
 			t.Errorf("%s: missing or empty (%v)", name, err)
 		}
 	}
-}
-
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

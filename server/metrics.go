@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/herald-rt/herald/stream"
 )
 
 // Metrics are a node's Prometheus meters, served at /metrics on the admin listener
@@ -97,9 +99,10 @@ func (m *Metrics) ObserveStoreCommand(command string, d time.Duration, err error
 	}
 }
 
-// registerApp adds the figures the server and the app's hub keep themselves, read at scrape.
+// registerApp gives the app its meters, and adds the figures the server and the app's hub
+// keep themselves, read at scrape.
 func (m *Metrics) registerApp(a *App) {
-	app := prometheus.Labels{"app": a.ID}
+	a.meters = &appMeters{publishes: make(map[string]prometheus.Counter, len(publishOutcomes))}
 	gauge := func(name, help string, labels prometheus.Labels, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f))
 	}
@@ -119,15 +122,56 @@ func (m *Metrics) registerApp(a *App) {
 		count("herald_connections_refused_total", "Connections refused: by the node's or the app's limit (503 over_capacity), or by the per-address rate (429 rate_limited).", prometheus.Labels{"app": a.ID, "limit": limit},
 			func() float64 { return float64(n.Load()) })
 	}
-	gauge("herald_sockets", "Open sockets (streams and long-poll sockets) on this node.", app, func() float64 { return float64(a.Hub.Counters().Sockets) })
-	gauge("herald_subscribed_channels", "Channels with at least one socket on this node.", app, func() float64 { return float64(a.Hub.Counters().Channels) })
-	gauge("herald_subscriptions", "Socket subscriptions on this node (a socket on three channels counts three).", app, func() float64 { return float64(a.Hub.Counters().Subscriptions) })
-	count("herald_resyncs_total", "Clients told to resync because the history they asked for had expired (herald:resync, reason history_expired).", prometheus.Labels{"app": a.ID, "reason": "history_expired"},
-		func() float64 { return float64(a.Hub.Counters().HistoryExpired) })
-	count("herald_gaps_refilled_total", "Times a channel's live notifications lost continuity (a store or pub/sub outage) and its sockets caught up from the log.", app,
-		func() float64 { return float64(a.Hub.Counters().Gaps) })
+	m.reg.MustRegister(newHubCollector(a))
+	// The per-request series of the app, looked up once here rather than by label on every
+	// publish.
+	a.meters.appendSeconds = m.appendSeconds.WithLabelValues(a.ID)
+	for _, outcome := range publishOutcomes {
+		a.meters.publishes[outcome] = m.publishes.WithLabelValues(a.ID, outcome)
+	}
 	m.presenceMembers.WithLabelValues(a.ID) // present from the start, at 0
 }
+
+// hubCollector reports an app's hub figures, read once per scrape (Hub.Counters walks the
+// hub's channels).
+type hubCollector struct {
+	hub                                       *stream.Hub
+	sockets, channels, subscriptions, resyncs *prometheus.Desc
+	gaps                                      *prometheus.Desc
+}
+
+func newHubCollector(a *App) hubCollector {
+	app := prometheus.Labels{"app": a.ID}
+	return hubCollector{
+		hub:           a.Hub,
+		sockets:       prometheus.NewDesc("herald_sockets", "Open sockets (streams and long-poll sockets) on this node.", nil, app),
+		channels:      prometheus.NewDesc("herald_subscribed_channels", "Channels with at least one socket on this node.", nil, app),
+		subscriptions: prometheus.NewDesc("herald_subscriptions", "Socket subscriptions on this node (a socket on three channels counts three).", nil, app),
+		resyncs: prometheus.NewDesc("herald_resyncs_total", "Clients told to resync because the history they asked for had expired (herald:resync, reason history_expired).",
+			nil, prometheus.Labels{"app": a.ID, "reason": "history_expired"}),
+		gaps: prometheus.NewDesc("herald_gaps_refilled_total", "Times a channel's live notifications lost continuity (a store or pub/sub outage) and its sockets caught up from the log.", nil, app),
+	}
+}
+
+func (c hubCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.sockets
+	ch <- c.channels
+	ch <- c.subscriptions
+	ch <- c.resyncs
+	ch <- c.gaps
+}
+
+func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
+	hc := c.hub.Counters()
+	ch <- prometheus.MustNewConstMetric(c.sockets, prometheus.GaugeValue, float64(hc.Sockets))
+	ch <- prometheus.MustNewConstMetric(c.channels, prometheus.GaugeValue, float64(hc.Channels))
+	ch <- prometheus.MustNewConstMetric(c.subscriptions, prometheus.GaugeValue, float64(hc.Subscriptions))
+	ch <- prometheus.MustNewConstMetric(c.resyncs, prometheus.CounterValue, float64(hc.HistoryExpired))
+	ch <- prometheus.MustNewConstMetric(c.gaps, prometheus.CounterValue, float64(hc.Gaps))
+}
+
+// publishOutcomes are the outcome labels of herald_publishes_total (appendOutcome).
+var publishOutcomes = []string{"appended", "duplicate", "idempotency_conflict", "store_unavailable", "store_timeout"}
 
 // appMeters are an app's own counts, which GET /admin/nodes reports as the node's stats;
 // nil when metrics are off.
@@ -135,6 +179,9 @@ type appMeters struct {
 	deliveries, bytes [numTransports]shardedCounter
 	// Per request, not per delivery: plain atomics.
 	published, publishFailed, slowDisconnects atomic.Uint64
+	// The app's series of herald_publishes_total by outcome, and of the append histogram.
+	publishes     map[string]prometheus.Counter
+	appendSeconds prometheus.Observer
 }
 
 // delivered counts one batch written to a client. shard spreads connections over the
@@ -180,8 +227,8 @@ func (m *Metrics) published(app *App, outcome string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.publishes.WithLabelValues(app.ID, outcome).Inc()
-	m.appendSeconds.WithLabelValues(app.ID).Observe(d.Seconds())
+	app.meters.publishes[outcome].Inc()
+	app.meters.appendSeconds.Observe(d.Seconds())
 	if outcome == "appended" || outcome == "duplicate" {
 		app.meters.published.Add(1)
 	} else {

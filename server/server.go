@@ -191,7 +191,6 @@ func New(cfg Config, log zerolog.Logger) *Server {
 			a.Registry = memstore.NewRegistry(memstore.RegistryOptions{})
 		}
 		if s.cfg.Metrics != nil {
-			a.meters = &appMeters{}
 			s.cfg.Metrics.registerApp(a)
 		}
 	}
@@ -367,9 +366,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.Get(streamLogKey) != nil {
 			return nil
 		}
-		r := requestOf(c, start)
-		logRequest(s.log, r, c.Response().Status, c.Response().Size, "")
-		s.cfg.Metrics.request(r.route, r.method, c.Response().Status, time.Since(start))
+		s.finished(requestOf(c, start), c.Response().Status, c.Response().Size, "")
 		return nil
 	}
 }
@@ -390,11 +387,13 @@ func requestOf(c echo.Context, start time.Time) accessEntry {
 	return accessEntry{method: req.Method, path: req.URL.Path, rawQuery: req.URL.RawQuery, remote: c.RealIP(), route: c.Path(), start: start}
 }
 
-// logRequest writes one access log line; server errors are warnings.
-func logRequest(log zerolog.Logger, r accessEntry, status int, bytes int64, reason string) {
-	ev := log.Info()
+// finished writes a request's access log line (server errors are warnings) and counts it in
+// the metrics.
+func (s *Server) finished(r accessEntry, status int, bytes int64, reason string) {
+	s.cfg.Metrics.request(r.route, r.method, status, time.Since(r.start))
+	ev := s.log.Info()
 	if status >= 500 {
-		ev = log.Warn()
+		ev = s.log.Warn()
 	}
 	ev = ev.Str("method", r.method).
 		Str("path", r.path).

@@ -103,8 +103,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 					_ = tc.SetLinger(0)
 				}
 			}
-			logRequest(s.log, entry, http.StatusOK, cw.written, st.reason)
-			s.cfg.Metrics.request(entry.route, entry.method, http.StatusOK, time.Since(entry.start))
+			s.finished(entry, http.StatusOK, cw.written, st.reason)
 		}()
 		// One blocked read notices the client leaving at once rather than at the next
 		// heartbeat's failed write, which takes a heartbeat or two (20–30 s of a dead

@@ -120,17 +120,12 @@ func (r *Registry) SetSubscriptions(ctx context.Context, id string, counts map[s
 
 // Nodes implements store.Registry.
 func (r *Registry) Nodes(ctx context.Context) ([]store.Node, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := []store.Node{}
-	for id, n := range r.nodes {
-		if now.Before(n.expires) {
-			out = append(out, store.Node{ID: id, Info: slices.Clone(n.info), Expires: n.expires})
-		}
+	err := r.eachLive(ctx, func(id string, n *registeredNode) {
+		out = append(out, store.Node{ID: id, Info: slices.Clone(n.info), Expires: n.expires})
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b store.Node) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
@@ -138,41 +133,48 @@ func (r *Registry) Nodes(ctx context.Context) ([]store.Node, error) {
 
 // Subscriptions implements store.Registry.
 func (r *Registry) Subscriptions(ctx context.Context, channel string) (map[string]int, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := make(map[string]int)
-	for id, n := range r.nodes {
-		if c := n.counts[channel]; c > 0 && now.Before(n.expires) {
+	err := r.eachLive(ctx, func(id string, n *registeredNode) {
+		if c := n.counts[channel]; c > 0 {
 			out[id] = c
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
 // Occupied implements store.Registry.
 func (r *Registry) Occupied(ctx context.Context, prefix string) (map[string]int, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := make(map[string]int)
-	for _, n := range r.nodes {
-		if !now.Before(n.expires) {
-			continue
-		}
+	err := r.eachLive(ctx, func(_ string, n *registeredNode) {
 		for ch, c := range n.counts {
 			if strings.HasPrefix(ch, prefix) {
 				out[ch] += c
 			}
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// eachLive calls f, holding the lock, for every node whose lease has not run out.
+func (r *Registry) eachLive(ctx context.Context, f func(id string, n *registeredNode)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, n := range r.nodes {
+		if now.Before(n.expires) {
+			f(id, n)
+		}
+	}
+	return nil
 }
 
 // expireLocked removes the nodes whose lease ran out and returns the channels left vacant.

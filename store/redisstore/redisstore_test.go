@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -255,7 +254,7 @@ func TestReconnectCatchesUp(t *testing.T) {
 	t.Parallel()
 	name := fmt.Sprintf("herald-test-%d-%d", os.Getpid(), prefixSerial.Add(1))
 	client := rawClient(t, name)
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	s := newStore(t, redisstore.Options{Client: client, Logger: zerolog.New(&logs)})
 	admin := rawClient(t, "")
 	ch := "reconnect"
@@ -311,24 +310,6 @@ func TestReconnectCatchesUp(t *testing.T) {
 	s.Unlisten(ch)
 }
 
-// syncBuffer collects a store's log lines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newProxy is a testkit.Proxy to target, closed when the test ends.
 func newProxy(t *testing.T, target string) *testkit.Proxy {
 	t.Helper()
@@ -349,7 +330,7 @@ func TestProbeReplacesSilentConnection(t *testing.T) {
 	}
 	proxy := newProxy(t, o.Addr)
 	prefix := uniquePrefix()
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	listener := newStore(t, redisstore.Options{
 		URL:          fmt.Sprintf("redis://%s/%d?read_timeout=300ms&write_timeout=300ms", proxy.Addr(), o.DB),
 		Prefix:       prefix,
