@@ -16,7 +16,7 @@ import (
 	"github.com/herald-rt/herald/store"
 )
 
-// Ephemeral messages and the node bus ride on the Store's one pub/sub connection, beside the
+// Ephemeral messages and the node bus ride on the Store's shard channels (shard.go), beside the
 // event notices:
 //
 //	<prefix>{<channel>}:n   also carries ephemeral messages, told apart by ephemeralMark
@@ -55,18 +55,16 @@ type serving struct {
 	cancel context.CancelFunc
 	stop   func() bool // unregisters the watch on Serve's context
 
-	// marker is the sync PING sent after the SUBSCRIBE (see listened.marker).
-	marker    uint64
-	confirmed bool
+	sub       sub
+	confirmed bool // guarded by liveState.mu
 	ready     chan struct{}
 }
 
 // replySub is the channel this Store's requests are answered on.
 type replySub struct {
 	id        string
-	channel   string
-	marker    uint64
-	confirmed bool
+	sub       sub
+	confirmed bool // guarded by liveState.mu
 	ready     chan struct{}
 	err       error // set before ready is closed when the subscription failed
 }
@@ -81,25 +79,6 @@ var (
 	_ store.Bus         = (*Store)(nil)
 )
 
-// ensurePubSubLocked starts the pub/sub connection and its receive loop, which Listen, Serve
-// and Request share. The caller holds subMu.
-func (s *Store) ensurePubSubLocked() {
-	if s.ps == nil {
-		s.ps = s.client.Subscribe(s.ctx)
-		s.loopDone = make(chan struct{})
-		go s.receiveLoop(s.loopDone)
-	}
-}
-
-// nextMarker numbers a sync PING; markers of Listen, Serve and Request share one sequence, so
-// any PONG confirms every subscription sent before its PING.
-func (s *Store) nextMarker() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.marker++
-	return s.marker
-}
-
 // Broadcast implements store.Broadcaster. It publishes on the channel's notice channel, so
 // every node listening to the channel already receives it, in order with the channel's events.
 func (s *Store) Broadcast(ctx context.Context, msg store.Ephemeral) error {
@@ -112,7 +91,7 @@ func (s *Store) Broadcast(ctx context.Context, msg store.Ephemeral) error {
 	if err := checkChannel(msg.Channel); err != nil {
 		return err
 	}
-	if err := s.client.Publish(ctx, s.noticeChannel(msg.Channel), encodeEphemeral(&msg)).Err(); err != nil {
+	if err := s.client.SPublish(ctx, s.noticeChannel(msg.Channel), encodeEphemeral(&msg)).Err(); err != nil {
 		return s.wrapErr(ctx, "broadcast", err)
 	}
 	return nil
@@ -184,6 +163,7 @@ func (s *Store) Serve(ctx context.Context, node string, h func(ctx context.Conte
 	}
 	hctx, cancel := context.WithCancel(ctx)
 	sv := &serving{node: node, h: h, ctx: hctx, cancel: cancel, ready: make(chan struct{})}
+	sv.sub = sub{name: s.nodeChannel(node), owner: sv}
 
 	s.subMu.Lock()
 	s.live.mu.Lock()
@@ -207,16 +187,7 @@ func (s *Store) Serve(ctx context.Context, node string, h func(ctx context.Conte
 	sv.stop = context.AfterFunc(ctx, func() { s.stopServing(sv) })
 	s.live.mu.Unlock()
 
-	s.ensurePubSubLocked()
-	name := s.nodeChannel(node)
-	err := s.ps.Subscribe(s.ctx, name)
-	if err == nil {
-		m := s.nextMarker()
-		s.live.mu.Lock()
-		sv.marker = m
-		s.live.mu.Unlock()
-		err = s.ps.Ping(s.ctx, syncPrefix+strconv.FormatUint(m, 10))
-	}
+	err := s.addSubLocked(&sv.sub)
 	s.subMu.Unlock()
 	if err != nil {
 		s.stopServing(sv)
@@ -249,11 +220,10 @@ func (s *Store) stopServing(sv *serving) {
 	if stop != nil {
 		stop()
 	}
-	if mine && s.ps != nil && !s.closed.Load() {
-		// On failure the subscription lingers; requests it still brings are answered "no node".
-		if err := s.ps.Unsubscribe(s.ctx, s.nodeChannel(sv.node)); err != nil {
-			s.log.Debug().Err(err).Msg("redisstore: unsubscribe node")
-		}
+	if mine {
+		// Should the unsubscribe fail, requests the subscription still brings are answered
+		// "no node".
+		s.dropLocked([]*sub{&sv.sub})
 	}
 }
 
@@ -292,7 +262,7 @@ func (s *Store) Request(ctx context.Context, node string, req []byte) ([]byte, e
 	}()
 
 	payload := rs.id + ":" + strconv.FormatUint(id, 10) + ":" + string(req)
-	n, err := s.client.Publish(ctx, s.nodeChannel(node), payload).Result()
+	n, err := s.client.SPublish(ctx, s.nodeChannel(node), payload).Result()
 	if err != nil {
 		return nil, s.wrapErr(ctx, "request", err)
 	}
@@ -354,61 +324,51 @@ func (s *Store) subscribeReplies() (*replySub, error) {
 		panic(err) // crypto/rand never fails on supported platforms
 	}
 	id := hex.EncodeToString(b[:])
-	rs = &replySub{id: id, channel: s.replyChannel(id), ready: make(chan struct{})}
+	rs = &replySub{id: id, ready: make(chan struct{})}
+	rs.sub = sub{name: s.replyChannel(id), owner: rs}
 	s.live.mu.Lock()
 	s.live.reply = rs
 	s.live.mu.Unlock()
 
-	s.ensurePubSubLocked()
-	err := s.ps.Subscribe(s.ctx, rs.channel)
-	if err == nil {
-		m := s.nextMarker()
-		s.live.mu.Lock()
-		rs.marker = m
-		s.live.mu.Unlock()
-		err = s.ps.Ping(s.ctx, syncPrefix+strconv.FormatUint(m, 10))
-	}
-	if err != nil {
+	if err := s.addSubLocked(&rs.sub); err != nil {
 		s.live.mu.Lock()
 		s.live.reply = nil
 		rs.err, rs.confirmed = err, true // fails the requests that already wait on it
 		close(rs.ready)
 		s.live.mu.Unlock()
-		// go-redis remembers channels even when SUBSCRIBE failed; it must not resubscribe this one.
-		_ = s.ps.Unsubscribe(s.ctx, rs.channel)
+		s.dropLocked([]*sub{&rs.sub})
 		return nil, err
 	}
 	return rs, nil
 }
 
-// liveChannels lists the bus's subscriptions, for the receive loop's resync. The caller holds
-// subMu.
-func (s *Store) liveChannels() []string {
-	s.live.mu.Lock()
-	defer s.live.mu.Unlock()
-	names := make([]string, 0, len(s.live.serving)+1)
-	for node := range s.live.serving {
-		names = append(names, s.nodeChannel(node))
+// addSubLocked registers a bus subscription and routes it. The caller holds subMu.
+func (s *Store) addSubLocked(sb *sub) error {
+	s.mu.Lock()
+	if old := s.subs[sb.name]; old != nil {
+		delete(s.waiting, old) // a node served again: the new Serve's subscription replaces it
 	}
-	if s.live.reply != nil {
-		names = append(names, s.live.reply.channel)
-	}
-	return names
+	s.subs[sb.name] = sb
+	s.mu.Unlock()
+	_, err := s.routeLocked([]*sub{sb})
+	return err
 }
 
-// confirmLive marks the bus subscriptions that marker m covers as in effect.
-func (s *Store) confirmLive(m uint64) {
+// confirmLive puts a bus subscription into effect: what waits for it may go on.
+func (s *Store) confirmLive(sb *sub) {
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
-	for _, sv := range s.live.serving {
-		if !sv.confirmed && sv.marker != 0 && sv.marker <= m {
-			sv.confirmed = true
-			close(sv.ready)
+	switch o := sb.owner.(type) {
+	case *serving:
+		if !o.confirmed {
+			o.confirmed = true
+			close(o.ready)
 		}
-	}
-	if rs := s.live.reply; rs != nil && !rs.confirmed && rs.marker != 0 && rs.marker <= m {
-		rs.confirmed = true
-		close(rs.ready)
+	case *replySub:
+		if !o.confirmed {
+			o.confirmed = true
+			close(o.ready)
+		}
 	}
 }
 
@@ -490,7 +450,7 @@ func (s *Store) spawn(f func()) {
 }
 
 func (s *Store) publishAnswer(channel, payload string) {
-	if err := s.client.Publish(s.ctx, channel, payload).Err(); err != nil && !s.closed.Load() {
+	if err := s.client.SPublish(s.ctx, channel, payload).Err(); err != nil && !s.closed.Load() {
 		s.log.Warn().Err(err).Msg("redisstore: publishing a bus answer failed")
 	}
 }

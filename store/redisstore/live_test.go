@@ -186,7 +186,7 @@ func TestLiveIgnoresForeignMessages(t *testing.T) {
 		{prefix + "node:" + node, "no-colons"},
 		{prefix + "node:" + node, ":1:empty requester"},
 	} {
-		if err := raw.Publish(testCtx(t), p.channel, p.payload).Err(); err != nil {
+		if err := raw.SPublish(testCtx(t), p.channel, p.payload).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}

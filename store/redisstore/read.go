@@ -3,10 +3,12 @@ package redisstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -88,7 +90,28 @@ func (s *Store) readKeys(channel string) []string {
 // that started over between two separate reads would otherwise pass new entries off under the
 // old epoch. It is one round trip; the loop uses it to catch up many channels at once, so keep
 // the channels few (catchUpChannels) — the MULTI holds Redis for all of them.
+//
+// A MULTI cannot span cluster slots, so on a cluster each channel is its own MULTI, sent at
+// once.
 func (s *Store) readTails(ctx context.Context, channels []string, afters []int64, limit int) ([]tail, error) {
+	if s.cluster != nil && len(channels) > 1 {
+		tails := make([]tail, len(channels))
+		errs := make([]error, len(channels))
+		var wg sync.WaitGroup
+		for i := range channels {
+			wg.Go(func() {
+				var t []tail
+				if t, errs[i] = s.readTails(ctx, channels[i:i+1], afters[i:i+1], limit); errs[i] == nil {
+					tails[i] = t[0]
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		return tails, nil
+	}
 	run := func() ([]*redis.Cmd, []*redis.Cmd, error) {
 		pipe := s.client.TxPipeline()
 		states := make([]*redis.Cmd, len(channels))

@@ -2,8 +2,9 @@
 // so every Herald node pointed at the same server shares history and live events.
 //
 // It owns the key layout, the Lua scripts that append and read atomically, the batching of
-// concurrent appends into pipelines, and the one pub/sub connection per Store that turns appends
-// into live events, with per-channel continuity (lost notices are refilled from the stream). It
+// concurrent appends into pipelines, and the sharded pub/sub (one connection per Redis master)
+// that turns appends into live events, with per-channel continuity (lost notices are refilled
+// from the stream). It works on one Redis, on Redis behind Sentinel and on Redis Cluster. It
 // knows nothing of sockets, subscribers, HTTP or the wire format: package stream builds on
 // store.Store alone, and package storetest holds the contract this package passes.
 //
@@ -13,7 +14,7 @@
 //	<prefix>{<channel>}:m        hash: s (last seq), e (epoch), t (last event time, ms),
 //	                             x (when retention was last enforced, ms)
 //	<prefix>{<channel>}:i:<key>  an idempotency record "<fingerprint>:<epoch>:<seq>:<time>"
-//	<prefix>{<channel>}:n        the pub/sub channel that carries each new event whole
+//	<prefix>{<channel>}:n        the shard channel that carries each new event whole
 //
 // The stream and the meta hash expire once the channel has been idle for MaxAge (give or take
 // the housekeeping interval, at most a second), so an idle channel is forgotten entirely and
@@ -48,7 +49,8 @@ type Options struct {
 	// "redis://localhost:6379/0?dial_timeout=1s"). Used when Client is nil; Close closes the
 	// client made from it.
 	URL string
-	// Client, when set, is used as is and left open by Close.
+	// Client, when set, is used as is and left open by Close: a *redis.Client (one Redis, or
+	// one behind Sentinel from redis.NewFailoverClient) or a *redis.ClusterClient.
 	Client redis.UniversalClient
 	// Prefix starts every key and pub/sub channel name; it must not contain braces, which
 	// would move the cluster hash tag. Default DefaultPrefix.
@@ -67,6 +69,8 @@ type Options struct {
 // Store is a store.Store on Redis. Create it with New.
 type Store struct {
 	client    redis.UniversalClient
+	single    *redis.Client        // client, unless it is a cluster's
+	cluster   *redis.ClusterClient // client, for Redis Cluster
 	ownClient bool
 	prefix    string
 	// Script arguments that never change, formatted once.
@@ -84,15 +88,18 @@ type Store struct {
 
 	handler atomic.Pointer[store.Handler]
 
-	// subMu orders pub/sub commands with the listen state they reflect, so SUBSCRIBE,
-	// UNSUBSCRIBE and the marker PINGs reach Redis in the order the state changed.
+	// subMu orders pub/sub commands with the state they reflect, so SSUBSCRIBE, SUNSUBSCRIBE
+	// and the marker PINGs reach Redis in the order the state changed (shard.go).
 	subMu    sync.Mutex
-	ps       *redis.PubSub // nil until the first Listen; guarded by subMu
-	loopDone chan struct{} // set with ps
+	links    map[*redis.Client]*link // by master; guarded by subMu
+	loopDone chan struct{}           // set with the first link; guarded by subMu
+	inbox    chan delivery           // the links' readers to the receive loop
+	readers  sync.WaitGroup
 
-	mu      sync.Mutex // guards chans, pending and marker
+	mu      sync.Mutex // guards chans, subs, waiting, marker and every sub's fields
 	chans   map[string]*listened
-	pending map[string]*listened // listened channels whose subscription is not confirmed yet
+	subs    map[string]*sub   // by shard channel
+	waiting map[*sub]struct{} // routed, not confirmed yet
 	marker  uint64
 
 	suppressPublish atomic.Bool // test hook: appends publish no notice
@@ -127,6 +134,11 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		}
 		client, own = redis.NewClient(o), true
 	}
+	single, _ := client.(*redis.Client)
+	cluster, _ := client.(*redis.ClusterClient)
+	if single == nil && cluster == nil {
+		return nil, fmt.Errorf("redisstore: a %T is not supported; use a *redis.Client or a *redis.ClusterClient", client)
+	}
 	ret := opts.Retention.WithDefaults()
 	ping := opts.PingInterval
 	if ping <= 0 {
@@ -135,6 +147,8 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	bg, cancel := context.WithCancel(context.Background())
 	s := &Store{
 		client:       client,
+		single:       single,
+		cluster:      cluster,
 		ownClient:    own,
 		prefix:       prefix,
 		maxEvents:    strconv.Itoa(ret.MaxEvents),
@@ -149,7 +163,10 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		ops:          make(chan *appendOp, 4*maxBatch),
 		batcherDone:  make(chan struct{}),
 		chans:        make(map[string]*listened),
-		pending:      make(map[string]*listened),
+		subs:         make(map[string]*sub),
+		waiting:      make(map[*sub]struct{}),
+		links:        make(map[*redis.Client]*link),
+		inbox:        make(chan delivery, 256),
 	}
 	var batchers sync.WaitGroup
 	for range appendPipelines {
@@ -192,11 +209,9 @@ func (s *Store) Close() error {
 	// The batch in flight keeps its context, so what Redis ran is reported as done.
 	<-s.batcherDone
 	s.cancel()
+	s.closeLinks() // shard.go: ends the readers
 	s.subMu.Lock()
-	ps, loopDone := s.ps, s.loopDone
-	if ps != nil {
-		_ = ps.Close() // unblocks the receive loop
-	}
+	loopDone := s.loopDone
 	s.subMu.Unlock()
 	if loopDone != nil {
 		<-loopDone

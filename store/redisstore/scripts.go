@@ -110,7 +110,7 @@ if KEYS[3] then
 end
 if ARGV[9] ~= '' then
   local name, sid = ARGV[6], ARGV[8]
-  redis.call('PUBLISH', ARGV[9], epoch .. ':' .. ss .. ':' .. ts .. ':' .. #name .. ':' .. #sid .. ':' ..
+  redis.call('SPUBLISH', ARGV[9], epoch .. ':' .. ss .. ':' .. ts .. ':' .. #name .. ':' .. #sid .. ':' ..
     name .. sid .. ARGV[7])
 end
 return {'ok', epoch, ss, ts}
