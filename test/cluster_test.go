@@ -9,30 +9,48 @@ import (
 	"time"
 )
 
-// startCluster starts two herald processes on one Redis with the same key prefix (unique to the
-// test) and the same JWT secret: two nodes of one deployment.
-func startCluster(t *testing.T, extra ...string) (a, b *herald) {
+// backend is the Redis a test's herald nodes share, as the serve flags that point a node at it.
+type backend func(t testing.TB) []string
+
+// oneRedis is the test binary's shared redis-server.
+func oneRedis(t testing.TB) []string { return []string{"--redis-url", testRedis(t)} }
+
+// startCluster starts two herald processes on the backend with the same key prefix (unique to
+// the test) and the same JWT secret: two nodes of one deployment.
+func startCluster(t *testing.T, on backend, extra ...string) (a, b *herald) {
 	t.Helper()
-	redis := testRedis(t)
-	prefix := fmt.Sprintf("herald-e2e-%s-%s:", strings.ToLower(t.Name()), randomSuffix())
-	secret := randomSecret()
-	args := append([]string{"--redis-url", redis, "--redis-prefix", prefix}, extra...)
-	a = startHerald(t, heraldOpts{name: "node-A", secret: secret, args: args})
-	b = startHerald(t, heraldOpts{name: "node-B", secret: secret, args: args})
-	for _, n := range []*herald{a, b} {
+	nodes := startNodes(t, on, 2, extra...)
+	for _, n := range nodes {
 		r := mustDo(t, "GET", n.Base+"/v1/health", nil, nil)
 		if r.Status != 200 || !strings.Contains(string(r.Body), `"store":"redis"`) {
-			t.Fatalf("%s with --redis-url: GET /v1/health = %s, want 200 with \"store\":\"redis\"", n.name, r)
+			t.Fatalf("%s on Redis: GET /v1/health = %s, want 200 with \"store\":\"redis\"", n.name, r)
 		}
 	}
-	return a, b
+	return nodes[0], nodes[1]
+}
+
+// startNodes starts n nodes of one deployment on the backend.
+func startNodes(t *testing.T, on backend, n int, extra ...string) []*herald {
+	t.Helper()
+	prefix := fmt.Sprintf("herald-e2e-%s-%s:", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), randomSuffix())
+	secret := randomSecret()
+	args := append(append(on(t), "--redis-prefix", prefix), extra...)
+	nodes := make([]*herald, n)
+	for i := range nodes {
+		nodes[i] = startHerald(t, heraldOpts{name: fmt.Sprintf("node-%c", 'A'+i), secret: secret, args: args})
+	}
+	return nodes
 }
 
 // TestClusterPublishOtherNode: events published on either node reach subscribers of both
 // nodes, each in the one order the publishes were acknowledged in.
 func TestClusterPublishOtherNode(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t)
+	clusterPublishOtherNode(t, oneRedis)
+}
+
+func clusterPublishOtherNode(t *testing.T, on backend) {
+	a, b := startCluster(t, on)
 	tok := a.Publisher(t)
 	ch, other := uniqueChannel("cluster"), uniqueChannel("cluster-other")
 
@@ -101,7 +119,11 @@ func ids2(rs []received) []string {
 // on A.
 func TestClusterPollContinuesOnOtherNode(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t)
+	clusterPollContinuesOnOtherNode(t, oneRedis)
+}
+
+func clusterPollContinuesOnOtherNode(t *testing.T, on backend) {
+	a, b := startCluster(t, on)
 	tok := a.Publisher(t)
 	ch, ch2 := uniqueChannel("cpoll"), uniqueChannel("cpoll2")
 	ids := a.publishN(t, tok, ch, "Tick", 0, 50)
@@ -178,7 +200,11 @@ func TestClusterPollContinuesOnOtherNode(t *testing.T) {
 // with its last id and loses nothing.
 func TestClusterStreamResumeOnOtherNode(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t)
+	clusterStreamResumeOnOtherNode(t, oneRedis)
+}
+
+func clusterStreamResumeOnOtherNode(t *testing.T, on backend) {
+	a, b := startCluster(t, on)
 	tok := b.Publisher(t)
 	ch := uniqueChannel("failover")
 	s := mustSSE(t, a.Base+eventsPath(ch), nil)
@@ -207,7 +233,7 @@ func TestClusterStreamResumeOnOtherNode(t *testing.T) {
 // herald:resync and then everything from the oldest retained event.
 func TestClusterResyncAfterTrim(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t, "--history-size", "10")
+	a, b := startCluster(t, oneRedis, "--history-size", "10")
 	tok := a.Publisher(t)
 	ch := uniqueChannel("ctrim")
 	const n = 400 // far past any approximate trimming slack

@@ -19,7 +19,7 @@ import (
 // a load balancer would send it, gets every acknowledged event exactly once, in order.
 func TestDrainMovesClientsWithoutLoss(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t, "--drain-period", "2s", "--admin-token", adminToken)
+	a, b := startCluster(t, oneRedis, "--drain-period", "2s", "--admin-token", adminToken)
 	ch := uniqueChannel("drain")
 	tok := a.Publisher(t)
 

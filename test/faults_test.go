@@ -31,17 +31,10 @@ import (
 // ---------------------------------------------------------------------------------------------
 // Redis under test
 
-// startNodes starts n herald nodes of one deployment on rd (a Redis of the test's own, which it
-// may kill, hang or cut without disturbing other tests): one JWT secret, one key prefix.
-func startNodes(t *testing.T, rd *testkit.Redis, n int, extra ...string) []*herald {
-	t.Helper()
-	secret := randomSecret()
-	args := append([]string{"--redis-url", rd.URL(), "--log-level", "warn"}, extra...)
-	nodes := make([]*herald, n)
-	for i := range nodes {
-		nodes[i] = startHerald(t, heraldOpts{name: fmt.Sprintf("node-%c", 'A'+i), secret: secret, args: args})
-	}
-	return nodes
+// onRedis is a backend of the test's own, which it may kill, hang or cut without disturbing
+// other tests; its nodes log warnings only, which is what fault runs look at.
+func onRedis(rd *testkit.Redis) backend {
+	return func(testing.TB) []string { return []string{"--redis-url", rd.URL(), "--log-level", "warn"} }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -742,7 +735,7 @@ func expectExact(t *testing.T, c faultCounts, recs []*subRecord, acked map[strin
 func TestFaultRedisRestartNoPersistence(t *testing.T) {
 	t.Parallel()
 	rd := startPrivateRedis(t)
-	nodes := startNodes(t, rd, 1)
+	nodes := startNodes(t, onRedis(rd), 1)
 	h := nodes[0]
 	a, b := uniqueChannel("reset-a"), uniqueChannel("reset-b")
 	var followers []follower
@@ -834,7 +827,7 @@ func waitAcked(t *testing.T, p *faultPublisher, n int) {
 func TestFaultRedisRestartAppendfsyncAlways(t *testing.T) {
 	t.Parallel()
 	rd := startPrivateRedis(t, "--appendonly", "yes", "--appendfsync", "always")
-	nodes := startNodes(t, rd, 1)
+	nodes := startNodes(t, onRedis(rd), 1)
 	h := nodes[0]
 	a, b := uniqueChannel("aof-a"), uniqueChannel("aof-b")
 	followers := []follower{
@@ -884,7 +877,7 @@ func TestFaultRedisRestartAppendfsyncAlways(t *testing.T) {
 func TestFaultPubSubKilled(t *testing.T) {
 	t.Parallel()
 	rd := startPrivateRedis(t)
-	nodes := startNodes(t, rd, 2)
+	nodes := startNodes(t, onRedis(rd), 2)
 	na, nb := nodes[0], nodes[1]
 	a, b := uniqueChannel("pubsub-a"), uniqueChannel("pubsub-b")
 	multi := "/v1/stream?" + url.Values{"channel": {a, b}}.Encode()
@@ -937,7 +930,7 @@ func TestFaultNodeDeathUnderLoad(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
 			// SIGTERM drains A over 2 s: its pollers are refused there (503) and move too.
-			nodes := startNodes(t, startPrivateRedis(t), 2, "--retry", "200ms", "--drain-period", "2s")
+			nodes := startNodes(t, onRedis(startPrivateRedis(t)), 2, "--retry", "200ms", "--drain-period", "2s")
 			na, nb := nodes[0], nodes[1]
 			a, b := uniqueChannel("death-a"), uniqueChannel("death-b")
 			multi := "/v1/stream?" + url.Values{"channel": {a, b}}.Encode()
@@ -987,7 +980,7 @@ func TestFaultNodeDeathUnderLoad(t *testing.T) {
 // a subscriber that kept reading got everything.
 func TestFaultTrimUnderPausedSubscriber(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, startPrivateRedis(t), 1, "--history-size", "10", "--queue-size", "64")
+	nodes := startNodes(t, onRedis(startPrivateRedis(t)), 1, "--history-size", "10", "--queue-size", "64")
 	h := nodes[0]
 	ch := uniqueChannel("paused")
 	pausedSSE := followPaused(t, "paused-sse", nodes, 0, eventsPath(ch), ch)

@@ -53,6 +53,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer testkit.StopSharedRedis()
+	defer stopSharedCluster()
 	return m.Run()
 }
 

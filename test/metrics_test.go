@@ -220,7 +220,7 @@ func TestMetricsOff(t *testing.T) {
 // answered by another node counts as a bus call on the node that sent it.
 func TestMetricsAcrossNodesOnRedis(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t, "--admin-token", adminToken)
+	a, b := startCluster(t, oneRedis, "--admin-token", adminToken)
 	s := mustSSE(t, b.Base+"/v1/stream", nil)
 	defer s.Close()
 	hello := s.expectPreamble(t)

@@ -41,7 +41,11 @@ func joinPresence(t *testing.T, h, via *herald, channel, tok string) (*sseStream
 // once, and the members of a node that dies are announced gone by the others.
 func TestClusterPresence(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t, "--presence-ttl", "2s")
+	clusterPresence(t, oneRedis)
+}
+
+func clusterPresence(t *testing.T, on backend) {
+	a, b := startCluster(t, on, "--presence-ttl", "2s")
 	ch := "presence-" + uniqueChannel("room")
 	annA := presenceToken(t, a, "ann", "Ann")
 	bob := presenceToken(t, b, "bob", "Bob")
@@ -96,7 +100,7 @@ func TestClusterPresence(t *testing.T) {
 // surviving node announces member_removed once the membership's lease runs out.
 func TestClusterPresenceNodeDeath(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t, "--presence-ttl", "2s")
+	a, b := startCluster(t, oneRedis, "--presence-ttl", "2s")
 	ch := "presence-" + uniqueChannel("death")
 	joinPresence(t, a, a, ch, presenceToken(t, a, "ann", "Ann"))
 	sb, _ := joinPresence(t, b, b, ch, presenceToken(t, b, "bob", "Bob"))

@@ -177,7 +177,7 @@ func waitSubscriptions(t *testing.T, node *herald, app pusherApp, channel string
 func TestPusherNodeLibrary(t *testing.T) {
 	t.Parallel()
 	cfgPath, app := writePusherConfig(t)
-	a, b := startCluster(t, "--config", cfgPath)
+	a, b := startCluster(t, oneRedis, "--config", cfgPath)
 	nodes := []*herald{a, b}
 	orders, news := uniqueChannel("orders"), uniqueChannel("news")
 	priv, pres := "private-"+uniqueChannel("account"), "presence-"+uniqueChannel("room")

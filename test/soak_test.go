@@ -337,7 +337,7 @@ func runStuck(t *testing.T, stuck int, d time.Duration) stuckRun {
 	t.Helper()
 	res := stuckRun{Stuck: stuck}
 	dbg := debugAddr(t)
-	h := startNodes(t, startPrivateRedis(t), 1, "--admin-addr", dbg)[0]
+	h := startNodes(t, onRedis(startPrivateRedis(t)), 1, "--admin-addr", dbg)[0]
 	tok := h.Publisher(t)
 	ch := uniqueChannel("stuck")
 	path := eventsPath(ch)
@@ -1349,7 +1349,7 @@ func TestSoakChurn(t *testing.T) {
 	dbg := debugAddr(t)
 	// Short timers so the node forgets departed clients quickly: channels linger 2 s, a poll
 	// socket nobody polls goes after 10 s, a member nobody renews after 6 s.
-	h := startNodes(t, rd, 1, "--admin-addr", dbg, "--linger", "2s", "--poll-timeout", "5s", "--presence-ttl", "6s")[0]
+	h := startNodes(t, onRedis(rd), 1, "--admin-addr", dbg, "--linger", "2s", "--poll-timeout", "5s", "--presence-ttl", "6s")[0]
 	w := newChurn(t, h)
 	const settle = 25 * time.Second
 

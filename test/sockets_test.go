@@ -20,7 +20,11 @@ func socketHeader(tok string) http.Header {
 // unsubscribed through node B; a socket whose node died is socket_gone.
 func TestClusterSocketCallsReachTheOwner(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t)
+	clusterSocketCallsReachTheOwner(t, oneRedis)
+}
+
+func clusterSocketCallsReachTheOwner(t *testing.T, on backend) {
+	a, b := startCluster(t, on)
 	tok := a.Publisher(t)
 	ch := uniqueChannel("sock")
 	first := a.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 1})
@@ -66,7 +70,11 @@ func TestClusterSocketCallsReachTheOwner(t *testing.T) {
 // node B and A alternately, and gets every event once, in order.
 func TestClusterPollSocketOnEitherNode(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t)
+	clusterPollSocketOnEitherNode(t, oneRedis)
+}
+
+func clusterPollSocketOnEitherNode(t *testing.T, on backend) {
+	a, b := startCluster(t, on)
 	tok := a.Publisher(t)
 	ch := uniqueChannel("pollsock")
 	r := mustDo(t, "POST", a.Base+"/v1/sockets", nil, nil)

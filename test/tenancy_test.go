@@ -40,7 +40,7 @@ func startTwoAppCluster(t *testing.T, yaml string) (a, b *herald) {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startCluster(t, "--config", path)
+	return startCluster(t, oneRedis, "--config", path)
 }
 
 // appToken is a token of app (empty: the default app) for user, allowed to read every

@@ -12,7 +12,11 @@ import (
 // node, never back to the sender, never into history, and only within the rules.
 func TestClusterWhispers(t *testing.T) {
 	t.Parallel()
-	a, b := startCluster(t)
+	clusterWhispers(t, oneRedis)
+}
+
+func clusterWhispers(t *testing.T, on backend) {
+	a, b := startCluster(t, on)
 	ch := "presence-" + uniqueChannel("typing")
 	ann := presenceToken(t, a, "ann", "Ann")
 	sa, ca := joinPresence(t, a, a, ch, ann)

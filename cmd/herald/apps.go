@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"github.com/rs/zerolog"
 
 	"github.com/herald-rt/herald/server"
@@ -20,13 +19,13 @@ import (
 
 // backend is where the apps keep their data.
 type backend struct {
-	redisURL, prefix string
-	redisTLS         redisTLSFiles
-	retention        store.Retention
-	hub              stream.Options
-	presenceTTL      time.Duration
-	log              zerolog.Logger
-	metrics          *server.Metrics // nil: none
+	redis       redisTarget
+	prefix      string
+	retention   store.Retention
+	hub         stream.Options
+	presenceTTL time.Duration
+	log         zerolog.Logger
+	metrics     *server.Metrics // nil: none
 }
 
 // loadAuthz reads the config file, or the HERALD_APP_* variables alone; nil when neither is set.
@@ -75,33 +74,23 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		}
 	}
 	var client redis.UniversalClient
-	if b.redisURL != "" {
-		opts, err := redis.ParseURL(b.redisURL)
+	if b.redis.enabled() {
+		c, err := b.redis.newClient()
 		if err != nil {
-			return nil, close, fmt.Errorf("--redis-url: %w", err)
-		}
-		if err := b.redisTLS.apply(opts); err != nil {
 			return nil, close, err
 		}
-		// No CLIENT SETINFO and no CLIENT MAINT_NOTIFICATIONS handshake on each new
-		// connection: round trips that open-source Redis before 7.2 or 8 refuses.
-		opts.DisableIdentity = true
-		opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		c := redis.NewClient(opts)
 		if b.metrics != nil {
 			c.AddHook(storeMetrics{b.metrics})
 		}
 		client = c
 		closers = append(closers, func() { c.Close() })
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err = c.Ping(pctx).Err()
-		cancel()
+		unreachable, refused := pingRedis(ctx, c)
 		switch {
-		case misconfigured(err):
+		case refused != nil:
 			// Waiting would not help: say so now, in one line, rather than serve 503 forever.
-			return nil, close, fmt.Errorf("Redis at %s refused this node: %w", opts.Addr, err)
-		case err != nil:
-			b.log.Warn().Err(err).Msg("Redis is not reachable yet; serving 503 until it is")
+			return nil, close, fmt.Errorf("%s refused this node: %w", b.redis.describe(), refused)
+		case unreachable != nil:
+			b.log.Warn().Err(unreachable).Str("redis", b.redis.describe()).Msg("Redis is not reachable yet; serving 503 until it is")
 		}
 	}
 	b.hub.Node = stream.NewNodeID()

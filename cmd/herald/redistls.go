@@ -14,39 +14,39 @@ import (
 // redisTLSFiles are the PEM files of --redis-ca, --redis-cert and --redis-key.
 type redisTLSFiles struct{ ca, cert, key string }
 
-// apply adds the files to the TLS settings of a rediss:// URL's options.
-func (f redisTLSFiles) apply(opts *redis.Options) error {
+// apply adds the files to the TLS settings of a rediss:// target (cfg, nil for redis://) and
+// returns the settings to use.
+func (f redisTLSFiles) apply(cfg *tls.Config) (*tls.Config, error) {
 	if f == (redisTLSFiles{}) {
-		return nil
+		return cfg, nil
 	}
-	if opts.TLSConfig == nil {
-		return errors.New("--redis-ca, --redis-cert and --redis-key need a rediss:// URL (TLS)")
+	if cfg == nil {
+		return nil, errors.New("--redis-ca, --redis-cert and --redis-key need a rediss:// URL (TLS)")
 	}
 	if (f.cert == "") != (f.key == "") {
-		return errors.New("--redis-cert and --redis-key go together")
+		return nil, errors.New("--redis-cert and --redis-key go together")
 	}
-	cfg := opts.TLSConfig.Clone()
+	cfg = cfg.Clone()
 	cfg.MinVersion = tls.VersionTLS12
 	if f.ca != "" {
 		pem, err := os.ReadFile(f.ca)
 		if err != nil {
-			return fmt.Errorf("--redis-ca: %w", err)
+			return nil, fmt.Errorf("--redis-ca: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--redis-ca: no PEM certificate in %s", f.ca)
+			return nil, fmt.Errorf("--redis-ca: no PEM certificate in %s", f.ca)
 		}
 		cfg.RootCAs = pool
 	}
 	if f.cert != "" {
 		cert, err := tls.LoadX509KeyPair(f.cert, f.key)
 		if err != nil {
-			return fmt.Errorf("--redis-cert, --redis-key: %w", err)
+			return nil, fmt.Errorf("--redis-cert, --redis-key: %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
-	opts.TLSConfig = cfg
-	return nil
+	return cfg, nil
 }
 
 // misconfigured reports an error that retrying cannot cure: Redis refused the login or the

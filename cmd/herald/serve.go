@@ -41,6 +41,7 @@ func addKeyFlags(fs *flagSet) keyFlags {
 type serveConfig struct {
 	addr, redisURL, redisPrefix, logLevel, adminAddr       *string
 	redisCA, redisCert, redisKey                           *string
+	redisCluster, redisSentinels, redisMaster, redisSentPw *string
 	adminToken                                             *string
 	socketSecret, configPath, clientEvents                 *string
 	presenceTTL                                            *time.Duration
@@ -68,6 +69,10 @@ func serve(args []string) error {
 		redisCA:         fs.String("redis-ca", "", "with rediss://: PEM file of the CA that signed Redis's certificate (default: the system's roots)"),
 		redisCert:       fs.String("redis-cert", "", "with rediss://: PEM file of a client certificate, for Redis that requires one (with --redis-key)"),
 		redisKey:        fs.String("redis-key", "", "with rediss://: PEM file of the client certificate's key"),
+		redisCluster:    fs.String("redis-cluster", "", "Redis Cluster seed nodes, host:port,host:port,…; the first may be a URL, redis[s]://[user:password@]host:port, whose scheme and login hold for every node (database 0 only)"),
+		redisSentinels:  fs.String("redis-sentinels", "", "Sentinel addresses, host:port,…, to find the master named by --redis-master-name; the first may be a URL, redis[s]://[user:password@]host:port[/db], whose login and database are the master's"),
+		redisMaster:     fs.String("redis-master-name", "", "with --redis-sentinels: the name the Sentinels monitor the master under"),
+		redisSentPw:     fs.String("redis-sentinel-password", "", "with --redis-sentinels: the Sentinels' own password, when they require one"),
 		redisPrefix:     fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of every Redis key, so deployments can share one Redis"),
 		cors:            fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
 		heartbeat:       fs.Duration("heartbeat", def.Heartbeat, "interval of the \": ping\" comment on idle streams"),
@@ -174,8 +179,10 @@ func serve(args []string) error {
 		metrics = server.NewMetrics(version)
 	}
 	apps, closeApps, err := openApps(ctx, backend{
-		redisURL: *cfg.redisURL, prefix: *cfg.redisPrefix, retention: ret,
-		redisTLS:    redisTLSFiles{ca: *cfg.redisCA, cert: *cfg.redisCert, key: *cfg.redisKey},
+		redis: redisTarget{url: *cfg.redisURL, cluster: *cfg.redisCluster, sentinels: *cfg.redisSentinels,
+			masterName: *cfg.redisMaster, sentinelPassword: *cfg.redisSentPw,
+			tls: redisTLSFiles{ca: *cfg.redisCA, cert: *cfg.redisCert, key: *cfg.redisKey}},
+		prefix: *cfg.redisPrefix, retention: ret,
 		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},
 		presenceTTL: *cfg.presenceTTL, log: log, metrics: metrics,
 	}, az)
