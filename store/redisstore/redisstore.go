@@ -12,7 +12,8 @@
 //
 //	<prefix>{<channel>}:s        the stream; entry IDs are <seq>-0; fields t (ms), n, d, s
 //	<prefix>{<channel>}:m        hash: s (last seq), e (epoch), t (last event time, ms),
-//	                             x (when retention was last enforced, ms)
+//	                             x (when retention was last enforced, ms), r (the replication
+//	                             id of the master that appended last)
 //	<prefix>{<channel>}:i:<key>  an idempotency record "<fingerprint>:<epoch>:<seq>:<time>"
 //	<prefix>{<channel>}:n        the shard channel that carries each new event whole
 //

@@ -34,8 +34,9 @@ end
 
 // appendLua appends one event atomically: the idempotency check, the sequence, the epoch,
 // both retention limits, the expiry of a forgotten channel, the idempotency record and the
-// live notice. Doing it in one script is what lets the notice carry the sequence, and what
-// guarantees no notice is published for an entry that does not exist yet.
+// live notice, and a new epoch after a failover that may have lost appends. Doing it in one
+// script is what lets the notice carry the sequence, and what guarantees no notice is published
+// for an entry that does not exist yet.
 //
 //	KEYS[1] stream, KEYS[2] meta, KEYS[3] idempotency record (only with a key)
 //	ARGV[1] epoch candidate, ARGV[2] max events, ARGV[3] max age (ms),
@@ -58,8 +59,19 @@ if KEYS[3] then
 end
 
 local t = now()
-local state = redis.call('HMGET', meta, 'e', 's', 't', 'x')
+local state = redis.call('HMGET', meta, 'e', 's', 't', 'x', 'r')
 local epoch, seq = state[1], 1
+-- Which master history wrote this channel last. A replica promoted after its master failed
+-- has a new replication id and keeps the old one as replid2; a channel last written under
+-- that old id may have had appends acknowledged on the failed master that never reached this
+-- one, and continuing its sequence would hand their ids to other events. So such a channel
+-- starts a new epoch, and readers resync instead of silently missing or mixing events. A
+-- channel moved here by resharding was written under some unrelated id and keeps its epoch.
+local repl = redis.call('INFO', 'replication')
+local replid = string.match(repl, 'master_replid:(%x+)')
+if epoch and state[5] and state[5] ~= replid and state[5] == string.match(repl, 'master_replid2:(%x+)') then
+  epoch = nil
+end
 if epoch then
   seq = tonumber(state[2]) + 1
   -- Event times never go backwards, even if the server's clock does.
@@ -84,6 +96,9 @@ local ss = string.format('%d', seq)
 local maxAge, slack = tonumber(ARGV[3]), tonumber(ARGV[10])
 local kept = tonumber(state[4])
 local housekeep = not kept or t - kept >= slack
+if state[5] ~= replid then
+  redis.call('HSET', meta, 'r', replid)
+end
 if housekeep then
   redis.call('HSET', meta, 's', ss, 'e', epoch, 't', ts, 'x', ts)
   -- Age retention: peek at the oldest entry; only when it is too old look for the first

@@ -454,8 +454,10 @@ func (lp *loop) onPong(l *link, payload string) {
 	}
 }
 
+// nextBackoff paces retries after a failure: quickly at first, never slower than once a second,
+// which bounds how long a subscription trails a failover once the new master is known.
 func nextBackoff(d time.Duration) time.Duration {
-	return min(max(2*d, 50*time.Millisecond), 2*time.Second)
+	return min(max(2*d, 50*time.Millisecond), time.Second)
 }
 
 // isIdleTimeout tells the read deadline of ReceiveTimeout (nothing arrived) from a failure

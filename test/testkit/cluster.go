@@ -218,3 +218,101 @@ func (c *RedisCluster) MasterOf(key string) (*Redis, error) {
 	}
 	return nil, errors.New("no node is running")
 }
+
+// nodeID is the cluster id of the node at addr.
+func (c *RedisCluster) nodeID(addr string) (string, error) {
+	out, err := c.Cli(addr, "cluster", "myid")
+	return strings.TrimSpace(out), err
+}
+
+// Masters are the running nodes that serve slots as masters.
+func (c *RedisCluster) Masters() ([]*Redis, error) {
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		out, err := c.Cli(n.Addr(), "cluster", "nodes")
+		if err != nil {
+			return nil, err
+		}
+		var masters []*Redis
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
+				continue
+			}
+			addr, _, _ := strings.Cut(f[1], "@")
+			for _, m := range c.Nodes {
+				if m.Addr() == addr {
+					masters = append(masters, m)
+				}
+			}
+		}
+		return masters, nil
+	}
+	return nil, errors.New("no node is running")
+}
+
+// MoveSlot moves the slot of key, with its keys, to the master to, the way redis-cli --cluster
+// reshard moves each slot: IMPORTING and MIGRATING, MIGRATE in batches, then SETSLOT NODE on
+// every master. Clients see ASK and TRYAGAIN while it runs, and the old master's shard
+// channel subscribers get a sunsubscribe at the end.
+func (c *RedisCluster) MoveSlot(key string, to *Redis) error {
+	from, err := c.MasterOf(key)
+	if err != nil {
+		return err
+	}
+	if from == to {
+		return nil
+	}
+	out, err := c.Cli(from.Addr(), "cluster", "keyslot", key)
+	if err != nil {
+		return err
+	}
+	slot := strings.TrimSpace(out)
+	fromID, err1 := c.nodeID(from.Addr())
+	toID, err2 := c.nodeID(to.Addr())
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{to.Addr(), "cluster", "setslot", slot, "importing", fromID},
+		{from.Addr(), "cluster", "setslot", slot, "migrating", toID},
+	}
+	for _, s := range steps {
+		if _, err := c.Cli(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	for range 10000 {
+		out, err := c.Cli(from.Addr(), "cluster", "getkeysinslot", slot, "100")
+		if err != nil {
+			return err
+		}
+		keys := strings.Fields(out)
+		if len(keys) == 0 {
+			break
+		}
+		args := append([]string{"migrate", "127.0.0.1", strconv.Itoa(to.Port()), "", "0", "5000", "KEYS"}, keys...)
+		if out, err := c.Cli(from.Addr(), args...); err != nil || strings.Contains(out, "ERR") {
+			return fmt.Errorf("migrate: %v %s", err, out)
+		}
+	}
+	masters, err := c.Masters()
+	if err != nil {
+		return err
+	}
+	// The new owner first, then the old one, as redis-cli does, then everyone else.
+	order := []*Redis{to, from}
+	for _, m := range masters {
+		if m != to && m != from {
+			order = append(order, m)
+		}
+	}
+	for _, m := range order {
+		if _, err := c.Cli(m.Addr(), "cluster", "setslot", slot, "node", toID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
