@@ -25,14 +25,15 @@ func errorf(status int, code, message string) *apiError {
 
 // Errors used in several places. Every code is in errorCodes.
 var (
-	errTokenMissing      = errorf(http.StatusUnauthorized, "token_missing", "this request needs a token: Authorization: Bearer <JWT> or ?token=")
-	errTokenInvalid      = errorf(http.StatusUnauthorized, "token_invalid", "the token is invalid or expired")
-	errStoreUnavailable  = errorf(http.StatusServiceUnavailable, "store_unavailable", "the event store is unavailable; nothing was appended, retrying with the same Idempotency-Key is safe")
-	errStoreTimeout      = errorf(http.StatusServiceUnavailable, "store_timeout", "the event store did not confirm the append in time: it may have been appended; retry with the same Idempotency-Key, which appends it at most once")
-	errShuttingDown      = errorf(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect")
-	errPayloadTooLarge   = errorf(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is over the limit")
-	errIdempotencyReused = errorf(http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used with a different request")
-	errInternal          = errorf(http.StatusInternalServerError, "internal", "internal server error")
+	errTokenMissing       = errorf(http.StatusUnauthorized, "token_missing", "this request needs a token: Authorization: Bearer <JWT> or ?token=")
+	errTokenInvalid       = errorf(http.StatusUnauthorized, "token_invalid", "the token is invalid or expired")
+	errStoreUnavailable   = errorf(http.StatusServiceUnavailable, "store_unavailable", "the event store is unavailable; nothing was appended, retrying with the same Idempotency-Key is safe")
+	errReplicationTimeout = errorf(http.StatusServiceUnavailable, "replication_timeout", "appended, not yet replicated: the Redis replica did not confirm it in time; retry with the same Idempotency-Key, which appends nothing new and waits for the replica again")
+	errStoreTimeout       = errorf(http.StatusServiceUnavailable, "store_timeout", "the event store did not confirm the append in time: it may have been appended; retry with the same Idempotency-Key, which appends it at most once")
+	errShuttingDown       = errorf(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect")
+	errPayloadTooLarge    = errorf(http.StatusRequestEntityTooLarge, "payload_too_large", "the request body is over the limit")
+	errIdempotencyReused  = errorf(http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used with a different request")
+	errInternal           = errorf(http.StatusInternalServerError, "internal", "internal server error")
 )
 
 // apiErrorOf is err as the API answers it: an *apiError as it is, a store failure as its 503,
@@ -125,6 +126,6 @@ var errorCodes = map[int][]string{
 	http.StatusInternalServerError: {"internal"},
 	http.StatusNotImplemented:      {"not_supported", "presence_unavailable"},
 	http.StatusBadGateway:          {"bad_node_answer"},
-	http.StatusServiceUnavailable: {"store_unavailable", "store_timeout", "shutting_down", "canceled",
+	http.StatusServiceUnavailable: {"store_unavailable", "store_timeout", "replication_timeout", "shutting_down", "canceled",
 		"over_capacity"},
 }

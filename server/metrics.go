@@ -171,7 +171,7 @@ func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // publishOutcomes are the outcome labels of herald_publishes_total (appendOutcome).
-var publishOutcomes = []string{"appended", "duplicate", "idempotency_conflict", "store_unavailable", "store_timeout"}
+var publishOutcomes = []string{"appended", "duplicate", "idempotency_conflict", "store_unavailable", "store_timeout", "replication_timeout"}
 
 // appMeters are an app's own counts, which GET /admin/nodes reports as the node's stats;
 // nil when metrics are off.

@@ -249,6 +249,8 @@ func appendOutcome(err error, duplicate bool) string {
 		return "idempotency_conflict"
 	case errors.Is(err, store.ErrUnconfirmed):
 		return "store_timeout"
+	case errors.Is(err, store.ErrNotReplicated):
+		return "replication_timeout"
 	}
 	return "store_unavailable"
 }

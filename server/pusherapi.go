@@ -267,6 +267,11 @@ func (p pusherAPI) appendTriggers(c echo.Context, app *App, triggers []pusherTri
 				return errorf(http.StatusServiceUnavailable, "store_timeout",
 					fmt.Sprintf("the event store did not confirm in time: of the %d events of this request the first %d were appended, the next may have been, the rest were not", total, done))
 			}
+			if errors.Is(err, store.ErrNotReplicated) {
+				p.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append not replicated in time")
+				return errorf(http.StatusServiceUnavailable, "replication_timeout",
+					fmt.Sprintf("the Redis replica did not confirm in time: of the %d events of this request the first %d were appended, the last of them not yet replicated, and the rest were not appended", total, done+1))
+			}
 			if err != nil {
 				p.log.Warn().Err(err).Str("app", app.ID).Str("channel", ch).Msg("Pusher API append failed")
 				return errorf(http.StatusServiceUnavailable, "store_unavailable",

@@ -444,6 +444,8 @@ func storeError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrUnconfirmed):
 		return errStoreTimeout
+	case errors.Is(err, store.ErrNotReplicated):
+		return errReplicationTimeout
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
 		return errStoreUnavailable
 	case errors.Is(err, stream.ErrShutdown):

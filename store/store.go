@@ -30,6 +30,10 @@ var (
 	// same idempotency key settles it — the key's record answers with the event if the first
 	// attempt landed, and the append happens at most once either way.
 	ErrUnconfirmed = errors.New("store: append sent but not confirmed")
+	// ErrNotReplicated: the append happened, but the replicas the store's durability asks for
+	// did not confirm it in time, so losing the primary now could lose it. Repeating it with the
+	// same idempotency key appends nothing new and waits for the replicas again.
+	ErrNotReplicated = errors.New("store: appended, not yet replicated")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 )

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -19,13 +20,17 @@ import (
 
 // backend is where the apps keep their data.
 type backend struct {
-	redis       redisTarget
-	prefix      string
-	retention   store.Retention
-	hub         stream.Options
-	presenceTTL time.Duration
-	log         zerolog.Logger
-	metrics     *server.Metrics // nil: none
+	redis  redisTarget
+	prefix string
+	// durability is --durability ("" for the default of the store in use) and waitReplicas
+	// bounds the wait of "replicated".
+	durability   string
+	waitReplicas time.Duration
+	retention    store.Retention
+	hub          stream.Options
+	presenceTTL  time.Duration
+	log          zerolog.Logger
+	metrics      *server.Metrics // nil: none
 }
 
 // loadAuthz reads the config file, or the HERALD_APP_* variables alone; nil when neither is set.
@@ -99,6 +104,14 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		if sp.pusher != nil {
 			maxMembers = sp.pusher.Limits.MaxPresenceMembers
 		}
+		durability := b.durability
+		if sp.pusher != nil && sp.pusher.Durability != "" {
+			durability = sp.pusher.Durability
+		}
+		replicas, err := replicasFor(durability, client != nil)
+		if err != nil {
+			return nil, close, fmt.Errorf("app %s: %w", sp.id, err)
+		}
 		var st store.Store
 		var presence store.Presence
 		var registry store.Registry
@@ -107,7 +120,8 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 			st, presence = mem, memstore.NewPresence(memstore.PresenceOptions{TTL: b.presenceTTL, MaxMembers: maxMembers})
 			registry = memstore.NewRegistry(memstore.RegistryOptions{})
 		} else {
-			rs, err := redisstore.New(ctx, redisstore.Options{Client: client, Prefix: sp.prefix, Retention: b.retention, Logger: b.log})
+			rs, err := redisstore.New(ctx, redisstore.Options{Client: client, Prefix: sp.prefix, Retention: b.retention, Logger: b.log,
+				Replicas: replicas, ReplicationTimeout: b.waitReplicas})
 			if err != nil {
 				return nil, close, err
 			}
@@ -135,4 +149,22 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		apps = append(apps, app)
 	}
 	return apps, close, nil
+}
+
+// replicasFor checks a durability level against the store in use and says how many replicas
+// must confirm each append.
+func replicasFor(durability string, onRedis bool) (int, error) {
+	switch {
+	case durability == "" || durability == "redis" && onRedis:
+		return 0, nil
+	case durability == "replicated" && onRedis:
+		return 1, nil
+	case durability == "memory" && !onRedis:
+		return 0, nil
+	case durability == "memory":
+		return 0, errors.New("durability memory is the embedded store's: it does not go with a Redis option")
+	case durability == "redis" || durability == "replicated":
+		return 0, fmt.Errorf("durability %s needs Redis: set --redis-url, --redis-cluster or --redis-sentinels", durability)
+	}
+	return 0, fmt.Errorf("durability %q: want memory, redis or replicated", durability)
 }

@@ -40,6 +40,9 @@ type App struct {
 	// JWTPublicKeyFile is the PEM public key that verifies this app's tokens (jwt_public_key);
 	// empty when the app has no key of its own or has a secret instead.
 	JWTPublicKeyFile string
+	// Durability is how durable an acknowledged publish is (durability): memory, redis or
+	// replicated; empty for the deployment's --durability.
+	Durability string
 
 	secret    []byte
 	jwtSecret []byte // jwt_secret_env's value: the HS256 key of this app's tokens
@@ -205,7 +208,7 @@ func yamlError(err error) error {
 
 var sectionOf = map[string]string{
 	"fileSpec":     "the top level (default_app, apps, channels, api_keys)",
-	"appSpec":      "an app (id, key, secret, secret_env, jwt_secret_env, jwt_public_key, accept_client_events_from, limits)",
+	"appSpec":      "an app (id, key, secret, secret_env, jwt_secret_env, jwt_public_key, accept_client_events_from, durability, limits)",
 	"limitsSpec":   "limits (max_presence_members, max_user_info_bytes, max_user_id_length, client_events_per_second)",
 	"channelsSpec": "channels (default, rules)",
 	"ruleSpec":     "a rule (channel, action, when)",
@@ -229,6 +232,7 @@ type appSpec struct {
 	JWTSecretEnv           string     `yaml:"jwt_secret_env"`
 	JWTPublicKey           string     `yaml:"jwt_public_key"`
 	AcceptClientEventsFrom string     `yaml:"accept_client_events_from"`
+	Durability             string     `yaml:"durability"`
 	Limits                 limitsSpec `yaml:"limits"`
 
 	fromEnv   bool   // defined by HERALD_APP_ID alone
@@ -494,6 +498,12 @@ func (b *builder) app(i int) (*App, error) {
 		app.ClientEvents = ClientEvents(a.AcceptClientEventsFrom)
 	default:
 		return nil, b.errAt(at("accept_client_events_from"), "want members, all or none, not %q", a.AcceptClientEventsFrom)
+	}
+	switch a.Durability {
+	case "", "memory", "redis", "replicated":
+		app.Durability = a.Durability
+	default:
+		return nil, b.errAt(at("durability"), "want memory, redis or replicated, not %q", a.Durability)
 	}
 	limits := []struct {
 		v    *int

@@ -202,6 +202,7 @@ func TestConfigErrors(t *testing.T) {
 		{"duplicate id", app + "  - id: a\n    key: k2\n    secret: s\n", `line 5: apps[1].id: app id "a" is used twice`},
 		{"duplicate key", app + "  - id: b\n    key: k\n    secret: s\n", `line 6: apps[1].key: app key "k" is used twice`},
 		{"client events", app + "    accept_client_events_from: some\n", "line 5: apps[0].accept_client_events_from: want members, all or none"},
+		{"durability", app + "    durability: disk\n", `line 5: apps[0].durability: want memory, redis or replicated, not "disk"`},
 		{"zero limit", app + "    limits:\n      max_presence_members: 0\n", "line 6: apps[0].limits.max_presence_members: want 1 to"},
 		{"huge limit", app + "    limits:\n      max_user_info_bytes: 100000000\n", "max_user_info_bytes: want 1 to 65536"},
 		{"limit type", app + "    limits:\n      max_user_id_length: many\n", "line 6"},
@@ -251,11 +252,11 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestLimitsAndClientEvents(t *testing.T) {
-	doc := "apps:\n  - id: a\n    key: k\n    secret: s\n    accept_client_events_from: all\n    limits:\n      max_presence_members: 5\n      max_user_info_bytes: 64\n      max_user_id_length: 8\n      client_events_per_second: 2\n"
+	doc := "apps:\n  - id: a\n    key: k\n    secret: s\n    accept_client_events_from: all\n    durability: replicated\n    limits:\n      max_presence_members: 5\n      max_user_info_bytes: 64\n      max_user_id_length: 8\n      client_events_per_second: 2\n"
 	a := mustParse(t, doc, nil).App("a")
 	want := Limits{MaxPresenceMembers: 5, MaxUserInfoBytes: 64, MaxUserIDLength: 8, ClientEventsPerSecond: 2}
-	if a.Limits != want || a.ClientEvents != ClientEventsAll {
-		t.Fatalf("app = %+v %v", a.Limits, a.ClientEvents)
+	if a.Limits != want || a.ClientEvents != ClientEventsAll || a.Durability != "replicated" {
+		t.Fatalf("app = %+v %v %q", a.Limits, a.ClientEvents, a.Durability)
 	}
 	// Unquoted numbers are fine as ids.
 	if c := mustParse(t, "apps:\n  - id: 1001\n    key: 42\n    secret: 7\n", nil); c.App("1001") == nil || c.AppByKey("42") == nil {

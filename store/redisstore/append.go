@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -96,7 +97,7 @@ func (s *Store) appendArgs(req store.AppendRequest) []any {
 		args = append(args, s.key(req.Channel, "i:"+req.IdempotencyKey))
 	}
 	return append(args, store.NewEpoch(), s.maxEvents, s.maxAgeMs, s.idemTTLMs, fp,
-		req.Name, []byte(req.Data), req.SocketID, notice, s.housekeepMs) // []byte: go-redis sends it as is, no copy
+		req.Name, []byte(req.Data), req.SocketID, notice, s.housekeepMs, s.waitFlag) // []byte: go-redis sends it as is, no copy
 }
 
 func (s *Store) batchLoop() {
@@ -145,23 +146,68 @@ func (s *Store) runBatch(batch []*appendOp) {
 			live = append(live, op)
 		}
 	}
-	if len(live) == 0 {
-		return
-	}
-	cmds := s.execAppends(live, false)
-	var retry []*appendOp
-	for i, op := range live {
-		if err := cmds[i].Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			retry = append(retry, op) // not run at all, so running it again is safe
-			continue
+	// Rounds: what Redis refused without running it — an unloaded script, or a slot in the
+	// middle of moving (TRYAGAIN, or a redirect a master's own connection cannot follow) — is
+	// sent again, the latter for a bounded time.
+	deadline := time.Now().Add(movingPatience)
+	withSource := false
+	for len(live) > 0 {
+		cmds, waits := s.execAppends(live, withSource)
+		var retry []*appendOp
+		moving := false
+		for i, op := range live {
+			err := cmds[i].Err()
+			switch {
+			case err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT"):
+				retry, withSource = append(retry, op), true
+			case isMoving(err) && time.Now().Before(deadline):
+				retry, moving = append(retry, op), true
+			default:
+				s.finish(op, cmds[i], waits[i])
+			}
 		}
-		s.finish(op, cmds[i])
-	}
-	if len(retry) > 0 {
-		cmds = s.execAppends(retry, true)
-		for i, op := range retry {
-			s.finish(op, cmds[i])
+		live = retry
+		if moving {
+			if s.cluster != nil {
+				s.cluster.ReloadState(s.ctx)
+			}
+			if !s.sleep(movingPause) {
+				for _, op := range live {
+					op.err = store.ErrClosed
+					close(op.done)
+				}
+				return
+			}
 		}
+	}
+}
+
+const (
+	// movingPatience bounds how long an append waits for its channel's slot to finish moving
+	// to another master (a reshard moves a slot's keys in a few milliseconds).
+	movingPatience = 2 * time.Second
+	movingPause    = 20 * time.Millisecond
+)
+
+// isMoving reports a refusal that means the command did not run because its slot is moving.
+func isMoving(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.HasPrefix(msg, "TRYAGAIN") || strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
+}
+
+// sleep waits d unless the store closes first.
+func (s *Store) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
 	}
 }
 
@@ -173,26 +219,71 @@ type noRetryCmd struct{ *redis.Cmd }
 
 func (noRetryCmd) NoRetry() bool { return true }
 
-// execAppends sends ops as one pipeline, with EVAL instead of EVALSHA when the script must be
-// (re)loaded.
-func (s *Store) execAppends(ops []*appendOp, withSource bool) []*redis.Cmd {
-	pipe := s.client.Pipeline()
+type noRetryIntCmd struct{ *redis.IntCmd }
+
+func (noRetryIntCmd) NoRetry() bool { return true }
+
+// execAppends sends ops, with EVAL instead of EVALSHA when the script must be (re)loaded. It
+// returns each op's command and, when replicas must confirm, the WAIT that follows it on the
+// same connection.
+func (s *Store) execAppends(ops []*appendOp, withSource bool) ([]*redis.Cmd, []*redis.IntCmd) {
 	cmds := make([]*redis.Cmd, len(ops))
+	waits := make([]*redis.IntCmd, len(ops))
 	for i, op := range ops {
 		args := op.args
 		if withSource {
 			args = append([]any{"eval", appendLua}, args[2:]...)
 		}
 		cmds[i] = redis.NewCmd(s.ctx, args...)
-		_ = pipe.Process(s.ctx, noRetryCmd{cmds[i]})
 	}
-	_, _ = pipe.Exec(s.ctx) // each command carries its own error
-	return cmds
+	if s.replicas == 0 {
+		pipe := s.client.Pipeline()
+		for _, cmd := range cmds {
+			_ = pipe.Process(s.ctx, noRetryCmd{cmd})
+		}
+		_, _ = pipe.Exec(s.ctx) // each command carries its own error
+		return cmds, waits
+	}
+	// WAIT counts what replicas acknowledged of its own connection's writes, so each master's
+	// appends and their WAIT share one pipeline on one connection (a cluster pipeline would
+	// send a keyless WAIT to any node).
+	groups := make(map[*redis.Client][]int)
+	for i, op := range ops {
+		c, err := s.masterFor(s.key(op.req.Channel, "s"))
+		if err != nil {
+			cmds[i].SetErr(err)
+			continue
+		}
+		groups[c] = append(groups[c], i)
+	}
+	for c, idx := range groups {
+		pipe := c.Pipeline()
+		for _, i := range idx {
+			_ = pipe.Process(s.ctx, noRetryCmd{cmds[i]})
+		}
+		wait := redis.NewIntCmd(s.ctx, "wait", s.replicas, s.waitMs)
+		_ = pipe.Process(s.ctx, noRetryIntCmd{wait})
+		_, _ = pipe.Exec(s.ctx)
+		for _, i := range idx {
+			waits[i] = wait
+		}
+	}
+	return cmds, waits
 }
 
-// finish turns the script's reply into op's answer and wakes its caller.
-func (s *Store) finish(op *appendOp, cmd *redis.Cmd) {
+// finish turns the script's reply (and the replicas' count, when one was asked for) into op's
+// answer and wakes its caller.
+func (s *Store) finish(op *appendOp, cmd *redis.Cmd, wait *redis.IntCmd) {
 	defer close(op.done)
+	defer func() {
+		if op.err != nil || wait == nil {
+			return
+		}
+		if n, err := wait.Result(); err != nil || n < int64(s.replicas) {
+			op.err = fmt.Errorf("redisstore: append: %w: %d of %d replicas confirmed within %s ms (%v)",
+				store.ErrNotReplicated, n, s.replicas, s.waitMs, err)
+		}
+	}()
 	v, err := cmd.Result()
 	if err != nil {
 		op.err = s.appendErr(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/redisstore"
+	"github.com/herald-rt/herald/store/storetest"
 	"github.com/herald-rt/herald/test/testkit"
 )
 
@@ -42,6 +43,19 @@ func TestContractsOnCluster(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t)
 	runContracts(t, func(t *testing.T) redis.UniversalClient { return clusterClient(t, c) })
+	// With each append confirmed by its master's replica: the WAIT goes on the master's own
+	// connection, right after the appends it covers.
+	t.Run("store, replicated", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T, ret store.Retention) store.Store {
+			s, err := redisstore.New(context.Background(), redisstore.Options{Client: clusterClient(t, c), Prefix: uniquePrefix(),
+				Retention: ret, Replicas: 1, ReplicationTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		})
+	})
 }
 
 // clusterStore is a store on its own client of c, with its log in logs.

@@ -62,6 +62,13 @@ type Options struct {
 	// a probe unanswered for another interval means the connection is dead and is replaced.
 	// Default 5s.
 	PingInterval time.Duration
+	// Replicas is how many replicas must confirm an append before it is acknowledged (WAIT
+	// after the append, on the same connection); zero acknowledges once the master ran it.
+	// An append they do not confirm within ReplicationTimeout fails with
+	// store.ErrNotReplicated.
+	Replicas int
+	// ReplicationTimeout bounds the wait for Replicas. Default 1s.
+	ReplicationTimeout time.Duration
 	// Logger receives what the background loops cannot return to a caller. The zero value
 	// discards.
 	Logger zerolog.Logger
@@ -77,6 +84,8 @@ type Store struct {
 	// Script arguments that never change, formatted once.
 	maxEvents, maxAgeMs, idemTTLMs, housekeepMs string
 	pingInterval                                time.Duration
+	replicas                                    int
+	waitMs, waitFlag                            string
 	log                                         zerolog.Logger
 
 	ctx    context.Context // canceled by Close; the background work's context
@@ -145,6 +154,17 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if ping <= 0 {
 		ping = 5 * time.Second
 	}
+	if opts.Replicas < 0 {
+		return nil, fmt.Errorf("redisstore: %d replicas", opts.Replicas)
+	}
+	waitFor := opts.ReplicationTimeout
+	if waitFor <= 0 {
+		waitFor = time.Second
+	}
+	waitFlag := "0"
+	if opts.Replicas > 0 {
+		waitFlag = "1"
+	}
 	bg, cancel := context.WithCancel(context.Background())
 	s := &Store{
 		client:       client,
@@ -157,6 +177,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		idemTTLMs:    strconv.FormatInt(max(ret.IdempotencyTTL.Milliseconds(), 1), 10),
 		housekeepMs:  strconv.FormatInt(housekeepInterval(ret.MaxAge).Milliseconds(), 10),
 		pingInterval: ping,
+		replicas:     opts.Replicas,
+		waitMs:       strconv.FormatInt(max(waitFor.Milliseconds(), 1), 10),
+		waitFlag:     waitFlag,
 		log:          opts.Logger,
 		ctx:          bg,
 		cancel:       cancel,

@@ -42,7 +42,7 @@ end
 //	ARGV[1] epoch candidate, ARGV[2] max events, ARGV[3] max age (ms),
 //	ARGV[4] idempotency TTL (ms), ARGV[5] fingerprint, ARGV[6] name, ARGV[7] data,
 //	ARGV[8] socket id, ARGV[9] notice channel (empty: publish nothing),
-//	ARGV[10] housekeeping interval (ms)
+//	ARGV[10] housekeeping interval (ms), ARGV[11] "1" when a WAIT for replicas follows
 //
 // It returns {'ok', epoch, seq, time}, {'dup', epoch, seq, time} or {'conflict'}.
 const appendLua = luaFirstYoung + `
@@ -53,6 +53,11 @@ if KEYS[3] then
     local fp, epoch, seq, t = string.match(rec, '^([^:]*):([^:]*):(%d+):(%d+)$')
     if fp ~= ARGV[5] then
       return {'conflict'}
+    end
+    if ARGV[11] == '1' then
+      -- A write, so that the WAIT after this script covers the replication of the original
+      -- append, which came before it in the master's replication stream.
+      redis.call('PEXPIRE', KEYS[3], ARGV[4])
     end
     return {'dup', epoch, seq, t}
   end

@@ -29,6 +29,7 @@ var ErrNoRedis = errors.New("redis-server is not on PATH: install it (apt-get in
 // own (where an append-only file survives a restart).
 type Redis struct {
 	bin, dir string
+	conf     string // a config file, which redis-server takes only as its first argument
 	args     []string
 	port     int
 	ownDir   bool
@@ -81,8 +82,12 @@ func (r *Redis) Start() error {
 	if r.cmd != nil {
 		return errors.New("redis-server is already running")
 	}
-	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", r.dir, "--daemonize", "no", "--logfile", "redis.log"}, r.args...)
+	var args []string
+	if r.conf != "" {
+		args = append(args, r.conf)
+	}
+	args = append(append(args, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", r.dir, "--daemonize", "no", "--logfile", "redis.log"), r.args...)
 	cmd := exec.Command(r.bin, args...)
 	if err := cmd.Start(); err != nil {
 		return err
