@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"errors"
 	"net"
 	"strconv"
@@ -122,7 +123,7 @@ func (s *Store) routeLocked(subs []*sub) ([]*sub, error) {
 	for _, sb := range subs {
 		l, err := s.linkForLocked(sb.name)
 		if err != nil {
-			failed, firstErr = append(failed, sb), cmpErr(firstErr, err)
+			failed, firstErr = append(failed, sb), cmp.Or(firstErr, err)
 			continue
 		}
 		if groups[l] == nil {
@@ -152,7 +153,7 @@ func (s *Store) routeLocked(subs []*sub) ([]*sub, error) {
 		if err != nil {
 			// The link is broken: its reader reports it, and the loop routes everything on
 			// it again, these included.
-			failed, firstErr = append(failed, group...), cmpErr(firstErr, err)
+			failed, firstErr = append(failed, group...), cmp.Or(firstErr, err)
 		}
 	}
 	return failed, firstErr
@@ -170,13 +171,6 @@ func (s *Store) perSlot(names []string, run func(names ...string) error) error {
 		}
 	}
 	return nil
-}
-
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
 }
 
 // dropLocked forgets subs and unsubscribes them on their links. The caller holds subMu.
