@@ -5,13 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/redisstore"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 type nopHandler struct{ n atomic.Int64 }
@@ -23,7 +28,12 @@ func (h *nopHandler) HandleEphemeral(*store.Ephemeral) {}
 // benchAppend measures appends from many concurrent publishers spread over 64 channels, and
 // reports throughput and latency percentiles, the figures the service's targets are set in.
 func benchAppend(b *testing.B, listen bool) {
-	s := newStore(b, redisstore.Options{})
+	benchAppendOn(b, newStore(b, redisstore.Options{}), listen, []*redis.Client{rawClient(b, "")})
+}
+
+// benchAppendOn runs benchAppend on s, and reports the Redis CPU per append the masters spent
+// in the append script (INFO commandstats).
+func benchAppendOn(b *testing.B, s *redisstore.Store, listen bool, masters []*redis.Client) {
 	channels := make([]string, 64)
 	for i := range channels {
 		channels[i] = fmt.Sprintf("bench.%d", i)
@@ -40,6 +50,11 @@ func benchAppend(b *testing.B, listen bool) {
 		all    []time.Duration
 		worker atomic.Int64
 	)
+	for _, m := range masters {
+		if err := m.ConfigResetStat(context.Background()).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.SetParallelism(16) // 32 publishers on 2 cores
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -62,6 +77,32 @@ func benchAppend(b *testing.B, listen bool) {
 	})
 	b.StopTimer()
 	reportLatency(b, all)
+	var usec, calls float64
+	for _, m := range masters {
+		stats, err := m.Info(context.Background(), "commandstats").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(stats, "\n") {
+			for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+					for _, f := range strings.Split(rest, ",") {
+						k, v, _ := strings.Cut(f, "=")
+						n, _ := strconv.ParseFloat(v, 64)
+						switch k {
+						case "calls":
+							calls += n
+						case "usec":
+							usec += n
+						}
+					}
+				}
+			}
+		}
+	}
+	if calls > 0 {
+		b.ReportMetric(usec/calls, "redis-us/script")
+	}
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
@@ -78,6 +119,44 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 }
 
 func BenchmarkAppendParallel(b *testing.B) { benchAppend(b, false) }
+
+// BenchmarkAppendParallelReplicated is BenchmarkAppendParallel with durability replicated: each
+// batch waits for the replica (WAIT) before its appends are answered.
+func BenchmarkAppendParallelReplicated(b *testing.B) {
+	master, _ := startReplicated(b)
+	s := newStore(b, redisstore.Options{URL: master.URL(), Replicas: 1})
+	c := redis.NewClient(&redis.Options{Addr: master.Addr(), DisableIdentity: true})
+	defer c.Close()
+	benchAppendOn(b, s, false, []*redis.Client{c})
+}
+
+// BenchmarkAppendParallelCluster is BenchmarkAppendParallel on a Redis Cluster of three
+// masters (each with a replica), all on this machine.
+func BenchmarkAppendParallelCluster(b *testing.B) {
+	needRedis(b)
+	c, err := testkit.StartRedisCluster(3, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	cc := clusterClient(b, c)
+	s, err := redisstore.New(context.Background(), redisstore.Options{Client: cc, Prefix: uniquePrefix()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var masters []*redis.Client
+	ms, err := c.Masters()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, m := range ms {
+		mc := redis.NewClient(&redis.Options{Addr: m.Addr(), DisableIdentity: true})
+		defer mc.Close()
+		masters = append(masters, mc)
+	}
+	benchAppendOn(b, s, false, masters)
+}
 
 // BenchmarkAppendParallelListened adds the live path: the store listens to every channel, so
 // Redis also sends each notice and the loop decodes and delivers it.

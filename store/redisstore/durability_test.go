@@ -17,7 +17,7 @@ import (
 )
 
 // startReplicated starts a master and one replica of it, in sync.
-func startReplicated(t *testing.T) (master, replica *testkit.Redis) {
+func startReplicated(t testing.TB) (master, replica *testkit.Redis) {
 	t.Helper()
 	needRedis(t)
 	master, err := testkit.StartRedis("--repl-diskless-sync-delay", "0")
