@@ -49,6 +49,8 @@ type runConfig struct {
 
 	ServerPID int
 	RedisPID  int
+	// RedisPIDs are further redis-servers whose CPU counts with RedisPID's (a cluster's).
+	RedisPIDs []int
 	Progress  time.Duration
 }
 

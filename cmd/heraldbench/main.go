@@ -130,7 +130,7 @@ func newFlagSet(cfg *runConfig, o *options, subH, pubH *listFlag, stderr io.Writ
 	fs.StringVar(&o.mdFile, "md", "", "also write the markdown table of figures to this file")
 
 	fs.StringVar(&o.herald, "herald", "", "path of the herald binary: start a fresh server for every scenario and store")
-	fs.StringVar(&o.store, "store", "memory", "with -herald: memory, redis or both")
+	fs.StringVar(&o.store, "store", "memory", "with -herald: memory, redis, cluster (a 3-master Redis Cluster), both (memory,redis), or a comma list")
 	fs.StringVar(&o.redisURL, "redis-url", "", "with -herald: use this Redis (loopback) instead of starting redis-server")
 	fs.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary to start for the redis store")
 	fs.StringVar(&o.ssebench, "ssebench", "", "with -herald: also run the reference ssebench binary at this path, on a fresh server, per scenario and store")

@@ -146,13 +146,15 @@ type orchestrator struct {
 
 func newOrchestrator(o *options, set map[string]bool, stdout, log io.Writer) (*orchestrator, error) {
 	orc := &orchestrator{o: o, set: set, stdout: stdout, log: log, secret: o.jwtSecret, client: newLoopbackClient(5*time.Second, 1)}
-	switch o.store {
-	case "memory", "redis":
-		orc.stores = []string{o.store}
-	case "both":
-		orc.stores = []string{"memory", "redis"}
-	default:
-		return nil, fmt.Errorf("-store must be memory, redis or both, not %q", o.store)
+	for _, st := range strings.Split(o.store, ",") {
+		switch st {
+		case "memory", "redis", "cluster":
+			orc.stores = append(orc.stores, st)
+		case "both":
+			orc.stores = append(orc.stores, "memory", "redis")
+		default:
+			return nil, fmt.Errorf("-store must be memory, redis, cluster, both or a comma list of them, not %q", o.store)
+		}
 	}
 	if _, err := os.Stat(o.herald); err != nil {
 		return nil, fmt.Errorf("-herald: %w", err)
@@ -281,6 +283,7 @@ func (orc *orchestrator) mintToken() (string, error) {
 type server struct {
 	herald   *proc
 	redis    *proc
+	cluster  *testkit.RedisCluster
 	redisDir string
 	base     string
 }
@@ -291,6 +294,9 @@ func (s *server) stop() {
 	}
 	if s.redis != nil {
 		s.redis.stop(5 * time.Second)
+	}
+	if s.cluster != nil {
+		s.cluster.Close()
 	}
 	if s.redisDir != "" {
 		os.RemoveAll(s.redisDir)
@@ -333,6 +339,14 @@ func (orc *orchestrator) startServer(store string) (*server, error) {
 	args := []string{"serve", "--addr", addr, "--jwt-secret", orc.secret}
 	if redisURL != "" {
 		args = append(args, "--redis-url", redisURL)
+	}
+	if store == "cluster" {
+		// Three masters and no replicas: the same work as one Redis, spread over three
+		// processes, so "server + redis" CPU compares like with like.
+		if s.cluster, err = testkit.StartRedisCluster(3, 0); err != nil {
+			return s, err
+		}
+		args = append(args, "--redis-cluster", s.cluster.Seeds())
 	}
 	args = append(args, orc.o.heraldArgs...)
 	cmd := exec.Command(orc.o.herald, args...)
@@ -404,6 +418,15 @@ func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result 
 	c.ServerPID = srv.herald.pid()
 	if srv.redis != nil {
 		c.RedisPID = srv.redis.pid()
+	}
+	if srv.cluster != nil {
+		for _, n := range srv.cluster.Nodes {
+			if c.RedisPID == 0 {
+				c.RedisPID = n.PID()
+			} else {
+				c.RedisPIDs = append(c.RedisPIDs, n.PID())
+			}
+		}
 	}
 	var res *result
 	if tool == "ssebench" {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -71,6 +72,7 @@ type result struct {
 	DelivPerCPUS     *float64 `json:"deliveries_per_server_cpu_s"`
 	PubPerCPUS       *float64 `json:"publishes_per_server_cpu_s"`
 	RedisPID         int      `json:"redis_pid,omitempty"`
+	RedisPIDs        []int    `json:"redis_pids,omitempty"` // a cluster's other servers, their CPU in RedisCPUS
 	RedisCPUS        *float64 `json:"redis_cpu_s"`
 	DelivPerTotalCPU *float64 `json:"deliveries_per_server_redis_cpu_s"`
 	PubPerTotalCPU   *float64 `json:"publishes_per_server_redis_cpu_s"`
@@ -221,7 +223,11 @@ func writeSummary(w io.Writer, r *result) {
 		}
 	}
 	if r.RedisCPUS != nil {
-		line := fmt.Sprintf("  redis %-7d cpu %.2fs", r.RedisPID, *r.RedisCPUS)
+		pids := strconv.Itoa(r.RedisPID)
+		for _, p := range r.RedisPIDs {
+			pids += "+" + strconv.Itoa(p)
+		}
+		line := fmt.Sprintf("  redis %-7s cpu %.2fs", pids, *r.RedisCPUS)
 		if r.DelivPerTotalCPU != nil {
 			line += fmt.Sprintf(", %.0f deliveries per (server+redis) cpu-second", *r.DelivPerTotalCPU)
 		}

@@ -279,6 +279,18 @@ func readProc(pid int) (s sample) {
 	return s
 }
 
+// readProcs sums the CPU of several processes (a cluster's redis-servers); cpuOK only when
+// every one was read.
+func readProcs(pids []int) (s sample) {
+	s.cpuOK = pids[0] > 0
+	for _, pid := range pids {
+		p := readProc(pid)
+		s.cpu += p.cpu
+		s.cpuOK = s.cpuOK && p.cpuOK
+	}
+	return s
+}
+
 // runOnce carries out one run: connect, settle, publish or hold, drain,
 // measure, close.
 func runOnce(cfg runConfig, log io.Writer) (*result, error) {
@@ -293,6 +305,7 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 		Channels:   cfg.Channels,
 		ServerPID:  cfg.ServerPID,
 		RedisPID:   cfg.RedisPID,
+		RedisPIDs:  cfg.RedisPIDs,
 		PubWorkers: cfg.PubWorkers,
 	}
 	if cfg.ServerPID > 0 {
@@ -342,7 +355,8 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 			counted[s.ch]++
 		}
 	}
-	srv0, redis0, cli0 := readProc(cfg.ServerPID), readProc(cfg.RedisPID), readProc(self)
+	redisPIDs := append([]int{cfg.RedisPID}, cfg.RedisPIDs...)
+	srv0, redis0, cli0 := readProc(cfg.ServerPID), readProcs(redisPIDs), readProc(self)
 	busy0, total0, hostErr := hostCPU()
 	windowStart := time.Now()
 
@@ -370,7 +384,7 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 		}
 	}
 	res.MeasuredS = time.Since(windowStart).Seconds()
-	srv1, redis1, cli1 := readProc(cfg.ServerPID), readProc(cfg.RedisPID), readProc(self)
+	srv1, redis1, cli1 := readProc(cfg.ServerPID), readProcs(redisPIDs), readProc(self)
 	busy1, total1, _ := hostCPU()
 	res.ConnsAliveEnd = r.nReady.Load() - r.nDropped.Load()
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -190,4 +191,72 @@ func BenchmarkRead(b *testing.B) {
 	})
 	b.StopTimer()
 	reportLatency(b, all)
+}
+
+// BenchmarkRedisMemory measures what Herald's data costs Redis (used_memory, on a server of
+// its own): per channel holding one event, per further retained event, and per idempotency
+// record, at 10,000 channels × 100 events of the benchmark's 80-byte payload. Run it once:
+// go test -run '^$' -bench RedisMemory -benchtime 1x ./store/redisstore
+func BenchmarkRedisMemory(b *testing.B) {
+	needRedis(b)
+	// HERALD_BENCH_REDIS_ARGS: redis-server settings to compare, e.g. "--stream-node-max-bytes 1024".
+	rd, err := testkit.StartRedis(strings.Fields(os.Getenv("HERALD_BENCH_REDIS_ARGS"))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rd.Close()
+	s := newStore(b, redisstore.Options{URL: rd.URL(), Retention: store.Retention{MaxEvents: 1000}})
+	c := redis.NewClient(&redis.Options{Addr: rd.Addr(), DisableIdentity: true})
+	defer c.Close()
+	used := func() float64 {
+		info, err := c.Info(context.Background(), "memory").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return n
+			}
+		}
+		b.Fatal("no used_memory in INFO memory")
+		return 0
+	}
+	const channels, events = 10000, 100
+	data := json.RawMessage(`{"user":{"id":42,"name":"Ada"},"text":"hello, world","at":"2025-01-01T00:00:00Z"}`)
+	appendAll := func(round int, withKey bool) {
+		var wg sync.WaitGroup
+		for w := range 32 {
+			wg.Go(func() {
+				for ch := w; ch < channels; ch += 32 {
+					req := store.AppendRequest{Channel: fmt.Sprintf("mem.%d", ch), Name: "MessageSent", Data: data}
+					if withKey {
+						req.IdempotencyKey = fmt.Sprintf("key-%d-%d", ch, round)
+					}
+					if _, err := s.Append(context.Background(), req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	b.ResetTimer()
+	for range b.N {
+		m0 := used()
+		appendAll(0, false)
+		m1 := used()
+		for round := 1; round < events; round++ {
+			appendAll(round, false)
+		}
+		m2 := used()
+		appendAll(events, true)
+		m3 := used()
+		perEvent := (m2 - m1) / float64(channels*(events-1))
+		b.ReportMetric((m1-m0)/channels, "B/channel")
+		b.ReportMetric(perEvent, "B/event")
+		b.ReportMetric((m3-m2)/channels-perEvent, "B/idempotency-record")
+		b.ReportMetric(m2/(1<<20), "MiB-total")
+	}
 }

@@ -134,6 +134,16 @@ func (r *Redis) Signal(sig syscall.Signal) error {
 	return r.cmd.Process.Signal(sig)
 }
 
+// PID is the server's process id, 0 when it is not running.
+func (r *Redis) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Port is the server's port; Addr its host:port; URL a go-redis URL for database 0.
 func (r *Redis) Port() int      { return r.port }
 func (r *Redis) Addr() string   { return "127.0.0.1:" + strconv.Itoa(r.port) }
