@@ -36,7 +36,11 @@ type runConfig struct {
 	SrcIPs         int
 	ReadBuf        int
 
-	Base       string // replaces {base} in the URL templates
+	Base string // replaces {base} in the URL templates
+	// SubBases are further servers (nodes of one deployment) subscribers connect to: connection
+	// i goes to base (i / Channels) % (1 + len(SubBases)), base 0 being Base, so each node
+	// holds subscribers of every channel. Publishing stays on Base.
+	SubBases   []string
 	SubURL     string
 	PubURL     string
 	PubBody    string
@@ -49,6 +53,9 @@ type runConfig struct {
 
 	ServerPID int
 	RedisPID  int
+	// ServerPIDs are further server processes (the other nodes) whose CPU counts with
+	// ServerPID's.
+	ServerPIDs []int
 	// RedisPIDs are further redis-servers whose CPU counts with RedisPID's (a cluster's).
 	RedisPIDs []int
 	Progress  time.Duration

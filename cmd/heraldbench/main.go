@@ -58,6 +58,7 @@ type options struct {
 
 	herald       string
 	store        string
+	nodes        int
 	redisURL     string
 	redisServer  string
 	ssebench     string
@@ -131,6 +132,7 @@ func newFlagSet(cfg *runConfig, o *options, subH, pubH *listFlag, stderr io.Writ
 
 	fs.StringVar(&o.herald, "herald", "", "path of the herald binary: start a fresh server for every scenario and store")
 	fs.StringVar(&o.store, "store", "memory", "with -herald: memory, redis, cluster (a 3-master Redis Cluster), both (memory,redis), or a comma list")
+	fs.IntVar(&o.nodes, "nodes", 1, "with -herald and a Redis store: start this many herald nodes on it; subscribers spread over them evenly (connection i on node (i / channels) % nodes), publishes go to the first, CPU is summed over all")
 	fs.StringVar(&o.redisURL, "redis-url", "", "with -herald: use this Redis (loopback) instead of starting redis-server")
 	fs.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary to start for the redis store")
 	fs.StringVar(&o.ssebench, "ssebench", "", "with -herald: also run the reference ssebench binary at this path, on a fresh server, per scenario and store")

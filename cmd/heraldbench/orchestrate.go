@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,6 +160,12 @@ func newOrchestrator(o *options, set map[string]bool, stdout, log io.Writer) (*o
 	if _, err := os.Stat(o.herald); err != nil {
 		return nil, fmt.Errorf("-herald: %w", err)
 	}
+	if o.nodes < 1 || o.nodes > 8 {
+		return nil, fmt.Errorf("-nodes must be 1 to 8, not %d", o.nodes)
+	}
+	if o.nodes > 1 && (slices.Contains(orc.stores, "memory") || o.ssebench != "") {
+		return nil, errors.New("-nodes above 1 needs a Redis store (redis or cluster) and no -ssebench (it drives one server)")
+	}
 	if o.ssebench != "" {
 		if _, err := os.Stat(o.ssebench); err != nil {
 			return nil, fmt.Errorf("-ssebench: %w", err)
@@ -282,6 +289,8 @@ func (orc *orchestrator) mintToken() (string, error) {
 // server is a fresh Herald and, for the redis store, the Redis it uses.
 type server struct {
 	herald   *proc
+	others   []*proc  // the further nodes of -nodes
+	bases    []string // their base URLs
 	redis    *proc
 	cluster  *testkit.RedisCluster
 	redisDir string
@@ -291,6 +300,9 @@ type server struct {
 func (s *server) stop() {
 	if s.herald != nil {
 		s.herald.stop(10 * time.Second)
+	}
+	for _, p := range s.others {
+		p.stop(10 * time.Second)
 	}
 	if s.redis != nil {
 		s.redis.stop(5 * time.Second)
@@ -331,23 +343,45 @@ func (orc *orchestrator) startServer(store string) (*server, error) {
 			redisURL = "redis://" + addr
 		}
 	}
-	port, err := freePort()
-	if err != nil {
-		return s, err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	args := []string{"serve", "--addr", addr, "--jwt-secret", orc.secret}
+	var storeArgs []string
 	if redisURL != "" {
-		args = append(args, "--redis-url", redisURL)
+		storeArgs = append(storeArgs, "--redis-url", redisURL)
 	}
 	if store == "cluster" {
 		// Three masters and no replicas: the same work as one Redis, spread over three
 		// processes, so "server + redis" CPU compares like with like.
+		var err error
 		if s.cluster, err = testkit.StartRedisCluster(3, 0); err != nil {
 			return s, err
 		}
-		args = append(args, "--redis-cluster", s.cluster.Seeds())
+		storeArgs = append(storeArgs, "--redis-cluster", s.cluster.Seeds())
 	}
+	for n := range orc.o.nodes {
+		args := storeArgs
+		if n > 0 {
+			args = append(args[:len(args):len(args)], "--admin-addr", "") // one admin listener is enough
+		}
+		p, base, err := orc.startHerald(args)
+		if n == 0 {
+			s.herald, s.base = p, base
+		} else if p != nil {
+			s.others, s.bases = append(s.others, p), append(s.bases, base)
+		}
+		if err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+// startHerald starts one herald node on the store storeArgs name and waits for its health.
+func (orc *orchestrator) startHerald(storeArgs []string) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	args := append([]string{"serve", "--addr", addr, "--jwt-secret", orc.secret}, storeArgs...)
 	args = append(args, orc.o.heraldArgs...)
 	cmd := exec.Command(orc.o.herald, args...)
 	cmd.Env = append(os.Environ(), "HERALD_JWT_SECRET="+orc.secret)
@@ -356,14 +390,15 @@ func (orc *orchestrator) startServer(store string) (*server, error) {
 		cmd.Env = append(cmd.Env, "HERALD_LOG_LEVEL=warn")
 	}
 	cmd.Env = append(cmd.Env, orc.o.heraldEnv...)
-	if s.herald, err = startProc("herald", orc.workDir, cmd); err != nil {
-		return s, err
+	p, err := startProc("herald", orc.workDir, cmd)
+	if err != nil {
+		return nil, "", err
 	}
-	s.base = "http://" + addr
-	if err := orc.waitHealth(s.base+"/v1/health", s.herald); err != nil {
-		return s, fmt.Errorf("herald: %w\n%s", err, s.herald.tail(20))
+	base := "http://" + addr
+	if err := orc.waitHealth(base+"/v1/health", p); err != nil {
+		return p, base, fmt.Errorf("herald: %w\n%s", err, p.tail(20))
 	}
-	return s, nil
+	return p, base, nil
 }
 
 // waitHealth polls the health URL until it answers 200, the process exits,
@@ -416,6 +451,10 @@ func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result 
 		return fail(err)
 	}
 	c.ServerPID = srv.herald.pid()
+	c.SubBases = srv.bases
+	for _, p := range srv.others {
+		c.ServerPIDs = append(c.ServerPIDs, p.pid())
+	}
 	if srv.redis != nil {
 		c.RedisPID = srv.redis.pid()
 	}

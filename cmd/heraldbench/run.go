@@ -20,9 +20,9 @@ import (
 type chanInfo struct {
 	name    []byte
 	nameStr string
-	json    []byte // the name as a JSON string
-	target  *target
-	subReq  []byte // the whole subscribe request
+	json    []byte    // the name as a JSON string
+	targets []*target // by subscriber base
+	subReqs [][]byte  // the whole subscribe request, by subscriber base
 	pubURL  *url.URL
 }
 
@@ -67,9 +67,13 @@ func newRunner(cfg runConfig, log io.Writer) (*runner, error) {
 		r.expectEvent = []byte(cfg.ExpectEvent)
 	}
 	base := strings.TrimRight(cfg.Base, "/")
-	subT, err := parseTmpl("-sub-url", strings.ReplaceAll(cfg.SubURL, "{base}", base), phChannel, phChannelQ)
-	if err != nil {
-		return nil, err
+	var subTs []*tmpl
+	for _, b := range append([]string{cfg.Base}, cfg.SubBases...) {
+		subT, err := parseTmpl("-sub-url", strings.ReplaceAll(cfg.SubURL, "{base}", strings.TrimRight(b, "/")), phChannel, phChannelQ)
+		if err != nil {
+			return nil, err
+		}
+		subTs = append(subTs, subT)
 	}
 	pubT, err := parseTmpl("-pub-url", strings.ReplaceAll(cfg.PubURL, "{base}", base), phChannel, phChannelQ)
 	if err != nil {
@@ -113,16 +117,18 @@ func newRunner(cfg runConfig, log io.Writer) (*runner, error) {
 		}
 		ci := &r.chans[c]
 		ci.name, ci.nameStr, ci.json = []byte(name), name, []byte(`"`+name+`"`)
-		if cfg.Mode != modePublish {
+		for _, subT := range subTs {
+			if cfg.Mode == modePublish {
+				break
+			}
 			t, err := parseTarget(string(subT.expand(nil, name, nil)))
 			if err != nil {
 				return nil, fmt.Errorf("-sub-url: %w", err)
 			}
-			ci.target = t
 			req := "GET " + t.u.RequestURI() + " HTTP/1.1\r\nHost: " + t.host +
 				"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: heraldbench\r\n" +
 				subHdr.String() + "\r\n"
-			ci.subReq = []byte(req)
+			ci.targets, ci.subReqs = append(ci.targets, t), append(ci.subReqs, []byte(req))
 		}
 		if cfg.Mode != modeIdle {
 			t, err := parseTarget(string(pubT.expand(nil, name, nil)))
@@ -279,11 +285,11 @@ func readProc(pid int) (s sample) {
 	return s
 }
 
-// readProcs sums the CPU of several processes (a cluster's redis-servers); cpuOK only when
-// every one was read.
-func readProcs(pids []int) (s sample) {
-	s.cpuOK = pids[0] > 0
-	for _, pid := range pids {
+// readProcs is readProc of the first process with the CPU of the others added (a cluster's
+// redis-servers, a deployment's nodes); cpuOK only when every one was read.
+func readProcs(pids []int) sample {
+	s := readProc(pids[0])
+	for _, pid := range pids[1:] {
 		p := readProc(pid)
 		s.cpu += p.cpu
 		s.cpuOK = s.cpuOK && p.cpuOK
@@ -356,7 +362,8 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 		}
 	}
 	redisPIDs := append([]int{cfg.RedisPID}, cfg.RedisPIDs...)
-	srv0, redis0, cli0 := readProc(cfg.ServerPID), readProcs(redisPIDs), readProc(self)
+	serverPIDs := append([]int{cfg.ServerPID}, cfg.ServerPIDs...)
+	srv0, redis0, cli0 := readProcs(serverPIDs), readProcs(redisPIDs), readProc(self)
 	busy0, total0, hostErr := hostCPU()
 	windowStart := time.Now()
 
@@ -384,7 +391,7 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 		}
 	}
 	res.MeasuredS = time.Since(windowStart).Seconds()
-	srv1, redis1, cli1 := readProc(cfg.ServerPID), readProcs(redisPIDs), readProc(self)
+	srv1, redis1, cli1 := readProcs(serverPIDs), readProcs(redisPIDs), readProc(self)
 	busy1, total1, _ := hostCPU()
 	res.ConnsAliveEnd = r.nReady.Load() - r.nDropped.Load()
 

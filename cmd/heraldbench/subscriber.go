@@ -95,11 +95,12 @@ func (e subError) Error() string { return string(e) }
 func (s *subscriber) open() (conn *net.TCPConn, ended bool, err error) {
 	r := s.r
 	ci := &r.chans[s.ch]
+	b := (int(s.idx) / len(r.chans)) % len(ci.targets)
 	d := r.dialers[0]
-	if !ci.target.ipv6 && len(r.dialers) > 1 {
+	if !ci.targets[b].ipv6 && len(r.dialers) > 1 {
 		d = r.dialers[1+int(s.idx)%(len(r.dialers)-1)]
 	}
-	c, err := d.Dial("tcp", ci.target.dial)
+	c, err := d.Dial("tcp", ci.targets[b].dial)
 	if err != nil {
 		return nil, false, subError(errReason("dial", err))
 	}
@@ -110,7 +111,7 @@ func (s *subscriber) open() (conn *net.TCPConn, ended bool, err error) {
 		return nil, false, subError("stopped")
 	}
 	_ = conn.SetDeadline(time.Now().Add(r.cfg.ConnectTimeout))
-	if _, err := conn.Write(ci.subReq); err != nil {
+	if _, err := conn.Write(ci.subReqs[b]); err != nil {
 		conn.Close()
 		return nil, false, subError(errReason("write", err))
 	}
