@@ -93,3 +93,30 @@ func TestReplicatedDurability(t *testing.T) {
 		t.Fatal("a store whose server has no replica acknowledged a replicated append")
 	}
 }
+
+// TestWritesRefused: a master that refuses writes (min-replicas-to-write with no replica, as
+// a managed Redis may be set up) refuses the append script before running it. The append is
+// store.ErrUnavailable — safe to retry, nothing appended — not an unknown outcome or an
+// internal error, and the log is untouched.
+func TestWritesRefused(t *testing.T) {
+	t.Parallel()
+	needRedis(t)
+	rd, err := testkit.StartRedis("--min-replicas-to-write", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rd.Close)
+	s := newStore(t, redisstore.Options{URL: rd.URL()})
+	ch := "refused"
+	_, err = s.Append(testCtx(t), store.AppendRequest{Channel: ch, Name: "E", Data: json.RawMessage(`1`), IdempotencyKey: "k1"})
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrUnconfirmed) {
+		t.Fatalf("append refused with NOREPLICAS: %v, want ErrUnavailable only", err)
+	}
+	if _, err := testkit.RedisCommand(rd.Addr(), "CONFIG", "SET", "min-replicas-to-write", "0"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Append(testCtx(t), store.AppendRequest{Channel: ch, Name: "E", Data: json.RawMessage(`1`), IdempotencyKey: "k1"})
+	if err != nil || res.Duplicate || res.Event.Seq != 1 {
+		t.Fatalf("the same append once writes are accepted: %+v, %v; want a new event, seq 1", res, err)
+	}
+}

@@ -293,8 +293,12 @@ func unavailable(err error) bool {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		// EXECABORT: a MULTI whose queued commands were refused (LOADING while Redis reads its
-		// append-only file, say), so none of it ran.
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "OOM", "EXECABORT"} {
+		// append-only file, say), so none of it ran. MOVED and ASK reach here when a slot's new
+		// master is not known yet (a master's own connection cannot follow them, and an append
+		// stops waiting for a moving slot after a while); NOREPLICAS and MISCONF are a master
+		// refusing writes (min-replicas-to-write, a failed RDB save).
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED ", "ASK ", "READONLY",
+			"BUSY", "OOM", "EXECABORT", "NOREPLICAS", "MISCONF"} {
 			if strings.HasPrefix(rerr.Error(), p) {
 				return true
 			}
