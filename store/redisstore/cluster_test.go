@@ -215,3 +215,45 @@ func TestClusterFailoverStartsNewEpoch(t *testing.T) {
 		t.Fatalf("after the failover: %d events and %d gaps, want at least 10 events and exactly 1 gap", len(fresh), gaps)
 	}
 }
+
+// TestClusterReadsWithoutScripts: a master whose script cache is empty (restarted, or a
+// replica just promoted) serves reads while another master is down and not yet replaced. The
+// read is sent again with the script's source; a SCRIPT LOAD first would go to every node the
+// client knows, and fail on the one that is down, so reads of healthy shards would fail for
+// as long as the failover takes.
+func TestClusterReadsWithoutScripts(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	s := clusterStore(t, c, uniquePrefix(), &testkit.LogBuffer{})
+	ch := "no.scripts"
+	want := appendN(t, s, ch, 3)
+	master, err := c.MasterOf("{" + ch + "}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	masters, err := c.Masters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range masters {
+		if m != master {
+			m.Stop()
+			break
+		}
+	}
+	for _, n := range c.Nodes {
+		if n.Running() {
+			if _, err := c.Cli(n.Addr(), "script", "flush"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	page, err := s.Read(testCtx(t), ch, store.Beginning, 10)
+	if err != nil {
+		t.Fatalf("read with the scripts flushed and another master down: %v", err)
+	}
+	checkSeqs(t, page.Events, want[0].Epoch, 1)
+	if len(page.Events) != 3 {
+		t.Fatalf("read %d events, want 3", len(page.Events))
+	}
+}

@@ -112,13 +112,17 @@ func (s *Store) readTails(ctx context.Context, channels []string, afters []int64
 		}
 		return tails, nil
 	}
-	run := func() ([]*redis.Cmd, []*redis.Cmd, error) {
+	run := func(withSource bool) ([]*redis.Cmd, []*redis.Cmd, error) {
 		pipe := s.client.TxPipeline()
 		states := make([]*redis.Cmd, len(channels))
 		pages := make([]*redis.Cmd, len(channels))
 		for i, ch := range channels {
 			keys := s.readKeys(ch)
-			states[i] = stateScript.EvalSha(ctx, pipe, keys, s.maxAgeMs)
+			if withSource {
+				states[i] = stateScript.Eval(ctx, pipe, keys, s.maxAgeMs)
+			} else {
+				states[i] = stateScript.EvalSha(ctx, pipe, keys, s.maxAgeMs)
+			}
 			if limit > 0 {
 				start := "-"
 				if afters[i] != fromFirst {
@@ -131,11 +135,13 @@ func (s *Store) readTails(ctx context.Context, channels []string, afters []int64
 		_, err := pipe.Exec(ctx)
 		return states, pages, err
 	}
-	states, pages, err := run()
+	states, pages, err := run(false)
 	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
-		if err = stateScript.Load(ctx, s.client).Err(); err == nil {
-			states, pages, err = run() // read-only, so running it again is harmless
-		}
+		// The server lacks the script: one that restarted, or a replica just promoted. The
+		// source goes with the retry rather than a SCRIPT LOAD first, which on a cluster
+		// reaches the masters of a topology that may be stale during a failover. Read-only,
+		// so running the transaction again is harmless.
+		states, pages, err = run(true)
 	}
 	if err != nil {
 		return nil, err
