@@ -17,10 +17,11 @@ test:
 	bash .ci/testenv.sh
 
 # The fault matrix (docs/reliability.md): the short fault cases of `make test`, then the full-size
-# ones — 1,000 stuck clients, a 10,000-client reconnect storm, a 10-minute churn soak and a hung
-# Redis. About 15 minutes. The tests start their own redis-server (it must be on PATH) and herald
-# processes on loopback. HERALD_SOAK_CHURN=2m shortens the churn, HERALD_SOAK_STUCK=10s the
-# stuck-client runs.
+# ones — 1,000 stuck clients, a 10,000-client reconnect storm, a 10-minute churn soak, a hung
+# Redis, and minutes of master kills and slot moves on a Redis Cluster and of Sentinel failovers.
+# About 25 minutes. The tests start their own redis-servers (redis-server and redis-cli must be on
+# PATH) and herald processes on loopback. HERALD_SOAK_CHURN=2m shortens the churn,
+# HERALD_SOAK_STUCK=10s the stuck-client runs, HERALD_SOAK_CLUSTER=40s each Cluster/Sentinel case.
 soak:
 	$(GO) test -tags soak -run 'Fault|Soak' -count=1 -timeout 60m -v ./test/
 

@@ -2,6 +2,7 @@ package test
 
 import (
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,24 @@ func startPrivateCluster(t *testing.T) *testkit.RedisCluster {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// onSentinel is a Sentinel set of the test's own, which it may break.
+func onSentinel(rs *testkit.RedisSentinel) backend {
+	return func(testing.TB) []string {
+		return []string{"--redis-sentinels", strings.Join(rs.SentinelAddrs(), ","), "--redis-master-name", rs.Name,
+			"--log-level", "warn"}
+	}
+}
+
+func startPrivateSentinel(t *testing.T) *testkit.RedisSentinel {
+	t.Helper()
+	rs, err := testkit.StartRedisSentinel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rs.Close)
+	return rs
 }
 
 // clusterFollowers follows channels a and b on both nodes, by SSE and long-poll.
@@ -109,22 +128,7 @@ func TestFaultClusterReshard(t *testing.T) {
 	stop := pub.runAll([]string{a, b}, 30*time.Second)
 	waitAcked(t, pub, 2*100)
 	for _, ch := range []string{a, b} {
-		from, err := cl.MasterOf("{" + ch + "}")
-		if err != nil {
-			t.Fatal(err)
-		}
-		masters, err := cl.Masters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, to := range masters {
-			if to != from {
-				if err := cl.MoveSlot("{"+ch+"}", to); err != nil {
-					t.Fatal(err)
-				}
-				break
-			}
-		}
+		moveToAnotherMaster(t, cl, ch)
 		waitAcked(t, pub, countAcked(pub.ackedCopy())+2*50)
 	}
 	if err := stop(); err != nil {
@@ -136,21 +140,35 @@ func TestFaultClusterReshard(t *testing.T) {
 	expectExact(t, c, recs, acked)
 }
 
+// moveToAnotherMaster moves the slot of channel ch to a master other than its own.
+func moveToAnotherMaster(t *testing.T, cl *testkit.RedisCluster, ch string) {
+	t.Helper()
+	from, err := cl.MasterOf("{" + ch + "}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	masters, err := cl.Masters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range masters {
+		if to != from {
+			if err := cl.MoveSlot("{"+ch+"}", to); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatal("no other master to move to")
+}
+
 // TestFaultSentinelFailover: the master under Sentinel is SIGKILLed and its replica promoted,
 // with --durability replicated, and comes back as the new master's replica: nothing
 // acknowledged is lost, repeated or reordered.
 func TestFaultSentinelFailover(t *testing.T) {
 	t.Parallel()
-	rs, err := testkit.StartRedisSentinel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rs.Close)
-	nodes := startNodes(t, func(testing.TB) []string {
-		seeds := rs.SentinelAddrs()
-		return []string{"--redis-sentinels", seeds[0] + "," + seeds[1] + "," + seeds[2], "--redis-master-name", rs.Name,
-			"--log-level", "warn"}
-	}, 2, "--retry", "200ms", "--durability", "replicated")
+	rs := startPrivateSentinel(t)
+	nodes := startNodes(t, onSentinel(rs), 2, "--retry", "200ms", "--durability", "replicated")
 	a, b := uniqueChannel("sentinel-a"), uniqueChannel("sentinel-b")
 	wait := startFollowers(t, 45*time.Second, clusterFollowers(t, nodes, a, b)...)
 	pub := newFaultPublisher(nodes[0].Publisher(t), nodes[0], nodes[1])
