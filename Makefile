@@ -29,14 +29,16 @@ clean:
 	rm -rf bin
 
 # Load scenarios S1–S5 (docs/benchmarks.md) against fresh herald processes, memory and Redis
-# stores, with the team's reference tool beside ours when its source is there.
+# stores, with the team's reference tool beside ours and its minimal SSE server as the yardstick
+# when their source is there.
 SSEBENCH_SRC ?= ../shared/tools/ssebench
 BENCH_STORE  ?= both
 BENCH_SCENARIOS ?= S1,S2,S3,S4,S5
 BENCH_ARGS ?= # e.g. -herald-arg=--metrics=false
 bench: build
 	$(GO) build -o bin/heraldbench ./cmd/heraldbench
-	@if [ -d "$(SSEBENCH_SRC)" ]; then (cd "$(SSEBENCH_SRC)" && $(GO) build -o "$(CURDIR)/bin/ssebench" .); fi
+	@if [ -d "$(SSEBENCH_SRC)" ]; then (cd "$(SSEBENCH_SRC)" && $(GO) build -o "$(CURDIR)/bin/ssebench" . && \
+		$(GO) build -o "$(CURDIR)/bin/testserver" ./cmd/testserver); fi
 	./bin/heraldbench -herald ./$(BIN) -store $(BENCH_STORE) -scenario $(BENCH_SCENARIOS) \
-		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench ) -md bin/bench.md $(BENCH_ARGS)
+		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench -minimal ./bin/testserver ) -md bin/bench.md $(BENCH_ARGS)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./store/... ./stream/...

@@ -30,7 +30,7 @@ Against a running server (figures need -server-pid):
   heraldbench -base http://127.0.0.1:8080 -token JWT -server-pid PID -scenario S2
 
 Starting a fresh Herald (and Redis) for every scenario and store:
-  heraldbench -herald ./bin/herald -store both -scenario S1,S2,S3,S4,S5 [-ssebench PATH]
+  heraldbench -herald ./bin/herald -store both -scenario S1,S2,S3,S4,S5 [-ssebench PATH] [-minimal PATH]
 
 Scenarios (benchmarks.md; flags given explicitly override them):
 %s
@@ -62,6 +62,7 @@ type options struct {
 	redisURL     string
 	redisServer  string
 	ssebench     string
+	minimal      string
 	jwtSecret    string
 	heraldArgs   listFlag
 	heraldEnv    listFlag
@@ -135,6 +136,7 @@ func newFlagSet(cfg *runConfig, o *options, subH, pubH *listFlag, stderr io.Writ
 	fs.IntVar(&o.nodes, "nodes", 1, "with -herald and a Redis store: start this many herald nodes on it; subscribers spread over them evenly (connection i on node (i / channels) % nodes), publishes go to the first, CPU is summed over all")
 	fs.StringVar(&o.redisURL, "redis-url", "", "with -herald: use this Redis (loopback) instead of starting redis-server")
 	fs.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary to start for the redis store")
+	fs.StringVar(&o.minimal, "minimal", "", "with -herald: also run every scenario on ssebench's minimal SSE server (its cmd/testserver built at this path), as the row of store \"minimal\": the yardstick of issue 13's goals")
 	fs.StringVar(&o.ssebench, "ssebench", "", "with -herald: also run the reference ssebench binary at this path, on a fresh server, per scenario and store")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "with -herald: HS256 secret for the servers (default: random)")
 	fs.Var(&o.heraldArgs, "herald-arg", "with -herald: extra argument for 'herald serve' (repeatable)")

@@ -171,6 +171,15 @@ func newOrchestrator(o *options, set map[string]bool, stdout, log io.Writer) (*o
 			return nil, fmt.Errorf("-ssebench: %w", err)
 		}
 	}
+	if o.minimal != "" {
+		if _, err := os.Stat(o.minimal); err != nil {
+			return nil, fmt.Errorf("-minimal: %w", err)
+		}
+		if o.nodes > 1 {
+			return nil, errors.New("-minimal runs one server; leave -nodes at 1")
+		}
+		orc.stores = append(orc.stores, storeMinimal)
+	}
 	if o.redisURL != "" {
 		u, err := url.Parse(o.redisURL)
 		if err != nil || u.Scheme != "redis" || u.Host == "" {
@@ -315,10 +324,29 @@ func (s *server) stop() {
 	}
 }
 
+// storeMinimal names, in the store column, ssebench's minimal SSE server run in Herald's
+// place: no store, no auth, nothing but fan-out.
+const storeMinimal = "minimal"
+
 // startServer starts Redis (when needed and not given) and Herald, and
 // waits until Herald answers GET /v1/health with 200.
 func (orc *orchestrator) startServer(store string) (*server, error) {
 	s := &server{}
+	if store == storeMinimal {
+		port, err := freePort()
+		if err != nil {
+			return s, err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if s.herald, err = startProc("minimal", orc.workDir, exec.Command(orc.o.minimal, "-addr", addr)); err != nil {
+			return s, err
+		}
+		s.base = "http://" + addr
+		if err := orc.waitHealth(s.base+"/stats", s.herald); err != nil {
+			return s, fmt.Errorf("minimal server: %w\n%s", err, s.herald.tail(20))
+		}
+		return s, nil
+	}
 	redisURL := ""
 	if store == "redis" {
 		redisURL = orc.o.redisURL
@@ -444,7 +472,13 @@ func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result 
 	fail := func(err error) *result {
 		return &result{Tool: tool, Scenario: c.Scenario, Store: store, Mode: c.Mode, Error: err.Error()}
 	}
-	fmt.Fprintf(orc.log, "heraldbench: %s on a fresh herald (%s store) with %s\n", c.Scenario, store, tool)
+	if store == storeMinimal {
+		fmt.Fprintf(orc.log, "heraldbench: %s on a fresh minimal server with %s\n", c.Scenario, tool)
+		c = minimalURLs(c)
+		token = ""
+	} else {
+		fmt.Fprintf(orc.log, "heraldbench: %s on a fresh herald (%s store) with %s\n", c.Scenario, store, tool)
+	}
 	srv, err := orc.startServer(store)
 	defer srv.stop()
 	if err != nil {
@@ -480,9 +514,20 @@ func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result 
 	}
 	res.Store = store
 	if !srv.herald.running() {
-		res.Error = fmt.Sprintf("herald exited during the run (%v)", srv.herald.waitErr)
+		res.Error = fmt.Sprintf("the server exited during the run (%v)", srv.herald.waitErr)
 	}
 	return res
+}
+
+// minimalURLs points c at ssebench's minimal server: its routes, the payload as the whole
+// body, and its events' name; it answers at the response head, with no connected event.
+func minimalURLs(c runConfig) runConfig {
+	c.SubURL = "{base}/sse?channel={channel_q}"
+	c.PubURL = "{base}/publish?channel={channel_q}"
+	c.PubBody = "{payload}"
+	c.ReadyEvent = ""
+	c.ExpectEvent = "message"
+	return c
 }
 
 // ssebenchArgs builds the reference tool's command line: the flags of
@@ -522,13 +567,13 @@ func (orc *orchestrator) ssebenchArgs(c runConfig, base, token string) []string 
 	}
 	a = append(a,
 		"-channel-prefix", c.ChannelPrefix,
-		"-sub-url", base+"/v1/channels/{channel}/events",
-		"-pub-url", base+"/v1/channels/{channel}/events",
-		"-pub-body", `{"event":"bench","data":{payload}}`,
-		"-pub-header", "Authorization: Bearer "+token,
-		"-pub-header", "Content-Type: application/json",
-		"-progress", "0")
-	return a
+		"-sub-url", strings.ReplaceAll(c.SubURL, "{base}", base),
+		"-pub-url", strings.ReplaceAll(c.PubURL, "{base}", base),
+		"-pub-body", c.PubBody)
+	if token != "" {
+		a = append(a, "-pub-header", "Authorization: Bearer "+token)
+	}
+	return append(a, "-pub-header", "Content-Type: application/json", "-progress", "0")
 }
 
 // fromSSEBench reads ssebench's JSON line into a row of this tool's table. The two tools name
@@ -612,6 +657,9 @@ func envHas(env []string, key string) bool {
 }
 
 func redactToken(args []string, token string) []string {
+	if token == "" {
+		return args
+	}
 	out := make([]string, len(args))
 	for i, a := range args {
 		out[i] = strings.ReplaceAll(a, token, "$TOKEN")

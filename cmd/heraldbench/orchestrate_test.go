@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -47,6 +48,8 @@ func fakeMain(args []string) int {
 		return 0
 	case len(args) > 0 && args[0] == "serve":
 		return fakeServe(args[1:])
+	case len(args) == 2 && args[0] == "-addr":
+		return fakeMinimal(args[1])
 	}
 	return fakeSSEBench(args)
 }
@@ -90,6 +93,34 @@ func fakeServe(args []string) int {
 	return 1
 }
 
+// fakeMinimal stands in for ssebench's minimal server: its routes, no auth, publish-only.
+func fakeMinimal(addr string) int {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake minimal:", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	go func() {
+		<-sig
+		os.Exit(0)
+	}()
+	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/stats":
+			_, _ = w.Write([]byte(`{}`))
+		case r.URL.Path == "/publish" && r.Method == http.MethodPost && r.URL.Query().Get("channel") != "" &&
+			r.Header.Get("Authorization") == "":
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			http.Error(w, "fake minimal: unexpected "+r.Method+" "+r.URL.String(), http.StatusBadRequest)
+		}
+	}))
+	return 1
+}
+
 // fakeSSEBench records its arguments, checks the server is up, and prints
 // a JSON line like ssebench's.
 func fakeSSEBench(args []string) int {
@@ -121,8 +152,13 @@ func fakeSSEBench(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	base, _, _ := strings.Cut(*sub, "/v1/")
-	resp, err := http.Get(base + "/v1/health")
+	health := "/v1/health"
+	base, _, found := strings.Cut(*sub, "/v1/")
+	if !found {
+		base, _, _ = strings.Cut(*sub, "/sse?")
+		health = "/stats"
+	}
+	resp, err := http.Get(base + health)
 	if err != nil || resp.StatusCode != 200 {
 		fmt.Fprintln(os.Stderr, "fake ssebench: server not up:", err)
 		return 2
@@ -237,5 +273,54 @@ func TestOrchestrateFreshServers(t *testing.T) {
 	md, err := os.ReadFile(mdFile)
 	if err != nil || !strings.Contains(string(md), "| S2 | memory | heraldbench | 20/20 |") || strings.Count(string(md), "\n") != len(rows)+2 {
 		t.Fatalf("markdown table: %v\n%s", err, md)
+	}
+}
+
+// TestOrchestrateMinimal: -minimal adds ssebench's minimal server as a row of its own, driven
+// through its routes with no token, by both tools.
+func TestOrchestrateMinimal(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argsFile := filepath.Join(t.TempDir(), "args")
+	t.Setenv("HERALDBENCH_FAKE", "1")
+	t.Setenv("HERALDBENCH_FAKE_ARGS", argsFile)
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	var stdout, stderr strings.Builder
+	code := realMain([]string{"-herald", exe, "-ssebench", exe, "-minimal", exe, "-store", "memory", "-scenario", "S5",
+		"-rate", "40", "-duration", "500ms", "-progress", "0"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	var rows []result
+	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var r result
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("stdout line %q: %v", l, err)
+		}
+		rows = append(rows, r)
+	}
+	if len(rows) != 4 || rows[2].Store != storeMinimal || rows[3].Store != storeMinimal {
+		t.Fatalf("rows: %s", stdout.String())
+	}
+	if r := rows[2]; r.Tool != "heraldbench" || r.Error != "" || r.Published == 0 || r.PublishErrors != 0 || r.ServerCPUS == nil {
+		t.Fatalf("minimal, heraldbench: %+v", r)
+	}
+	b, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var last []string
+	_ = json.Unmarshal([]byte(calls[len(calls)-1]), &last)
+	j := strings.Join(last, " ")
+	for _, want := range []string{"/sse?channel={channel_q} -pub-url http://127.0.0.1:", "/publish?channel={channel_q} -pub-body {payload}"} {
+		if !strings.Contains(j, want) {
+			t.Errorf("minimal ssebench args lack %q: %s", want, j)
+		}
+	}
+	if strings.Contains(j, "Authorization") || strings.Contains(rows[3].Command, "$TOKEN") {
+		t.Errorf("minimal ssebench run carries a token: %s / %s", j, rows[3].Command)
 	}
 }
