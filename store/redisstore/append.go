@@ -25,6 +25,10 @@ const appendPipelines = 4
 // burst is answered in slices rather than all at the end.
 const maxBatch = 256
 
+// maxCallAppends bounds how many appends one script call carries: Redis runs a script without
+// serving anyone else, so a call stays well under a millisecond.
+const maxCallAppends = 64
+
 // An appendOp moves from queued to taken (the batcher sends it) or to abandoned (its caller
 // gave up first, so it must never be sent): whoever wins the compare-and-swap decides.
 const (
@@ -35,7 +39,8 @@ const (
 
 type appendOp struct {
 	req   store.AppendRequest
-	args  []any // the EVALSHA command; args[1] is the script's SHA
+	keys  []string // this append's KEYS of the script
+	argv  []any    // this append's 7 ARGV of the script
 	state atomic.Int32
 	done  chan struct{}
 	res   store.AppendResult
@@ -55,7 +60,8 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 	if err := checkChannel(req.Channel); err != nil {
 		return store.AppendResult{}, err
 	}
-	op := &appendOp{req: req, args: s.appendArgs(req), done: make(chan struct{})}
+	op := &appendOp{req: req, done: make(chan struct{})}
+	op.keys, op.argv = s.appendArgs(req)
 	select {
 	case s.ops <- op:
 	case <-ctx.Done():
@@ -80,24 +86,21 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 	return op.res, op.err
 }
 
-// appendArgs builds the script call in the caller's goroutine, keeping the batcher's share of
-// the work small.
-func (s *Store) appendArgs(req store.AppendRequest) []any {
-	nkeys, fp := 2, ""
+// appendArgs builds an append's share of a script call in the caller's goroutine, keeping
+// the batcher's share of the work small.
+func (s *Store) appendArgs(req store.AppendRequest) ([]string, []any) {
+	keys := make([]string, 2, 3)
+	keys[0], keys[1] = s.key(req.Channel, "s"), s.key(req.Channel, "m")
+	fp := ""
 	if req.IdempotencyKey != "" {
-		nkeys, fp = 3, store.Fingerprint(req)
+		keys, fp = append(keys, s.key(req.Channel, "i:"+req.IdempotencyKey)), store.Fingerprint(req)
 	}
 	notice := s.noticeChannel(req.Channel)
 	if s.suppressPublish.Load() {
 		notice = ""
 	}
-	args := make([]any, 0, 3+nkeys+10)
-	args = append(args, "evalsha", appendScript.Hash(), nkeys, s.key(req.Channel, "s"), s.key(req.Channel, "m"))
-	if nkeys == 3 {
-		args = append(args, s.key(req.Channel, "i:"+req.IdempotencyKey))
-	}
-	return append(args, store.NewEpoch(), s.maxEvents, s.maxAgeMs, s.idemTTLMs, fp,
-		req.Name, []byte(req.Data), req.SocketID, notice, s.housekeepMs, s.waitFlag) // []byte: go-redis sends it as is, no copy
+	// []byte: go-redis sends it as is, no copy.
+	return keys, []any{len(keys), store.NewEpoch(), fp, req.Name, []byte(req.Data), req.SocketID, notice}
 }
 
 func (s *Store) batchLoop() {
@@ -152,18 +155,17 @@ func (s *Store) runBatch(batch []*appendOp) {
 	deadline := time.Now().Add(movingPatience)
 	withSource := false
 	for len(live) > 0 {
-		cmds, waits := s.execAppends(live, withSource)
 		var retry []*appendOp
 		moving := false
-		for i, op := range live {
-			err := cmds[i].Err()
+		for _, call := range s.execAppends(live, withSource) {
+			err := call.cmd.Err()
 			switch {
 			case err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT"):
-				retry, withSource = append(retry, op), true
+				retry, withSource = append(retry, call.ops...), true
 			case isMoving(err) && time.Now().Before(deadline):
-				retry, moving = append(retry, op), true
+				retry, moving = append(retry, call.ops...), true
 			default:
-				s.finish(op, cmds[i], waits[i])
+				s.finish(call)
 			}
 		}
 		live = retry
@@ -223,72 +225,132 @@ type noRetryIntCmd struct{ *redis.IntCmd }
 
 func (noRetryIntCmd) NoRetry() bool { return true }
 
-// execAppends sends ops, with EVAL instead of EVALSHA when the script must be (re)loaded. It
-// returns each op's command and, when replicas must confirm, the WAIT that follows it on the
-// same connection.
-func (s *Store) execAppends(ops []*appendOp, withSource bool) ([]*redis.Cmd, []*redis.IntCmd) {
-	cmds := make([]*redis.Cmd, len(ops))
-	waits := make([]*redis.IntCmd, len(ops))
-	for i, op := range ops {
-		args := op.args
-		if withSource {
-			args = append([]any{"eval", appendLua}, args[2:]...)
+// An appendCall is one script call: the appends it carries, its command, and the WAIT that
+// follows it on the same connection when replicas must confirm.
+type appendCall struct {
+	ops  []*appendOp
+	cmd  *redis.Cmd
+	wait *redis.IntCmd
+}
+
+// appendCalls splits ops into script calls: on one server as few as maxCallAppends allows, in
+// their order; on a cluster one channel's appends per call (its keys share a slot), in their
+// order within the channel.
+func (s *Store) appendCalls(ops []*appendOp, withSource bool) []*appendCall {
+	var groups [][]*appendOp
+	if s.cluster == nil {
+		for len(ops) > 0 {
+			n := min(len(ops), maxCallAppends)
+			groups, ops = append(groups, ops[:n:n]), ops[n:]
 		}
-		cmds[i] = redis.NewCmd(s.ctx, args...)
+	} else {
+		at := make(map[string]int)
+		for _, op := range ops {
+			i, ok := at[op.req.Channel]
+			if !ok || len(groups[i]) == maxCallAppends {
+				i = len(groups)
+				at[op.req.Channel] = i
+				groups = append(groups, nil)
+			}
+			groups[i] = append(groups[i], op)
+		}
 	}
+	calls := make([]*appendCall, len(groups))
+	for i, g := range groups {
+		nkeys := 0
+		for _, op := range g {
+			nkeys += len(op.keys)
+		}
+		args := make([]any, 0, 3+nkeys+6+7*len(g))
+		if withSource {
+			args = append(args, "eval", appendLua, nkeys)
+		} else {
+			args = append(args, "evalsha", appendScript.Hash(), nkeys)
+		}
+		for _, op := range g {
+			for _, k := range op.keys {
+				args = append(args, k)
+			}
+		}
+		args = append(args, len(g), s.maxEvents, s.maxAgeMs, s.idemTTLMs, s.housekeepMs, s.waitFlag)
+		for _, op := range g {
+			args = append(args, op.argv...)
+		}
+		calls[i] = &appendCall{ops: g, cmd: redis.NewCmd(s.ctx, args...)}
+	}
+	return calls
+}
+
+// execAppends sends ops as script calls, with EVAL instead of EVALSHA when the script must be
+// (re)loaded, and returns the calls with their answers.
+func (s *Store) execAppends(ops []*appendOp, withSource bool) []*appendCall {
+	calls := s.appendCalls(ops, withSource)
 	if s.replicas == 0 {
 		pipe := s.client.Pipeline()
-		for _, cmd := range cmds {
-			_ = pipe.Process(s.ctx, noRetryCmd{cmd})
+		for _, c := range calls {
+			_ = pipe.Process(s.ctx, noRetryCmd{c.cmd})
 		}
 		_, _ = pipe.Exec(s.ctx) // each command carries its own error
-		return cmds, waits
+		return calls
 	}
 	// WAIT counts what replicas acknowledged of its own connection's writes, so each master's
-	// appends and their WAIT share one pipeline on one connection (a cluster pipeline would
+	// calls and their WAIT share one pipeline on one connection (a cluster pipeline would
 	// send a keyless WAIT to any node).
-	groups := make(map[*redis.Client][]int)
-	for i, op := range ops {
-		c, err := s.masterFor(s.key(op.req.Channel, "s"))
+	groups := make(map[*redis.Client][]*appendCall)
+	for _, c := range calls {
+		m, err := s.masterFor(c.ops[0].keys[0])
 		if err != nil {
-			cmds[i].SetErr(err)
+			c.cmd.SetErr(err)
 			continue
 		}
-		groups[c] = append(groups[c], i)
+		groups[m] = append(groups[m], c)
 	}
-	for c, idx := range groups {
-		pipe := c.Pipeline()
-		for _, i := range idx {
-			_ = pipe.Process(s.ctx, noRetryCmd{cmds[i]})
+	for m, group := range groups {
+		pipe := m.Pipeline()
+		for _, c := range group {
+			_ = pipe.Process(s.ctx, noRetryCmd{c.cmd})
 		}
 		wait := redis.NewIntCmd(s.ctx, "wait", s.replicas, s.waitMs)
 		_ = pipe.Process(s.ctx, noRetryIntCmd{wait})
 		_, _ = pipe.Exec(s.ctx)
-		for _, i := range idx {
-			waits[i] = wait
+		for _, c := range group {
+			c.wait = wait
 		}
 	}
-	return cmds, waits
+	return calls
 }
 
-// finish turns the script's reply (and the replicas' count, when one was asked for) into op's
-// answer and wakes its caller.
-func (s *Store) finish(op *appendOp, cmd *redis.Cmd, wait *redis.IntCmd) {
-	defer close(op.done)
-	defer func() {
-		if op.err != nil || wait == nil {
-			return
-		}
-		if n, err := wait.Result(); err != nil || n < int64(s.replicas) {
-			op.err = fmt.Errorf("redisstore: append: %w: %d of %d replicas confirmed within %s ms (%v)",
-				store.ErrNotReplicated, n, s.replicas, s.waitMs, err)
-		}
-	}()
-	v, err := cmd.Result()
+// finish turns a call's reply (and the replicas' count, when one was asked for) into each of
+// its appends' answers and wakes their callers.
+func (s *Store) finish(call *appendCall) {
+	v, err := call.cmd.Result()
 	if err != nil {
-		op.err = s.appendErr(err)
-		return
+		err = s.appendErr(err)
 	}
+	replies, _ := v.([]any)
+	if err == nil && len(replies) != len(call.ops) {
+		err = fmt.Errorf("redisstore: append: unexpected reply %v", v)
+	}
+	var notReplicated error
+	if call.wait != nil {
+		if n, werr := call.wait.Result(); werr != nil || n < int64(s.replicas) {
+			notReplicated = fmt.Errorf("redisstore: append: %w: %d of %d replicas confirmed within %s ms (%v)",
+				store.ErrNotReplicated, n, s.replicas, s.waitMs, werr)
+		}
+	}
+	for i, op := range call.ops {
+		if op.err = err; err == nil {
+			s.settle(op, replies[i])
+		}
+		if op.err == nil && notReplicated != nil {
+			op.err = notReplicated
+		}
+		close(op.done)
+	}
+}
+
+// settle reads one append's reply out of its call's.
+func (s *Store) settle(op *appendOp, v any) {
 	reply, ok := v.([]any)
 	if !ok || len(reply) == 0 {
 		op.err = fmt.Errorf("redisstore: append: unexpected reply %v", v)
@@ -298,6 +360,10 @@ func (s *Store) finish(op *appendOp, cmd *redis.Cmd, wait *redis.IntCmd) {
 	switch {
 	case status == "conflict":
 		op.err = store.ErrIdempotencyConflict
+		return
+	case status == "err" && len(reply) == 2:
+		msg, _ := reply[1].(string)
+		op.err = s.appendErr(scriptError(msg))
 		return
 	case (status == "ok" || status == "dup") && len(reply) == 4:
 	default:
@@ -324,6 +390,13 @@ func (s *Store) finish(op *appendOp, cmd *redis.Cmd, wait *redis.IntCmd) {
 		Duplicate: status == "dup",
 	}
 }
+
+// scriptError is a Redis error one append of a call met, reported in its reply rather than
+// as the call's: it reads as the redis.Error it was, so it is classified the same way.
+type scriptError string
+
+func (e scriptError) Error() string { return string(e) }
+func (scriptError) RedisError()     {}
 
 // appendErr classifies a failed append by what its error proves. Only a failure that shows the
 // script never ran is store.ErrUnavailable: no connection to send it on, or Redis refusing it

@@ -1,5 +1,24 @@
 package redisstore
 
+import "github.com/herald-rt/herald/store"
+
 // SuppressPublish makes s's appends publish no notice, as if pub/sub had lost them, so tests
 // can check that live delivery refills them from the log.
 func SuppressPublish(s *Store, on bool) { s.suppressPublish.Store(on) }
+
+// AppendBatch sends reqs as one batch, as the batcher would when they were queued together,
+// and returns each one's answer.
+func AppendBatch(s *Store, reqs []store.AppendRequest) ([]store.AppendResult, []error) {
+	ops := make([]*appendOp, len(reqs))
+	for i, req := range reqs {
+		ops[i] = &appendOp{req: req, done: make(chan struct{})}
+		ops[i].keys, ops[i].argv = s.appendArgs(req)
+	}
+	s.runBatch(ops)
+	res, errs := make([]store.AppendResult, len(ops)), make([]error, len(ops))
+	for i, op := range ops {
+		<-op.done
+		res[i], errs[i] = op.res, op.err
+	}
+	return res, errs
+}

@@ -469,6 +469,53 @@ func TestUnavailable(t *testing.T) {
 	}
 }
 
+// TestOneCallManyAppends: appends sent together share one script call, and each keeps its
+// own answer: two to one channel in order, a repeated idempotency key answered as the
+// duplicate of the append just before it in the same call, and one whose channel's stream
+// was clobbered (not a stream any more) failing alone without taking its neighbours along.
+func TestOneCallManyAppends(t *testing.T) {
+	t.Parallel()
+	prefix := uniquePrefix()
+	s := newStore(t, redisstore.Options{Prefix: prefix})
+	ctx := testCtx(t)
+	if _, err := s.Append(ctx, store.AppendRequest{Channel: "call.bad", Name: "E", Data: json.RawMessage(`0`)}); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawClient(t, "")
+	if err := raw.Del(ctx, prefix+"{call.bad}:s").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Set(ctx, prefix+"{call.bad}:s", "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	req := func(ch, key, data string) store.AppendRequest {
+		return store.AppendRequest{Channel: ch, Name: "E", Data: json.RawMessage(data), IdempotencyKey: key}
+	}
+	res, errs := redisstore.AppendBatch(s, []store.AppendRequest{
+		req("call.a", "", `1`), req("call.bad", "", `2`), req("call.a", "", `3`),
+		req("call.b", "k", `4`), req("call.b", "k", `4`),
+	})
+	for i, want := range []struct {
+		ok        bool
+		seq       uint64
+		duplicate bool
+	}{{true, 1, false}, {false, 0, false}, {true, 2, false}, {true, 1, false}, {true, 1, true}} {
+		if (errs[i] == nil) != want.ok || (want.ok && (res[i].Event.Seq != want.seq || res[i].Duplicate != want.duplicate)) {
+			t.Errorf("append %d: %+v, %v; want ok=%v seq %d duplicate=%v", i, res[i], errs[i], want.ok, want.seq, want.duplicate)
+		}
+	}
+	if errs[1] != nil && !strings.Contains(errs[1].Error(), "WRONGTYPE") {
+		t.Errorf("the clobbered channel's append: %v, want Redis's WRONGTYPE", errs[1])
+	}
+	if res[3].Event.Epoch != res[4].Event.Epoch {
+		t.Errorf("the duplicate names another event: %s vs %s", res[3].Event.Cursor(), res[4].Event.Cursor())
+	}
+	page, err := s.Read(ctx, "call.a", store.Beginning, 10)
+	if err != nil || len(page.Events) != 2 || string(page.Events[0].Data) != "1" || string(page.Events[1].Data) != "3" {
+		t.Fatalf("call.a holds %+v (%v), want 1 then 3", page.Events, err)
+	}
+}
+
 func TestBatchingKeepsOrder(t *testing.T) {
 	t.Parallel()
 	s := newStore(t, redisstore.Options{Retention: store.Retention{MaxEvents: 100000}})
