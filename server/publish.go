@@ -34,9 +34,12 @@ const maxIdempotencyKeyLen = 255
 // parsePublish decodes and checks a publish body. The data is returned compacted to one line,
 // so every stored envelope fits a single SSE `data:` line.
 func parsePublish(body []byte) (PublishRequest, error) {
-	var req PublishRequest
-	if err := decodeStrict(body, &req); err != nil {
-		return req, badRequest("invalid_json", "the body must be one JSON object {\"event\":…,\"data\":…}: "+jsonProblem(err))
+	req, ok := parsePublishFast(body)
+	if !ok {
+		req = PublishRequest{}
+		if err := decodeStrict(body, &req); err != nil {
+			return req, badRequest("invalid_json", "the body must be one JSON object {\"event\":…,\"data\":…}: "+jsonProblem(err))
+		}
 	}
 	if err := stream.ValidEventName(req.Event); err != nil {
 		return req, badRequest("invalid_event", err.Error())
