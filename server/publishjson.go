@@ -30,10 +30,10 @@ func parsePublishFast(body []byte) (req PublishRequest, ok bool) {
 			return req, false
 		}
 		i = skipSpace(body, i+1)
-		switch key {
+		switch string(key) { // compared without a copy
 		case "event", "socket_id":
 			f := 0
-			if key == "socket_id" {
+			if string(key) == "socket_id" {
 				f = 1
 			}
 			v, next, ok := plainString(body, i)
@@ -42,9 +42,9 @@ func parsePublishFast(body []byte) (req PublishRequest, ok bool) {
 			}
 			seen[f] = true
 			if f == 0 {
-				req.Event = v
+				req.Event = string(v)
 			} else {
-				req.SocketID = v
+				req.SocketID = string(v)
 			}
 			i = next
 		case "data":
@@ -82,19 +82,19 @@ func skipSpace(b []byte, i int) int {
 
 // plainString reads a JSON string at b[i] made of printable ASCII with no escapes, and returns
 // its text and the index after its closing quote.
-func plainString(b []byte, i int) (string, int, bool) {
+func plainString(b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
-		return "", 0, false
+		return nil, 0, false
 	}
 	for j := i + 1; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
-			return string(b[i+1 : j]), j + 1, true
+			return b[i+1 : j], j + 1, true
 		case c == '\\' || c < 0x20 || c >= 0x7f:
-			return "", 0, false
+			return nil, 0, false
 		}
 	}
-	return "", 0, false
+	return nil, 0, false
 }
 
 // valueEnd finds where the JSON value starting at b[i] ends, following strings and nesting

@@ -45,3 +45,27 @@ func TestParsePublishFastTakesTheCommonShape(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParsePublish: a typical publish body read by the fast path and by the strict
+// decoder it stands in for.
+func BenchmarkParsePublish(b *testing.B) {
+	body := []byte(`{"event":"MessageSent","data":{"id":1234,"conversation":"c-42","author":{"id":7,"name":"Ada"},` +
+		`"text":"hello there, how can I help you today?","sent_at":"2026-12-05T13:00:00Z"},"socket_id":"123.456"}`)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := parsePublishFast(body); !ok {
+				b.Fatal("not read")
+			}
+		}
+	})
+	b.Run("strict", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var req PublishRequest
+			if err := decodeStrict(body, &req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
