@@ -194,14 +194,7 @@ func TestOrchestrateFreshServers(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
 
-	var rows []result
-	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		var r result
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("stdout line %q: %v", l, err)
-		}
-		rows = append(rows, r)
-	}
+	rows := resultRows(t, stdout.String())
 	if len(rows) != 2*len(stores)*2 {
 		t.Fatalf("%d rows, want %d:\n%s", len(rows), 2*len(stores)*2, stdout.String())
 	}
@@ -293,14 +286,7 @@ func TestOrchestrateMinimal(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
-	var rows []result
-	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		var r result
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("stdout line %q: %v", l, err)
-		}
-		rows = append(rows, r)
-	}
+	rows := resultRows(t, stdout.String())
 	if len(rows) != 4 || rows[2].Store != storeMinimal || rows[3].Store != storeMinimal {
 		t.Fatalf("rows: %s", stdout.String())
 	}
@@ -323,4 +309,18 @@ func TestOrchestrateMinimal(t *testing.T) {
 	if strings.Contains(j, "Authorization") || strings.Contains(rows[3].Command, "$TOKEN") {
 		t.Errorf("minimal ssebench run carries a token: %s / %s", j, rows[3].Command)
 	}
+}
+
+// resultRows reads heraldbench's JSON lines.
+func resultRows(t *testing.T, stdout string) []result {
+	t.Helper()
+	var rows []result
+	for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var r result
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("stdout line %q: %v", l, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }
