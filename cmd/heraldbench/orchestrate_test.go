@@ -78,9 +78,14 @@ func fakeServe(args []string) int {
 			return 1
 		}
 	}
-	ln, err := net.Listen("tcp", *addr)
+	return serveUntilTerm("fake herald", *addr, newFakeHerald(fakeToken(*secret)))
+}
+
+// serveUntilTerm serves h on addr and exits 0 on SIGTERM, as the servers heraldbench stops do.
+func serveUntilTerm(name, addr string, h http.Handler) int {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "fake herald:", err)
+		fmt.Fprintln(os.Stderr, name+":", err)
 		return 1
 	}
 	sig := make(chan os.Signal, 1)
@@ -89,24 +94,13 @@ func fakeServe(args []string) int {
 		<-sig
 		os.Exit(0)
 	}()
-	_ = http.Serve(ln, newFakeHerald(fakeToken(*secret)))
+	_ = http.Serve(ln, h)
 	return 1
 }
 
 // fakeMinimal stands in for ssebench's minimal server: its routes, no auth, publish-only.
 func fakeMinimal(addr string) int {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fake minimal:", err)
-		return 1
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
-	go func() {
-		<-sig
-		os.Exit(0)
-	}()
-	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveUntilTerm("fake minimal", addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/stats":
 			_, _ = w.Write([]byte(`{}`))
@@ -118,7 +112,6 @@ func fakeMinimal(addr string) int {
 			http.Error(w, "fake minimal: unexpected "+r.Method+" "+r.URL.String(), http.StatusBadRequest)
 		}
 	}))
-	return 1
 }
 
 // fakeSSEBench records its arguments, checks the server is up, and prints
