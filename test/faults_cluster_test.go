@@ -45,6 +45,38 @@ func startPrivateSentinel(t *testing.T) *testkit.RedisSentinel {
 	return rs
 }
 
+// clusterLoad is the load every cluster and Sentinel case runs: channels a and b published
+// through node A (then B when A fails) and followed on both nodes (clusterFollowers).
+type clusterLoad struct {
+	pub  *faultPublisher
+	stop func() error
+	wait func() []*subRecord
+}
+
+// startClusterLoad starts it for at most d, and returns once 100 events of each channel are
+// acknowledged.
+func startClusterLoad(t *testing.T, nodes []*herald, a, b string, d time.Duration) *clusterLoad {
+	t.Helper()
+	l := &clusterLoad{wait: startFollowers(t, d, clusterFollowers(t, nodes, a, b)...)}
+	l.pub = newFaultPublisher(nodes[0].Publisher(t), nodes[0], nodes[1])
+	l.pub.pause = 2 * time.Millisecond
+	l.stop = l.pub.runAll([]string{a, b}, d)
+	waitAcked(t, l.pub, 2*100)
+	return l
+}
+
+// end stops publishing, waits for every follower to reach the end, and counts (logging the
+// counts under name, with note and the publish answers).
+func (l *clusterLoad) end(t *testing.T, name, note string) (faultCounts, []*subRecord, map[string][]ackedEvent) {
+	t.Helper()
+	if err := l.stop(); err != nil {
+		t.Fatal(err)
+	}
+	recs := l.wait()
+	acked := l.pub.ackedCopy()
+	return countAll(t, name, recs, acked, note+"answers: "+l.pub.answerSummary()), recs, acked
+}
+
 // clusterFollowers follows channels a and b on both nodes, by SSE and long-poll.
 func clusterFollowers(t *testing.T, nodes []*herald, a, b string) []follower {
 	multi := "/v1/stream?" + url.Values{"channel": {a, b}}.Encode()
@@ -72,11 +104,8 @@ func TestFaultClusterMasterKilled(t *testing.T) {
 			cl := startPrivateCluster(t)
 			nodes := startNodes(t, onCluster(cl), 2, "--retry", "200ms", "--durability", durability)
 			a, b := uniqueChannel("master-a"), uniqueChannel("master-b")
-			wait := startFollowers(t, 45*time.Second, clusterFollowers(t, nodes, a, b)...)
-			pub := newFaultPublisher(nodes[0].Publisher(t), nodes[0], nodes[1])
-			pub.pause = 2 * time.Millisecond
-			stop := pub.runAll([]string{a, b}, 45*time.Second)
-			waitAcked(t, pub, 2*100)
+			load := startClusterLoad(t, nodes, a, b, 45*time.Second)
+			pub := load.pub
 			master, err := cl.MasterOf("{" + a + "}")
 			if err != nil {
 				t.Fatal(err)
@@ -97,13 +126,8 @@ func TestFaultClusterMasterKilled(t *testing.T) {
 			}
 			before := countAcked(pub.ackedCopy())
 			waitAcked(t, pub, before+2*100)
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
-			recs := wait()
-			acked := pub.ackedCopy()
-			c := countAll(t, "cluster-master-killed-"+durability, recs, acked,
-				"serving again within "+time.Since(killed).Round(100*time.Millisecond).String()+"; answers: "+pub.answerSummary())
+			c, _, _ := load.end(t, "cluster-master-killed-"+durability,
+				"serving again within "+time.Since(killed).Round(100*time.Millisecond).String()+"; ")
 			if c.Lost != 0 || c.Duplicated != 0 || c.Reordered != 0 {
 				t.Errorf("want nothing lost silently, duplicated or reordered: %s", c)
 			}
@@ -122,21 +146,12 @@ func TestFaultClusterReshard(t *testing.T) {
 	cl := startPrivateCluster(t)
 	nodes := startNodes(t, onCluster(cl), 2, "--retry", "200ms")
 	a, b := uniqueChannel("reshard-a"), uniqueChannel("reshard-b")
-	wait := startFollowers(t, 30*time.Second, clusterFollowers(t, nodes, a, b)...)
-	pub := newFaultPublisher(nodes[0].Publisher(t), nodes[0], nodes[1])
-	pub.pause = 2 * time.Millisecond
-	stop := pub.runAll([]string{a, b}, 30*time.Second)
-	waitAcked(t, pub, 2*100)
+	load := startClusterLoad(t, nodes, a, b, 30*time.Second)
 	for _, ch := range []string{a, b} {
 		moveToAnotherMaster(t, cl, ch)
-		waitAcked(t, pub, countAcked(pub.ackedCopy())+2*50)
+		waitAcked(t, load.pub, countAcked(load.pub.ackedCopy())+2*50)
 	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	recs := wait()
-	acked := pub.ackedCopy()
-	c := countAll(t, "cluster-reshard", recs, acked, "answers: "+pub.answerSummary())
+	c, recs, acked := load.end(t, "cluster-reshard", "")
 	expectExact(t, c, recs, acked)
 }
 
@@ -170,11 +185,8 @@ func TestFaultSentinelFailover(t *testing.T) {
 	rs := startPrivateSentinel(t)
 	nodes := startNodes(t, onSentinel(rs), 2, "--retry", "200ms", "--durability", "replicated")
 	a, b := uniqueChannel("sentinel-a"), uniqueChannel("sentinel-b")
-	wait := startFollowers(t, 45*time.Second, clusterFollowers(t, nodes, a, b)...)
-	pub := newFaultPublisher(nodes[0].Publisher(t), nodes[0], nodes[1])
-	pub.pause = 2 * time.Millisecond
-	stop := pub.runAll([]string{a, b}, 45*time.Second)
-	waitAcked(t, pub, 2*100)
+	load := startClusterLoad(t, nodes, a, b, 45*time.Second)
+	pub := load.pub
 	failed := pub.failures()
 	killed := time.Now()
 	rs.Master.Stop()
@@ -188,13 +200,8 @@ func TestFaultSentinelFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAcked(t, pub, countAcked(pub.ackedCopy())+2*100)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	recs := wait()
-	acked := pub.ackedCopy()
-	c := countAll(t, "sentinel-failover-replicated", recs, acked,
-		"serving again within "+time.Since(killed).Round(100*time.Millisecond).String()+"; answers: "+pub.answerSummary())
+	c, _, _ := load.end(t, "sentinel-failover-replicated",
+		"serving again within "+time.Since(killed).Round(100*time.Millisecond).String()+"; ")
 	if c.Lost != 0 || c.Duplicated != 0 || c.Reordered != 0 || c.Announced != 0 {
 		t.Errorf("want nothing lost, duplicated or reordered: %s", c)
 	}

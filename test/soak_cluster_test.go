@@ -34,11 +34,8 @@ func TestSoakClusterFaults(t *testing.T) {
 			a, b := uniqueChannel("soak-cl-a"), uniqueChannel("soak-cl-b")
 			// Generous bounds: the loop below stops at d (or its round limit), and the last
 			// fault may take up to a minute to wait out.
-			wait := startFollowers(t, d+2*time.Minute, clusterFollowers(t, nodes, a, b)...)
-			pub := newFaultPublisher(nodes[0].Publisher(t), nodes[0], nodes[1])
-			pub.pause = 2 * time.Millisecond
-			stop := pub.runAll([]string{a, b}, d+2*time.Minute)
-			waitAcked(t, pub, 2*100)
+			load := startClusterLoad(t, nodes, a, b, d+2*time.Minute)
+			pub := load.pub
 			start := time.Now()
 			kills, moves := 0, 0
 			var slowest time.Duration
@@ -55,12 +52,7 @@ func TestSoakClusterFaults(t *testing.T) {
 				}
 				waitAcked(t, pub, countAcked(pub.ackedCopy())+2*50)
 			}
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
-			recs := wait()
-			acked := pub.ackedCopy()
-			c := countAll(t, "soak-cluster-"+durability, recs, acked, "answers: "+pub.answerSummary())
+			c, _, _ := load.end(t, "soak-cluster-"+durability, "")
 			soakReport(t, "cluster-faults-"+durability, map[string]any{
 				"seconds": time.Since(start).Round(time.Second).Seconds(), "master_kills": kills, "slot_moves": moves,
 				"slowest_recovery_s": slowest.Round(100 * time.Millisecond).Seconds(),
@@ -112,11 +104,8 @@ func TestSoakSentinelFailovers(t *testing.T) {
 	rs := startPrivateSentinel(t)
 	nodes := startNodes(t, onSentinel(rs), 2, "--retry", "200ms", "--durability", "replicated")
 	a, b := uniqueChannel("soak-sn-a"), uniqueChannel("soak-sn-b")
-	wait := startFollowers(t, d+2*time.Minute, clusterFollowers(t, nodes, a, b)...)
-	pub := newFaultPublisher(nodes[0].Publisher(t), nodes[0], nodes[1])
-	pub.pause = 2 * time.Millisecond
-	stop := pub.runAll([]string{a, b}, d+2*time.Minute)
-	waitAcked(t, pub, 2*100)
+	load := startClusterLoad(t, nodes, a, b, d+2*time.Minute)
+	pub := load.pub
 	start := time.Now()
 	kills := 0
 	var slowest time.Duration
@@ -164,12 +153,7 @@ func TestSoakSentinelFailovers(t *testing.T) {
 		}
 		waitAcked(t, pub, countAcked(pub.ackedCopy())+2*50)
 	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	recs := wait()
-	acked := pub.ackedCopy()
-	c := countAll(t, "soak-sentinel-replicated", recs, acked, "answers: "+pub.answerSummary())
+	c, _, _ := load.end(t, "soak-sentinel-replicated", "")
 	soakReport(t, "sentinel-failovers-replicated", map[string]any{
 		"seconds": time.Since(start).Round(time.Second).Seconds(), "master_kills": kills,
 		"slowest_recovery_s": slowest.Round(100 * time.Millisecond).Seconds(),
