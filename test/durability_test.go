@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,10 +20,9 @@ func TestDurabilityReplicated(t *testing.T) {
 	t.Parallel()
 	master := startPrivateRedis(t, "--repl-diskless-sync-delay", "0")
 	replica := startPrivateRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port()))
-	if !testkit.WaitFor(10*time.Second, func() bool {
-		info, err := testkit.RedisCommand(master.Addr(), "WAIT", "1", "100")
-		return err == nil && info == ":1"
-	}) {
+	// Connected is not enough: a replica still loading the master's data, or one the master
+	// has not yet seen acknowledge, confirms nothing. In sync once it confirms a write.
+	if !testkit.WaitFor(10*time.Second, func() bool { return confirmsWrites(master.Addr()) }) {
 		t.Fatal("the replica did not sync")
 	}
 	h := startNodes(t, onRedis(master), 1, "--durability", "replicated", "--replication-timeout", "300ms")[0]
@@ -74,4 +74,25 @@ func TestDurabilityRefusedAtStartup(t *testing.T) {
 			t.Errorf("%v: want an exit at startup saying %q, got %v", c.args, c.want, err)
 		}
 	}
+}
+
+// replicaInSync reports whether the redis-server at addr is a replica whose initial sync is
+// done and whose link to its master is up.
+func replicaInSync(addr string) bool {
+	host, port, _ := strings.Cut(addr, ":")
+	out, err := exec.Command("redis-cli", "-h", host, "-p", port, "INFO", "replication").Output()
+	info := string(out)
+	return err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up") &&
+		strings.Contains(info, "master_sync_in_progress:0")
+}
+
+// confirmsWrites reports whether a replica of the redis-server at addr confirms a write to it
+// within 100 ms: a write and a WAIT on one connection.
+func confirmsWrites(addr string) bool {
+	host, port, _ := strings.Cut(addr, ":")
+	cmd := exec.Command("redis-cli", "-h", host, "-p", port)
+	cmd.Stdin = strings.NewReader("SET herald-sync-probe 1\nWAIT 1 100\n")
+	out, err := cmd.Output()
+	f := strings.Fields(string(out))
+	return err == nil && len(f) > 0 && f[len(f)-1] == "1"
 }

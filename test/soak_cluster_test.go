@@ -3,8 +3,6 @@
 package test
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -135,12 +133,7 @@ func TestSoakSentinelFailovers(t *testing.T) {
 		kills++
 		// The next kill waits until the old master is back as a replica in sync, or the
 		// sentinels would have nothing to promote.
-		if !testkit.WaitFor(30*time.Second, func() bool {
-			host, port, _ := strings.Cut(master.Addr(), ":")
-			out, err := exec.Command("redis-cli", "-h", host, "-p", port, "INFO", "replication").Output()
-			info := string(out)
-			return err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
-		}) {
+		if !testkit.WaitFor(30*time.Second, func() bool { return replicaInSync(master.Addr()) }) {
 			for _, sn := range rs.Sentinels {
 				t.Logf("sentinel %s:\n%s", sn.Addr(), sn.LogTail(40))
 			}
