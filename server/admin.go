@@ -46,7 +46,7 @@ func (s *Server) newAdmin() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.writeError
-	e.IPExtractor = echo.ExtractIPDirect()
+	e.IPExtractor = clientIP(s.cfg.TrustedProxies)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(api.requireToken)
 	if s.cfg.Metrics != nil {

@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -95,6 +96,12 @@ type Config struct {
 	MaxConnRate float64
 	// Metrics, when set, are kept and served at /metrics on the admin listener. Nil: none.
 	Metrics *Metrics
+	// TrustedProxies are the addresses of the proxies in front (nginx, a load balancer): a
+	// request coming from one of them is from the client X-Forwarded-For names — the last
+	// address in it that is not itself a trusted proxy. Empty: the connection's own address,
+	// whatever the headers say (a client could otherwise pick any address, and with it the
+	// per-address rate limit it falls under).
+	TrustedProxies []*net.IPNet
 }
 
 // DefaultConfig holds the default of every setting that has one; `herald serve`'s flags take
@@ -201,9 +208,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.writeError
-	// Client addresses come from the connection only: X-Forwarded-For is not trusted unless a
-	// proxy in front is configured to be (not yet a setting).
-	e.IPExtractor = echo.ExtractIPDirect()
+	e.IPExtractor = clientIP(s.cfg.TrustedProxies)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(s.accessLog)
 	e.Use(s.guardBody)
@@ -343,6 +348,50 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// clientIP reads a request's client address: the connection's, or X-Forwarded-For's when the
+// connection comes from a trusted proxy. Echo trusts loopback and private ranges by default;
+// here nothing is trusted that was not listed.
+func clientIP(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// ParseTrustedProxies reads addresses and CIDR ranges ("10.0.0.0/8", "127.0.0.1", "::1"),
+// each element possibly a comma-separated list.
+func ParseTrustedProxies(list []string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, v := range strings.Split(strings.Join(list, ","), ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if !strings.Contains(v, "/") {
+			ip := net.ParseIP(v)
+			if ip == nil {
+				return nil, fmt.Errorf("trusted proxy %q: not an IP address or CIDR range", v)
+			}
+			bits := 128
+			if ip4 := ip.To4(); ip4 != nil {
+				ip, bits = ip4, 32
+			}
+			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, n, err := net.ParseCIDR(v)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: not an IP address or CIDR range", v)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func contains(list []string, v string) bool {

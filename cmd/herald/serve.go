@@ -46,7 +46,7 @@ type serveConfig struct {
 	socketSecret, configPath, clientEvents                 *string
 	presenceTTL                                            *time.Duration
 	dev, metrics                                           *bool
-	cors                                                   *[]string
+	cors, trustedProxies                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
 	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
 	drainPeriod, replicationTimeout                        *time.Duration
@@ -78,6 +78,7 @@ func serve(args []string) error {
 		replicationTimeout: fs.Duration("replication-timeout", time.Second, "with durability replicated: how long a publish waits for a replica before it is answered 503 replication_timeout"),
 		redisPrefix:        fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of every Redis key, so deployments can share one Redis"),
 		cors:               fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
+		trustedProxies:     fs.List("trusted-proxies", "address or CIDR range of a proxy in front (nginx, a load balancer) whose X-Forwarded-For names the client; repeatable, or comma-separated (default: none, the connection's address is the client's)", true),
 		heartbeat:          fs.Duration("heartbeat", def.Heartbeat, "interval of the \": ping\" comment on idle streams"),
 		retry:              fs.Duration("retry", def.Retry, "reconnect delay sent to EventSource clients"),
 		writeTimeout:       fs.Duration("write-timeout", def.WriteTimeout, "a stream client that takes no data for this long is cut off"),
@@ -202,11 +203,16 @@ func serve(args []string) error {
 		return err
 	}
 	defer ln.Close()
+	trusted, err := server.ParseTrustedProxies(*cfg.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
 	srv := server.New(server.Config{
 		Addr:             ln.Addr().String(),
 		Auth:             auth,
 		DevMinter:        devMinter,
 		CORSOrigins:      *cfg.cors,
+		TrustedProxies:   trusted,
 		Heartbeat:        *cfg.heartbeat,
 		Retry:            *cfg.retry,
 		WriteTimeout:     *cfg.writeTimeout,
