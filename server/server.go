@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -102,6 +103,12 @@ type Config struct {
 	// whatever the headers say (a client could otherwise pick any address, and with it the
 	// per-address rate limit it falls under).
 	TrustedProxies []*net.IPNet
+	// TLS, when set, makes Serve speak TLS, offering HTTP/2 and HTTP/1.1 (Certificate.TLSConfig).
+	TLS *tls.Config
+	// H2C serves HTTP/2 without TLS, with prior knowledge, beside HTTP/1.1: for a proxy in front
+	// that terminates TLS and speaks HTTP/2 to its backends. Never for browsers, which speak
+	// HTTP/2 only over TLS.
+	H2C bool
 }
 
 // DefaultConfig holds the default of every setting that has one; `herald serve`'s flags take
@@ -250,7 +257,15 @@ func New(cfg Config, log zerolog.Logger) *Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		// No WriteTimeout: it would kill streams. Each stream keeps a rolling write deadline.
-		ErrorLog: nil,
+		ErrorLog:  nil,
+		TLSConfig: s.cfg.TLS,
+		HTTP2:     http2Settings(),
+	}
+	if s.cfg.H2C {
+		s.http.Protocols = new(http.Protocols)
+		s.http.Protocols.SetHTTP1(true)
+		s.http.Protocols.SetHTTP2(s.cfg.TLS != nil)
+		s.http.Protocols.SetUnencryptedHTTP2(true)
 	}
 	// http.Server.Shutdown waits for connections to go idle, which streams never do: end them
 	// first, each with a jittered retry so clients do not all come back at once.
@@ -298,9 +313,14 @@ func (s *Server) expireLoop() {
 // Handler is the API as an http.Handler.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown, over TLS when Config.TLS is set.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.http.Serve(ln)
+	var err error
+	if s.http.TLSConfig != nil {
+		err = s.http.ServeTLS(ln, "", "")
+	} else {
+		err = s.http.Serve(ln)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -54,8 +54,26 @@ func runMain(m *testing.M) int {
 	}
 	defer testkit.StopSharedRedis()
 	defer stopSharedCluster()
+	if testCerts, err = testkit.NewCerts(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: test certificates:", err)
+		return 1
+	}
+	// The shared clients trust the test CA, so every helper works against a herald started
+	// with tls: true (over HTTP/1.1: a custom TLS config turns Go's automatic HTTP/2 off).
+	client, err := testCerts.ClientTLS()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: test certificates:", err)
+		return 1
+	}
+	client.Certificates = nil
+	apiClient.Transport.(*http.Transport).TLSClientConfig = client
+	streamTransport.TLSClientConfig = client
 	return m.Run()
 }
+
+// testCerts are a throwaway CA and a certificate for 127.0.0.1 it signed, made by TestMain;
+// a herald started with tls: true serves that certificate.
+var testCerts testkit.Certs
 
 // ---------------------------------------------------------------------------------------------
 // The herald process
@@ -64,7 +82,7 @@ func runMain(m *testing.M) int {
 type herald struct {
 	t      testing.TB
 	name   string
-	Base   string // http://127.0.0.1:PORT
+	Base   string // http://127.0.0.1:PORT (https:// with tls)
 	Addr   string
 	Admin  string // the admin listener, http://127.0.0.1:PORT
 	Secret []byte
@@ -79,6 +97,7 @@ type heraldOpts struct {
 	secret []byte   // JWT secret; random by default
 	addr   string   // listen address; a free loopback port by default
 	args   []string // extra `serve` flags
+	tls    bool     // serve testCerts' certificate: https:// on both listeners
 	env    []string // extra environment variables, KEY=value
 }
 
@@ -139,9 +158,15 @@ func startHerald(t testing.TB, o heraldOpts) *herald {
 }
 
 func tryStartHerald(t testing.TB, o heraldOpts, addr, adminAddr string) (*herald, error) {
-	h := &herald{t: t, name: o.name, Addr: addr, Base: "http://" + addr, Admin: "http://" + adminAddr, Secret: o.secret,
+	scheme := "http://"
+	args := []string{"serve", "--addr", addr, "--admin-addr", adminAddr}
+	if o.tls {
+		scheme = "https://"
+		args = append(args, "--tls-cert", testCerts.ServerCert, "--tls-key", testCerts.ServerKey)
+	}
+	h := &herald{t: t, name: o.name, Addr: addr, Base: scheme + addr, Admin: scheme + adminAddr, Secret: o.secret,
 		logs: &testkit.LogBuffer{}, done: make(chan struct{})}
-	args := append([]string{"serve", "--addr", addr, "--admin-addr", adminAddr}, o.args...)
+	args = append(args, o.args...)
 	h.cmd = exec.Command(heraldBin, args...)
 	// The child gets none of this machine's HERALD_* settings, only what the test passes.
 	env := append([]string{"HERALD_JWT_SECRET=" + string(o.secret)}, o.env...)
@@ -596,6 +621,11 @@ func (e *statusError) Error() string { return "stream refused: " + e.r.String() 
 
 // openSSE opens an SSE stream. A non-200 answer is returned as a *statusError.
 func openSSE(rawURL string, header http.Header) (*sseStream, error) {
+	return openSSEWith(&http.Client{Transport: streamTransport}, rawURL, header)
+}
+
+// openSSEWith opens an SSE stream through client (an HTTP/2 one, say).
+func openSSEWith(client *http.Client, rawURL string, header http.Header) (*sseStream, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
@@ -608,7 +638,7 @@ func openSSE(rawURL string, header http.Header) (*sseStream, error) {
 	}
 	// Bound the time to the response headers; the body then streams without a limit.
 	timer := time.AfterFunc(15*time.Second, cancel)
-	resp, err := (&http.Client{Transport: streamTransport}).Do(req)
+	resp, err := client.Do(req)
 	timer.Stop()
 	if err != nil {
 		cancel()

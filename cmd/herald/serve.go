@@ -56,6 +56,8 @@ type serveConfig struct {
 	maxHeader, sendBuffer, maxConns                        *int
 	maxConnRate                                            *float64
 	nodeTTL                                                *time.Duration
+	tlsCert, tlsKey                                        *string
+	h2c                                                    *bool
 	keys                                                   keyFlags
 }
 
@@ -64,6 +66,9 @@ func serve(args []string) error {
 	def, ret, hub := server.DefaultConfig(), store.DefaultRetention(), stream.DefaultOptions()
 	cfg := serveConfig{
 		addr:               fs.String("addr", "127.0.0.1:8081", "address to listen on"),
+		tlsCert:            fs.String("tls-cert", "", "PEM certificate chain: serve HTTPS, HTTP/2 and HTTP/1.1, on --addr and --admin-addr (with --tls-key; reloaded when the files change or on SIGHUP)"),
+		tlsKey:             fs.String("tls-key", "", "PEM private key of --tls-cert"),
+		h2c:                fs.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge), for a TLS-terminating proxy that speaks HTTP/2 to Herald"),
 		dev:                fs.Bool("dev", false, "INSECURE development mode: generated key, printed token, pretty logs"),
 		metrics:            fs.Bool("metrics", true, "keep Prometheus metrics and serve them at /metrics on the admin listener; false: count nothing"),
 		redisURL:           fs.String("redis-url", "", "Redis URL: redis://[user:password@]host:port/db, or rediss:// for TLS; empty uses the embedded in-memory store"),
@@ -158,6 +163,15 @@ func serve(args []string) error {
 			return fmt.Errorf("refusing to serve the admin listener on %s without a token: set --admin-token (HERALD_ADMIN_TOKEN), or keep --admin-addr on loopback", *cfg.adminAddr)
 		}
 	}
+	var cert *server.Certificate
+	switch {
+	case (*cfg.tlsCert == "") != (*cfg.tlsKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case *cfg.tlsCert != "":
+		if cert, err = server.LoadCertificate(*cfg.tlsCert, *cfg.tlsKey); err != nil {
+			return err
+		}
+	}
 	var adminLn net.Listener
 	if *cfg.adminAddr != "" {
 		adminLn, err = net.Listen("tcp", *cfg.adminAddr)
@@ -237,9 +251,15 @@ func serve(args []string) error {
 		AdminAddr:        addrOf(adminLn),
 		AdminToken:       adminToken,
 		Metrics:          metrics,
+		TLS:              tlsConfig(cert),
+		H2C:              *cfg.h2c,
 	}, log)
+	if cert != nil {
+		go cert.Watch(ctx, certCheckInterval, log)
+		go reloadOnHangup(ctx, cert, log)
+	}
 
-	log.Info().Str("addr", ln.Addr().String()).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
+	log.Info().Str("addr", ln.Addr().String()).Str("protocols", protocols(cert != nil, *cfg.h2c)).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
 		Uint64("max_open_files", raiseFileLimit()).Msg("herald listening")
 	if adminLn != nil {
 		ev := log.Info()
@@ -247,16 +267,20 @@ func serve(args []string) error {
 			ev = log.Warn().Str("admin_token", "none")
 		}
 		ev.Str("addr", adminLn.Addr().String()).Msg("admin listener: /admin, /metrics, /console, /debug/pprof")
-		admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig(cert)}
 		go func() {
-			if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			serve := admin.Serve
+			if cert != nil {
+				serve = func(ln net.Listener) error { return admin.ServeTLS(ln, "", "") }
+			}
+			if err := serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				log.Error().Err(err).Msg("admin listener")
 			}
 		}()
 		defer admin.Close()
 	}
 	if *cfg.dev {
-		printDevHelp(secret, ln.Addr().String(), addrOf(adminLn), adminToken)
+		printDevHelp(secret, ln.Addr().String(), addrOf(adminLn), adminToken, cert != nil)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -346,7 +370,7 @@ func addrOf(ln net.Listener) string {
 }
 
 // printDevHelp prints a ready token and copy-paste curl lines for the dev server.
-func printDevHelp(secret []byte, addr, adminAddr, adminToken string) {
+func printDevHelp(secret []byte, addr, adminAddr, adminToken string, tls bool) {
 	if len(secret) == 0 {
 		return
 	}
@@ -358,16 +382,21 @@ func printDevHelp(secret []byte, addr, adminAddr, adminToken string) {
 	if err != nil {
 		return
 	}
-	base := "http://" + addr
+	scheme, curl := "http", "curl"
+	if tls {
+		// The dev certificate is often self-signed: curl then needs --cacert (or -k).
+		scheme, curl = "https", "curl --http2"
+	}
+	base := scheme + "://" + addr
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nHerald dev server on %s (in-memory unless --redis-url is set)\n\n", base)
 	fmt.Fprintf(&b, "Dev token (24h, may subscribe and publish anywhere):\n  export HERALD_TOKEN=%s\n\n", tok)
-	fmt.Fprintf(&b, "Subscribe (SSE):\n  curl -N %s/v1/channels/demo/events\n\n", base)
-	fmt.Fprintf(&b, "Publish:\n  curl -X POST %s/v1/channels/demo/events -H \"Authorization: Bearer $HERALD_TOKEN\" -H 'Content-Type: application/json' -d '{\"event\":\"MessageSent\",\"data\":{\"text\":\"hello\"}}'\n\n", base)
-	fmt.Fprintf(&b, "Long-poll (history from the beginning, then wait up to 25 s):\n  curl '%s/v1/channels/demo/poll?since=beginning'\n\n", base)
+	fmt.Fprintf(&b, "Subscribe (SSE):\n  %s -N %s/v1/channels/demo/events\n\n", curl, base)
+	fmt.Fprintf(&b, "Publish:\n  %s -X POST %s/v1/channels/demo/events -H \"Authorization: Bearer $HERALD_TOKEN\" -H 'Content-Type: application/json' -d '{\"event\":\"MessageSent\",\"data\":{\"text\":\"hello\"}}'\n\n", curl, base)
+	fmt.Fprintf(&b, "Long-poll (history from the beginning, then wait up to 25 s):\n  %s '%s/v1/channels/demo/poll?since=beginning'\n\n", curl, base)
 	if adminAddr != "" {
-		fmt.Fprintf(&b, "Debug console:\n  http://%s/console?token=%s\n\n", adminAddr, adminToken)
-		fmt.Fprintf(&b, "Admin API and metrics:\n  curl -H 'Authorization: Bearer %s' http://%s/admin/nodes\n\n", adminToken, adminAddr)
+		fmt.Fprintf(&b, "Debug console:\n  %s://%s/console?token=%s\n\n", scheme, adminAddr, adminToken)
+		fmt.Fprintf(&b, "Admin API and metrics:\n  %s -H 'Authorization: Bearer %s' %s://%s/admin/nodes\n\n", curl, adminToken, scheme, adminAddr)
 	}
 	os.Stdout.WriteString(b.String())
 }
