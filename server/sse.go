@@ -77,7 +77,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		c.Set(streamLogKey, true)
 		entry := requestOf(c, start)
 		cw := &connWriter{conn: conn, timeout: s.cfg.WriteTimeout, written: int64(w.Size)}
-		if tc, ok := conn.(*net.TCPConn); ok && s.cfg.StreamSendBuffer > 0 {
+		if tc, ok := tcpConn(conn); ok && s.cfg.StreamSendBuffer > 0 {
 			// The kernel would grow a stream's send buffer towards a client that reads
 			// nothing, about a megabyte each; a stream needs far less, and a stuck one then
 			// fills its queue and is cut off sooner.
@@ -99,7 +99,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 				// the data it did not take: the kernel frees the connection's buffers at once
 				// instead of holding them for a client that may never read again. It resumes
 				// from the last event it did receive.
-				if tc, ok := conn.(*net.TCPConn); ok {
+				if tc, ok := tcpConn(conn); ok {
 					_ = tc.SetLinger(0)
 				}
 			}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -120,4 +121,14 @@ func (c *Certificate) TLSConfig() *tls.Config {
 // for a server of long-lived streams (figures in docs/benchmarks.md, "HTTP/2").
 func http2Settings() *http.HTTP2Config {
 	return &http.HTTP2Config{}
+}
+
+// tcpConn is the TCP connection under conn, also under TLS, for the socket options a stream
+// sets (send buffer, linger).
+func tcpConn(conn net.Conn) (*net.TCPConn, bool) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	tc, ok := conn.(*net.TCPConn)
+	return tc, ok
 }
