@@ -77,7 +77,7 @@ func expectInOrder(t testing.TB, what string, got []received, ids []string, from
 
 func TestTLSAndHTTP2(t *testing.T) {
 	t.Parallel()
-	h := startHerald(t, heraldOpts{tls: true, args: []string{"--write-timeout", "2s", "--queue-size", "64"}})
+	h := startHerald(t, heraldOpts{tls: true, args: []string{"--write-timeout", "2s", "--queue-size", "64", "--heartbeat", "1s"}})
 	tok := h.Publisher(t)
 	ch := uniqueChannel("tls")
 	path := eventsPath(ch)
@@ -129,6 +129,23 @@ func TestTLSAndHTTP2(t *testing.T) {
 	for i, s := range streams {
 		expectInOrder(t, "stream "+string(rune('A'+i)), s.mustEvents(t, 30, 10*time.Second), ids, 0)
 	}
+
+	t.Run("heartbeat over HTTP/2", func(t *testing.T) {
+		f, err := streams[0].next(5 * time.Second)
+		if err != nil || !f.CommentOnly() {
+			t.Fatalf("want a heartbeat comment on an idle HTTP/2 stream, got %q, %v", f.Raw, err)
+		}
+	})
+
+	t.Run("the admin listener on the same certificate", func(t *testing.T) {
+		if !strings.HasPrefix(h.Admin, "https://") {
+			t.Fatalf("admin listener at %s", h.Admin)
+		}
+		r := mustDo(t, http.MethodGet, h.Admin+"/admin/nodes", nil, nil) // trusts only the test CA
+		if r.Status != http.StatusOK {
+			t.Fatalf("GET /admin/nodes over TLS: %s", r)
+		}
+	})
 
 	t.Run("resume over HTTP/2 from Last-Event-ID", func(t *testing.T) {
 		s, err := openSSEWith(h2, h.Base+path, lastEventHeader(ids[19]))
