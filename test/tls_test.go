@@ -147,6 +147,37 @@ func TestTLSAndHTTP2(t *testing.T) {
 		}
 	})
 
+	// The README's lines: curl --http2 -N to subscribe, curl --http2 -X POST to publish.
+	t.Run("curl --http2", func(t *testing.T) {
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			t.Fatal("this test needs curl: apt-get install curl (make test installs it)")
+		}
+		ch := uniqueChannel("tls-curl")
+		sub := exec.Command(curl, "--http2", "-N", "-sS", "--cacert", testCerts.CA, "--max-time", "3",
+			"-w", "\nhttp_version=%{http_version}\n", h.Base+eventsPath(ch))
+		out := &testkit.LogBuffer{} // curl's output is copied in by another goroutine
+		sub.Stdout, sub.Stderr = out, out
+		if err := sub.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Process.Kill()
+		if !testkit.WaitFor(5*time.Second, func() bool { return strings.Contains(out.String(), "herald:connected") }) {
+			t.Fatalf("curl --http2 -N: no herald:connected: %q", out.String())
+		}
+		pubOut, err := exec.Command(curl, "--http2", "-sS", "--cacert", testCerts.CA, "-X", "POST", h.Base+eventsPath(ch),
+			"-H", "Authorization: Bearer "+tok, "-H", "Content-Type: application/json",
+			"-d", `{"event":"MessageSent","data":{"text":"hello"}}`, "-w", "\nhttp_version=%{http_version}").CombinedOutput()
+		if err != nil || !strings.Contains(string(pubOut), `"channel":"`+ch+`"`) || !strings.Contains(string(pubOut), "http_version=2") {
+			t.Fatalf("curl --http2 -X POST: %v: %s", err, pubOut)
+		}
+		sub.Wait() // --max-time ends it
+		got := out.String()
+		if !strings.Contains(got, "event: MessageSent\n") || !strings.Contains(got, `"text":"hello"`) || !strings.Contains(got, "http_version=2") {
+			t.Fatalf("curl --http2 -N did not show the event over HTTP/2: %q", got)
+		}
+	})
+
 	t.Run("resume over HTTP/2 from Last-Event-ID", func(t *testing.T) {
 		s, err := openSSEWith(h2, h.Base+path, lastEventHeader(ids[19]))
 		if err != nil {
