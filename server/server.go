@@ -103,6 +103,13 @@ type Config struct {
 	// whatever the headers say (a client could otherwise pick any address, and with it the
 	// per-address rate limit it falls under).
 	TrustedProxies []*net.IPNet
+	// CompressMinBytes is the smallest answer compressed (brotli or gzip, as the client's
+	// Accept-Encoding allows); SSE streams are never compressed by it. Negative: no
+	// compression. Default 1024.
+	CompressMinBytes int
+	// SSECompression sends streams gzip-compressed to clients that accept gzip, flushed per
+	// batch of events. Off by default: it costs CPU per batch and about 2 KB per stream.
+	SSECompression bool
 	// TLS, when set, makes Serve speak TLS, offering HTTP/2 and HTTP/1.1 (Certificate.TLSConfig).
 	TLS *tls.Config
 	// H2C serves HTTP/2 without TLS, with prior knowledge, beside HTTP/1.1: for a proxy in front
@@ -130,6 +137,7 @@ func DefaultConfig() Config {
 		WhisperRate:      float64(authz.DefaultLimits().ClientEventsPerSecond),
 		PresenceTTL:      store.DefaultPresenceTTL,
 		NodeTTL:          store.DefaultNodeTTL,
+		CompressMinBytes: 1024,
 	}
 }
 
@@ -157,6 +165,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ClientEvents == "" {
 		c.ClientEvents = d.ClientEvents
+	}
+	if c.CompressMinBytes == 0 { // negative: no compression
+		c.CompressMinBytes = d.CompressMinBytes
 	}
 	return c
 }
@@ -230,8 +241,13 @@ func New(cfg Config, log zerolog.Logger) *Server {
 			MaxAge:           600,
 		}))
 	}
-	// No gzip and no timeout middleware anywhere: streams must flush every frame and live for
-	// hours (docs/architecture.md).
+	// Answers are compressed by a middleware that leaves the stream routes alone (streams
+	// flush every frame and compress themselves when SSECompression asks); no timeout
+	// middleware anywhere: streams live for hours and long-polls for a minute
+	// (docs/architecture.md).
+	if s.cfg.CompressMinBytes > 0 {
+		e.Use(compressMiddleware(s.cfg.CompressMinBytes))
+	}
 	v1 := e.Group("/v1")
 	v1.GET("/health", s.health)
 	v1.GET("/ready", s.ready)

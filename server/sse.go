@@ -60,6 +60,14 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
+	var gz *sseGzip // nil: the stream goes out as it is
+	if s.cfg.SSECompression {
+		h.Add(echo.HeaderVary, echo.HeaderAcceptEncoding)
+		if enc, _ := parseAcceptEncoding(req.Header.Values(echo.HeaderAcceptEncoding)).choose(false); enc == codingGzip {
+			h.Set(echo.HeaderContentEncoding, "gzip")
+			gz = newSSEGzip()
+		}
+	}
 
 	// On HTTP/1.x the stream leaves the handler: the connection is hijacked and served by a
 	// fresh goroutine that keeps only the socket and the net.Conn. net/http's per-connection
@@ -93,7 +101,8 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		go func() {
 			defer s.streams.Done()
 			defer conn.Close()
-			st.run(context.Background(), cw)
+			st.run(context.Background(), gz.over(cw))
+			gz.finish()
 			if st.cutOff.Load() || st.reason == "too slow" || st.reason == "write timeout" {
 				// A client cut off for not reading gets a reset rather than a FIN queued behind
 				// the data it did not take: the kernel frees the connection's buffers at once
@@ -128,7 +137,8 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		st.cutOff.Store(true)
 		_ = rc.SetWriteDeadline(time.Now())
 	})
-	st.run(req.Context(), &flushWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout})
+	st.run(req.Context(), gz.over(&flushWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout}))
+	gz.finish()
 	return nil
 }
 

@@ -382,3 +382,59 @@ func decodeJSONBody(resp *http.Response, v any) error {
 	}
 	return strictJSON(b.Bytes(), v)
 }
+
+// --sse-compression end to end: a client that accepts gzip gets a gzip stream on the hijacked
+// HTTP/1.1 path and on HTTP/2, each event readable as it is sent; long-poll answers over the
+// threshold come compressed without the flag.
+func TestCompressionEndToEnd(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, heraldOpts{tls: true, args: []string{"--sse-compression"}})
+	tok := h.Publisher(t)
+	ch := uniqueChannel("gzip")
+	gz := func(c *http.Client) *http.Client {
+		tr := c.Transport.(*http.Transport).Clone()
+		tr.DisableCompression = false // Go asks for gzip and decodes it as it arrives
+		return &http.Client{Transport: tr}
+	}
+	h1Client := &http.Client{Transport: streamTransport}
+	var streams []*sseStream
+	for _, c := range []*http.Client{gz(h1Client), gz(h2Client(t))} {
+		s, err := openSSEWith(c, h.Base+eventsPath(ch), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		if !s.Resp.Uncompressed {
+			t.Fatalf("%s stream with Accept-Encoding: gzip was not gzip-encoded", s.Resp.Proto)
+		}
+		s.expectPreamble(t)
+		streams = append(streams, s)
+	}
+	// One event at a time: each must arrive before the next is published (a flush per batch).
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": i}))
+		for _, s := range streams {
+			expectInOrder(t, s.Resp.Proto+" gzip stream", s.mustEvents(t, 1, 10*time.Second), ids[i:], i)
+		}
+	}
+	// Without Accept-Encoding the stream stays plain.
+	plain := mustSSE(t, h.Base+eventsPath(ch), nil)
+	if plain.Resp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("a stream for a client that did not ask for gzip is %q", plain.Resp.Header.Get("Content-Encoding"))
+	}
+
+	for range 20 { // 25 events: a poll answer well over 1 KiB
+		ids = append(ids, h.mustPublish(t, tok, ch, "Tick", map[string]string{"text": strings.Repeat("hello ", 10)}))
+	}
+	req, _ := http.NewRequest(http.MethodGet, h.Base+pollPath(ch)+"?since=beginning", nil)
+	resp, err := gz(h2Client(t)).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans pollAnswer
+	if err := decodeJSONBody(resp, &ans); err != nil || !resp.Uncompressed || len(ans.Events) != len(ids) {
+		t.Fatalf("poll with Accept-Encoding: gzip: compressed %v, %d events, %v", resp.Uncompressed, len(ans.Events), err)
+	}
+	resp.Body.Close()
+}
