@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
@@ -85,6 +87,7 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		c.Set(streamLogKey, true)
 		entry := requestOf(c, start)
 		cw := &connWriter{conn: conn, timeout: s.cfg.WriteTimeout, written: int64(w.Size)}
+		_, cw.coalesce = conn.(*tls.Conn)
 		if tc, ok := tcpConn(conn); ok && s.cfg.StreamSendBuffer > 0 {
 			// The kernel would grow a stream's send buffer towards a client that reads
 			// nothing, about a megabyte each; a stream needs far less, and a stuck one then
@@ -192,6 +195,7 @@ type connWriter struct {
 	timeout  time.Duration
 	deadline time.Time
 	written  int64 // bytes sent, for the access log
+	coalesce bool  // one Write per batch (TLS), not one writev
 }
 
 func (cw *connWriter) write(frames [][]byte) error {
@@ -203,6 +207,17 @@ func (cw *connWriter) write(frames [][]byte) error {
 	}
 	if len(frames) == 1 {
 		n, err := cw.conn.Write(frames[0])
+		cw.written += int64(n)
+		return err
+	}
+	if cw.coalesce {
+		// A TLS connection has no writev: each frame would be a record and a system call.
+		b := sseBufPool.Get().(*bytes.Buffer)
+		for _, f := range frames {
+			b.Write(f)
+		}
+		n, err := cw.conn.Write(b.Bytes())
+		putSSEBuf(b)
 		cw.written += int64(n)
 		return err
 	}
