@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` runs: makes sure the machine has what the tests use (redis-server, chromium,
-# promtool, tmux, the npm packages of the interop tests), starts an ephemeral redis-server on a free loopback
-# port, runs the checks and every test, and stops the server again — on a fresh Debian machine
-# with only Go, Node and npm present (as root, for apt-get).
+# promtool, tmux, nginx, curl, the npm packages of the interop tests), starts an ephemeral
+# redis-server on a free loopback port, runs the checks and every test, and stops the server
+# again — on a fresh Debian machine with only Go, Node and npm present (as root, for apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus) # promtool lints /metrics
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)             # herald monitor's screen test
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)           # docs/deploy.md's recipe (test/proxy_test.go); the tests run their own nginx
+command -v curl >/dev/null 2>&1 || missing+=(curl)             # the README's curl lines, through nginx and over HTTP/2
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${missing[*]}: install them (apt-get install -y ${missing[*]}) or run as root"
