@@ -241,7 +241,13 @@ func (fw *flushWriter) write(frames [][]byte) error {
 			return err
 		}
 	}
-	return fw.rc.Flush()
+	if err := fw.rc.Flush(); err != nil {
+		return err
+	}
+	// HTTP/2 resets a stream when its write deadline passes, written to or not: a deadline
+	// left behind would end a stream that is merely quiet for longer than the timeout.
+	_ = fw.rc.SetWriteDeadline(time.Time{})
+	return nil
 }
 
 // sseStream is one SSE connection after its request was accepted. It holds no echo.Context,

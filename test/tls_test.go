@@ -438,3 +438,21 @@ func TestCompressionEndToEnd(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// On HTTP/2 a write deadline that passes resets the stream even when nothing is being
+// written: a stream quiet for longer than --write-timeout (heartbeats further apart) must
+// still be open for the next event.
+func TestHTTP2QuietStreamOutlivesWriteTimeout(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, heraldOpts{tls: true, args: []string{"--write-timeout", "1s", "--heartbeat", "30s"}})
+	ch := uniqueChannel("h2-quiet")
+	s, err := openSSEWith(h2Client(t), h.Base+eventsPath(ch), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	s.expectPreamble(t)
+	s.expectQuiet(t, 2500*time.Millisecond) // fails if the stream ends meanwhile
+	ids := h.publishN(t, h.Publisher(t), ch, "Tick", 0, 1)
+	expectInOrder(t, "after a quiet spell", s.mustEvents(t, 1, 10*time.Second), ids, 0)
+}
