@@ -119,7 +119,10 @@ func (p *faultPublisher) publish(ch, event string, n int, deadline time.Time) er
 	}
 	body, _ := json.Marshal(map[string]any{"event": event, "data": data})
 	key := http.Header{"Idempotency-Key": {fmt.Sprintf("%s-%d", event, n)}}
-	saidNotAppended := false
+	// saidNotAppended: an answer said this attempt appended nothing, and no earlier attempt's
+	// answer left it open (a timeout or a lost answer may have appended the event, which a
+	// later retry then rightly finds).
+	saidNotAppended, mayHaveAppended := false, false
 	for attempt := 1; ; attempt++ {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("publish %s n=%d on %s: not acknowledged after %d attempts", event, n, ch, attempt-1)
@@ -129,6 +132,7 @@ func (p *faultPublisher) publish(ch, event string, n int, deadline time.Time) er
 		switch {
 		case err != nil:
 			p.count("transport error")
+			mayHaveAppended = true
 			p.failover(idx)
 			time.Sleep(20 * time.Millisecond)
 		case r.Status == http.StatusCreated || r.Status == http.StatusOK:
@@ -147,8 +151,12 @@ func (p *faultPublisher) publish(ch, event string, n int, deadline time.Time) er
 		case r.Status == http.StatusServiceUnavailable:
 			code := errorCode(r.Body)
 			p.count("503 " + code)
-			if code == "store_unavailable" {
-				saidNotAppended = true
+			switch code {
+			case "store_unavailable":
+				saidNotAppended = saidNotAppended || !mayHaveAppended
+			case "shutting_down", "over_capacity":
+			default: // store_timeout, replication_timeout …: it may have been appended
+				mayHaveAppended = true
 			}
 			if code == "shutting_down" {
 				p.failover(idx)
