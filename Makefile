@@ -18,9 +18,11 @@ test:
 
 # The fault matrix (docs/reliability.md): the short fault cases of `make test`, then the full-size
 # ones — 1,000 stuck clients, a 10,000-client reconnect storm, a 10-minute churn soak, a hung
-# Redis, and minutes of master kills and slot moves on a Redis Cluster and of Sentinel failovers.
-# About 25 minutes. The tests start their own redis-servers (redis-server and redis-cli must be on
-# PATH) and herald processes on loopback. HERALD_SOAK_CHURN=2m shortens the churn,
+# Redis, and minutes of master kills and slot moves on a Redis Cluster and of Sentinel failovers;
+# and docs/deploy.md's Caddy and HAProxy recipes, run like nginx's in `make test` (streams through
+# each, idle cuts resumed). About 27 minutes. The tests start their own redis-servers (redis-server
+# and redis-cli must be on PATH), Caddy and HAProxy (caddy and haproxy on PATH: apt-get install -y
+# caddy haproxy) and herald processes on loopback. HERALD_SOAK_CHURN=2m shortens the churn,
 # HERALD_SOAK_STUCK=10s the stuck-client runs, HERALD_SOAK_CLUSTER=40s each Cluster/Sentinel case.
 soak:
 	$(GO) test -tags soak -run 'Fault|Soak' -count=1 -timeout 60m -v ./test/
@@ -41,4 +43,9 @@ bench: build
 		$(GO) build -o "$(CURDIR)/bin/testserver" ./cmd/testserver); fi
 	./bin/heraldbench -herald ./$(BIN) -store $(BENCH_STORE) -scenario $(BENCH_SCENARIOS) \
 		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench -minimal ./bin/testserver ) -md bin/bench.md $(BENCH_ARGS)
+	@# Issue 11: memory per idle stream over HTTP/1.1 with TLS and over HTTP/2, 1 and 100 streams to
+	@# a connection (S1; the figure is read after settle, so the hold is short). About 1.5 minutes.
+	for p in "-proto h1 -tls" "-proto h2" "-proto h2 -streams-per-conn 100"; do \
+		./bin/heraldbench -herald ./$(BIN) -store memory -scenario S1 -duration 2s -progress 0 \
+			$$p $(BENCH_ARGS) >/dev/null || exit 1; done
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./store/... ./stream/...

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -35,6 +36,19 @@ type runConfig struct {
 	PubTimeout     time.Duration
 	SrcIPs         int
 	ReadBuf        int
+
+	// Proto is what the subscribers speak: h1, h2 or h2c (proto.go); TLS makes h1 run over
+	// TLS (h2 always does). StreamsPerConn HTTP/2 streams share one connection.
+	Proto          string
+	TLS            bool
+	StreamsPerConn int
+	// RootCAs are trusted for https URLs: -tls-ca's, or the certificate the orchestrator made.
+	RootCAs *x509.CertPool
+	// AdminURL is the server's admin listener, for its Go heap, stacks and goroutines (from
+	// /debug/pprof) before connecting and after settle; empty: RSS only.
+	AdminURL string
+	// ProfileDir, when set, receives the server's heap and goroutine profiles after settle.
+	ProfileDir string
 
 	Base string // replaces {base} in the URL templates
 	// SubBases are further servers (nodes of one deployment) subscribers connect to: connection
@@ -82,6 +96,8 @@ func defaultConfig() runConfig {
 		PubTimeout:     10 * time.Second,
 		SrcIPs:         4,
 		ReadBuf:        4096,
+		Proto:          protoH1,
+		StreamsPerConn: 1,
 		Base:           "http://127.0.0.1:8080",
 		SubURL:         "{base}/v1/channels/{channel}/events",
 		PubURL:         "{base}/v1/channels/{channel}/events",
@@ -216,6 +232,22 @@ func (c *runConfig) validate() error {
 	}
 	if c.ConnectTimeout <= 0 || c.PubTimeout <= 0 || c.ConnectTimeout > 5*time.Minute || c.PubTimeout > 5*time.Minute {
 		return errors.New("-connect-timeout and -pub-timeout must be positive and at most 5m")
+	}
+	switch c.Proto {
+	case protoH1:
+		if c.StreamsPerConn != 1 {
+			return errors.New("-streams-per-conn is for HTTP/2 (-proto h2 or h2c); HTTP/1.1 has one stream per connection")
+		}
+	case protoH2:
+	case protoH2C:
+		if c.TLS {
+			return errors.New("-proto h2c is HTTP/2 without TLS: leave out -tls (-proto h2 is HTTP/2 over TLS)")
+		}
+	default:
+		return fmt.Errorf("-proto must be h1, h2 or h2c, not %q", c.Proto)
+	}
+	if c.StreamsPerConn < 1 || c.StreamsPerConn > 10000 {
+		return errors.New("-streams-per-conn must be between 1 and 10000")
 	}
 	if c.Mode != modePublish && c.Conns > 1_000_000 {
 		return errors.New("-conns must be at most 1,000,000")

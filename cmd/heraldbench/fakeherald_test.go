@@ -28,6 +28,8 @@ type fakeHerald struct {
 	dup       map[uint64]bool
 	holdUntil map[uint64]uint64 // hold message k back until message v has been sent
 	closeAt   uint64            // close every stream of bench.0 after sending this seq
+	// onSubscribe, when set, sees every subscription request.
+	onSubscribe func(r *http.Request)
 
 	mu        sync.Mutex
 	published map[string]uint64 // accepted publishes per channel
@@ -147,6 +149,9 @@ func (h *fakeHerald) publish(w http.ResponseWriter, r *http.Request, ch string) 
 
 func (h *fakeHerald) subscribe(w http.ResponseWriter, r *http.Request, ch string) {
 	s := &fakeSub{out: make(chan []byte, 4096), quit: make(chan struct{})}
+	if h.onSubscribe != nil {
+		h.onSubscribe(r)
+	}
 	h.mu.Lock()
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		h.srcIPs[ip]++

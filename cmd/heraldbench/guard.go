@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -48,30 +49,35 @@ func loopbackAddr(hostport string) (string, error) {
 	return net.JoinHostPort(ip, port), nil
 }
 
-// target is a checked http URL: where to dial and what to send.
+// target is a checked http or https URL: where to dial and what to send.
 type target struct {
 	u    *url.URL
 	dial string // loopback ip:port
 	host string // Host header
 	ipv6 bool
+	tls  *tls.Config // https: the client's TLS settings (set by the runner)
 }
 
-// parseTarget parses an http URL and refuses anything that is not plain
-// http on a loopback address.
+// parseTarget parses an http or https URL and refuses anything that is not
+// on a loopback address.
 func parseTarget(raw string) (*target, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("%q: only http:// URLs are supported", raw)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("%q: only http:// and https:// URLs are supported", raw)
 	}
 	if u.User != nil {
 		return nil, fmt.Errorf("%q: user information in the URL is not supported", raw)
 	}
 	hostport := u.Host
 	if u.Port() == "" {
-		hostport = net.JoinHostPort(u.Hostname(), "80")
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		hostport = net.JoinHostPort(u.Hostname(), port)
 	}
 	dial, err := loopbackAddr(hostport)
 	if err != nil {

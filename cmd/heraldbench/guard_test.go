@@ -35,8 +35,14 @@ func TestLoopbackGuard(t *testing.T) {
 			t.Errorf("%s: got %v, want errNotLoopback", in, err)
 		}
 	}
-	if _, err := parseTarget("https://127.0.0.1/x"); err == nil {
-		t.Error("https accepted")
+	if _, err := parseTarget("ftp://127.0.0.1/x"); err == nil {
+		t.Error("ftp accepted")
+	}
+	if tg, err := parseTarget("https://127.0.0.1/x"); err != nil || tg.dial != "127.0.0.1:443" {
+		t.Errorf("https: %+v, %v", tg, err)
+	}
+	if _, err := parseTarget("https://10.0.0.1/x"); !errors.Is(err, errNotLoopback) {
+		t.Errorf("https to 10.0.0.1: %v", err)
 	}
 	if _, err := parseTarget("http://user:pw@127.0.0.1/x"); err == nil {
 		t.Error("user info accepted")
@@ -93,7 +99,7 @@ func TestLoopbackClientRefuses(t *testing.T) {
 			c.Close()
 		}
 	}()
-	c := newLoopbackClient(time.Second, 1)
+	c := newLoopbackClient(time.Second, 1, nil)
 	if _, err := c.Get("http://192.0.2.1:9/"); !errors.Is(err, errNotLoopback) {
 		t.Fatalf("got %v, want errNotLoopback", err)
 	}

@@ -40,6 +40,13 @@ Modes of a custom run (-mode, without -scenario):
   idle     connect and hold for -duration: server memory per connection
   publish  publish only: publishes/s, request latency, publishes per CPU-second
 
+Protocols: the subscribers speak HTTP/1.1 (-proto h1, over TLS with -tls),
+HTTP/2 over TLS (h2) or HTTP/2 without TLS (h2c), -streams-per-conn streams
+to a connection; publishing stays HTTP/1.1. With -herald the servers get a
+certificate made for the command (ECDSA P-256, trusted by this process only);
+against a running server give -tls-ca. -server-admin (set by itself with
+-herald) adds the server's Go heap, stacks and goroutines per connection.
+
 Templates: -sub-url and -pub-url take {base}, {channel}, {channel_q} (query-
 escaped); -pub-body takes {channel}, {channel_q} and {payload}, the JSON
 payload {"seq":N,"ch":"<channel>","t":<unix ns>,"pad":"xx.."}.
@@ -67,6 +74,7 @@ type options struct {
 	heraldArgs   listFlag
 	heraldEnv    listFlag
 	startTimeout time.Duration
+	tlsCA        string
 }
 
 // flagFields maps a flag name to copying its field, so that flags given on
@@ -116,6 +124,12 @@ func newFlagSet(cfg *runConfig, o *options, subH, pubH *listFlag, stderr io.Writ
 	fs.DurationVar(&cfg.PubTimeout, "pub-timeout", cfg.PubTimeout, "limit for one publish request")
 	fs.IntVar(&cfg.SrcIPs, "src-ips", cfg.SrcIPs, "spread connections over source addresses 127.0.0.1..127.0.0.N (0: system's choice)")
 	fs.IntVar(&cfg.ReadBuf, "read-buf", cfg.ReadBuf, "read buffer bytes (pooled: held only while a socket has data)")
+	fs.StringVar(&cfg.Proto, "proto", cfg.Proto, "what the subscribers speak: h1 (HTTP/1.1), h2 (HTTP/2 over TLS) or h2c (HTTP/2 without TLS); publishing stays HTTP/1.1")
+	fs.BoolVar(&cfg.TLS, "tls", false, "with -proto h1: HTTP/1.1 over TLS (https URLs; with -herald, a certificate made for the run)")
+	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", cfg.StreamsPerConn, "HTTP/2: this many streams share one connection (streams i*N..i*N+N-1)")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "without -herald: PEM certificates to trust for https URLs")
+	fs.StringVar(&cfg.AdminURL, "server-admin", "", "the server's admin listener base URL (loopback): its Go heap, stacks and goroutines per connection, from /debug/pprof (with -herald: set by itself)")
+	fs.StringVar(&cfg.ProfileDir, "server-profile", "", "write the server's heap and goroutine profiles after settle into this folder (needs the admin listener)")
 	fs.StringVar(&cfg.Base, "base", cfg.Base, "server base URL, for {base} in the URL templates (loopback only)")
 	fs.StringVar(&cfg.SubURL, "sub-url", cfg.SubURL, "subscribe URL template (GET, text/event-stream)")
 	fs.StringVar(&cfg.PubURL, "pub-url", cfg.PubURL, "publish URL template (POST)")
@@ -167,6 +181,22 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.SubHeaders, cfg.PubHeaders = subH, pubH
+	if o.tlsCA != "" {
+		if o.herald != "" {
+			fmt.Fprintln(stderr, "heraldbench: -tls-ca is for a running server; with -herald the servers get a certificate made for the run")
+			return 2
+		}
+		roots, err := loadRoots(o.tlsCA)
+		if err != nil {
+			fmt.Fprintln(stderr, "heraldbench: -tls-ca:", err)
+			return 2
+		}
+		cfg.RootCAs = roots
+	}
+	if o.herald != "" && (o.ssebench != "" || o.minimal != "") && (cfg.Proto != protoH1 || cfg.TLS) {
+		fmt.Fprintln(stderr, "heraldbench: ssebench and the minimal server speak plain HTTP/1.1 only: leave out -ssebench and -minimal with -proto h2, h2c or -tls")
+		return 2
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	explicit := cfg

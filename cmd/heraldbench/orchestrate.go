@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -143,10 +144,13 @@ type orchestrator struct {
 	secret  string
 	workDir string
 	client  *http.Client
+	// The certificate the servers get when a run needs TLS, made once per command.
+	certFile, keyFile string
+	roots             *x509.CertPool
 }
 
 func newOrchestrator(o *options, set map[string]bool, stdout, log io.Writer) (*orchestrator, error) {
-	orc := &orchestrator{o: o, set: set, stdout: stdout, log: log, secret: o.jwtSecret, client: newLoopbackClient(5*time.Second, 1)}
+	orc := &orchestrator{o: o, set: set, stdout: stdout, log: log, secret: o.jwtSecret, client: newLoopbackClient(5*time.Second, 1, nil)}
 	for _, st := range strings.Split(o.store, ",") {
 		switch st {
 		case "memory", "redis", "cluster":
@@ -242,6 +246,14 @@ func (orc *orchestrator) runAll(runs []runConfig, token string) ([]*result, erro
 			return nil, err
 		}
 	}
+	for _, c := range runs {
+		if c.useTLS() && orc.roots == nil {
+			if orc.certFile, orc.keyFile, orc.roots, err = writeSelfSignedCert(dir); err != nil {
+				return nil, fmt.Errorf("certificate: %w", err)
+			}
+			orc.client = newLoopbackClient(5*time.Second, 1, orc.roots)
+		}
+	}
 	var rows []*result
 	for _, c := range runs {
 		for _, store := range orc.stores {
@@ -304,6 +316,7 @@ type server struct {
 	cluster  *testkit.RedisCluster
 	redisDir string
 	base     string
+	admin    string // the first node's admin listener, when heraldbench placed it
 }
 
 func (s *server) stop() {
@@ -328,9 +341,9 @@ func (s *server) stop() {
 // place: no store, no auth, nothing but fan-out.
 const storeMinimal = "minimal"
 
-// startServer starts Redis (when needed and not given) and Herald, and
-// waits until Herald answers GET /v1/health with 200.
-func (orc *orchestrator) startServer(store string) (*server, error) {
+// startServer starts Redis (when needed and not given) and Herald, speaking what c's
+// subscribers speak, and waits until Herald answers GET /v1/health with 200.
+func (orc *orchestrator) startServer(c runConfig, store string) (*server, error) {
 	s := &server{}
 	if store == storeMinimal {
 		port, err := freePort()
@@ -384,12 +397,31 @@ func (orc *orchestrator) startServer(store string) (*server, error) {
 		}
 		storeArgs = append(storeArgs, "--redis-cluster", s.cluster.Seeds())
 	}
+	scheme := "http"
+	if c.useTLS() {
+		scheme = "https"
+		storeArgs = append(storeArgs, "--tls-cert", orc.certFile, "--tls-key", orc.keyFile)
+	}
+	if c.Proto == protoH2C {
+		storeArgs = append(storeArgs, "--h2c")
+	}
 	for n := range orc.o.nodes {
 		args := storeArgs
+		var env []string
 		if n > 0 {
 			args = append(args[:len(args):len(args)], "--admin-addr", "") // one admin listener is enough
+		} else if !orc.adminGiven() {
+			// The first node's admin listener on a free port, for its heap and stacks: never
+			// another herald's on the default port. An environment variable rather than a
+			// flag, so binaries from before the admin listener still start.
+			port, err := freePort()
+			if err != nil {
+				return s, err
+			}
+			s.admin = scheme + "://127.0.0.1:" + strconv.Itoa(port)
+			env = append(env, "HERALD_ADMIN_ADDR=127.0.0.1:"+strconv.Itoa(port))
 		}
-		p, base, err := orc.startHerald(args)
+		p, base, err := orc.startHerald(scheme, args, env)
 		if n == 0 {
 			s.herald, s.base = p, base
 		} else if p != nil {
@@ -402,8 +434,19 @@ func (orc *orchestrator) startServer(store string) (*server, error) {
 	return s, nil
 }
 
-// startHerald starts one herald node on the store storeArgs name and waits for its health.
-func (orc *orchestrator) startHerald(storeArgs []string) (*proc, string, error) {
+// adminGiven reports whether -herald-arg or -herald-env place the admin listener.
+func (orc *orchestrator) adminGiven() bool {
+	for _, a := range orc.o.heraldArgs {
+		if strings.HasPrefix(strings.TrimLeft(a, "-"), "admin-addr") {
+			return true
+		}
+	}
+	return envHas(orc.o.heraldEnv, "HERALD_ADMIN_ADDR")
+}
+
+// startHerald starts one herald node with storeArgs (its store, TLS and h2c) and env, and
+// waits for its health.
+func (orc *orchestrator) startHerald(scheme string, storeArgs, env []string) (*proc, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -417,12 +460,13 @@ func (orc *orchestrator) startHerald(storeArgs []string) (*proc, string, error) 
 		// A log line per connection would be measured as server cost.
 		cmd.Env = append(cmd.Env, "HERALD_LOG_LEVEL=warn")
 	}
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Env = append(cmd.Env, orc.o.heraldEnv...)
 	p, err := startProc("herald", orc.workDir, cmd)
 	if err != nil {
 		return nil, "", err
 	}
-	base := "http://" + addr
+	base := scheme + "://" + addr
 	if err := orc.waitHealth(base+"/v1/health", p); err != nil {
 		return p, base, fmt.Errorf("herald: %w\n%s", err, p.tail(20))
 	}
@@ -470,7 +514,7 @@ func waitRedis(addr string, p *proc, limit time.Duration) error {
 // runOne runs one scenario on one store with one tool, on a fresh server.
 func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result {
 	fail := func(err error) *result {
-		return &result{Tool: tool, Scenario: c.Scenario, Store: store, Mode: c.Mode, Error: err.Error()}
+		return &result{Tool: tool, Scenario: c.Scenario, Store: store, Mode: c.Mode, Proto: c.protoLabel(), Error: err.Error()}
 	}
 	if store == storeMinimal {
 		fmt.Fprintf(orc.log, "heraldbench: %s on a fresh minimal server with %s\n", c.Scenario, tool)
@@ -479,12 +523,16 @@ func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result 
 	} else {
 		fmt.Fprintf(orc.log, "heraldbench: %s on a fresh herald (%s store) with %s\n", c.Scenario, store, tool)
 	}
-	srv, err := orc.startServer(store)
+	srv, err := orc.startServer(c, store)
 	defer srv.stop()
 	if err != nil {
 		return fail(err)
 	}
 	c.ServerPID = srv.herald.pid()
+	c.RootCAs = orc.roots
+	if c.AdminURL == "" {
+		c.AdminURL = srv.admin
+	}
 	c.SubBases = srv.bases
 	for _, p := range srv.others {
 		c.ServerPIDs = append(c.ServerPIDs, p.pid())

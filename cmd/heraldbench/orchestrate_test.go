@@ -11,11 +11,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -59,7 +61,11 @@ func fakeServe(args []string) int {
 	addr := fs.String("addr", "", "")
 	secret := fs.String("jwt-secret", "", "")
 	redisURL := fs.String("redis-url", "", "")
-	if fs.Parse(args) != nil || *addr == "" || *secret == "" || *secret != os.Getenv("HERALD_JWT_SECRET") {
+	certFile := fs.String("tls-cert", "", "")
+	keyFile := fs.String("tls-key", "", "")
+	h2c := fs.Bool("h2c", false, "")
+	if fs.Parse(args) != nil || *addr == "" || *secret == "" || *secret != os.Getenv("HERALD_JWT_SECRET") ||
+		(*certFile == "") != (*keyFile == "") {
 		fmt.Fprintln(os.Stderr, "fake herald serve: bad arguments", args)
 		return 2
 	}
@@ -78,11 +84,39 @@ func fakeServe(args []string) int {
 			return 1
 		}
 	}
-	return serveUntilTerm("fake herald", *addr, newFakeHerald(fakeToken(*secret)))
+	h := newFakeHerald(fakeToken(*secret))
+	if f := os.Getenv("HERALDBENCH_FAKE_SUBS"); f != "" {
+		// Each subscription, as the server saw it: its protocol, TLS, and client address (one
+		// per TCP connection), for the tests to check what the streams really were.
+		var mu sync.Mutex
+		h.onSubscribe = func(r *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+			if err == nil {
+				fmt.Fprintf(fh, "%s %v %s\n", r.Proto, r.TLS != nil, r.RemoteAddr)
+				fh.Close()
+			}
+		}
+	}
+	if admin := os.Getenv("HERALD_ADMIN_ADDR"); admin != "" {
+		// The admin listener's profiles, as herald serves them: the heap and goroutine figures.
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		go serveUntilTerm("fake admin", admin, &http.Server{Handler: mux}, *certFile, *keyFile)
+	}
+	srv := &http.Server{Handler: h}
+	if *h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return serveUntilTerm("fake herald", *addr, srv, *certFile, *keyFile)
 }
 
-// serveUntilTerm serves h on addr and exits 0 on SIGTERM, as the servers heraldbench stops do.
-func serveUntilTerm(name, addr string, h http.Handler) int {
+// serveUntilTerm serves srv on addr (over TLS with a certificate) and exits 0 on SIGTERM, as
+// the servers heraldbench stops do.
+func serveUntilTerm(name, addr string, srv *http.Server, certFile, keyFile string) int {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
@@ -94,13 +128,17 @@ func serveUntilTerm(name, addr string, h http.Handler) int {
 		<-sig
 		os.Exit(0)
 	}()
-	_ = http.Serve(ln, h)
+	if certFile != "" {
+		_ = srv.ServeTLS(ln, certFile, keyFile)
+	} else {
+		_ = srv.Serve(ln)
+	}
 	return 1
 }
 
 // fakeMinimal stands in for ssebench's minimal server: its routes, no auth, publish-only.
 func fakeMinimal(addr string) int {
-	return serveUntilTerm("fake minimal", addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveUntilTerm("fake minimal", addr, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/stats":
 			_, _ = w.Write([]byte(`{}`))
@@ -111,7 +149,7 @@ func fakeMinimal(addr string) int {
 		default:
 			http.Error(w, "fake minimal: unexpected "+r.Method+" "+r.URL.String(), http.StatusBadRequest)
 		}
-	}))
+	})}, "", "")
 }
 
 // fakeSSEBench records its arguments, checks the server is up, and prints

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -57,10 +59,13 @@ func guardedDial(timeout time.Duration) func(ctx context.Context, network, addr 
 }
 
 // newLoopbackClient returns an HTTP/1.1 client that dials loopback only,
-// ignores proxies from the environment and follows no redirects.
-func newLoopbackClient(timeout time.Duration, idle int) *http.Client {
+// ignores proxies from the environment and follows no redirects. For https
+// URLs it trusts roots only, and still speaks HTTP/1.1: a transport with its
+// own dialer and TLS settings does not try HTTP/2.
+func newLoopbackClient(timeout time.Duration, idle int, roots *x509.CertPool) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
+			TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 			Proxy:                 nil,
 			DialContext:           guardedDial(timeout),
 			MaxIdleConns:          idle,
@@ -90,7 +95,7 @@ func newPublisher(r *runner, body *tmpl, header http.Header) *publisher {
 		w := &pubWorker{
 			p:      p,
 			idx:    i,
-			client: newLoopbackClient(cfg.PubTimeout, 2),
+			client: newLoopbackClient(cfg.PubTimeout, 2, cfg.RootCAs),
 			header: header.Clone(),
 			errs:   map[string]uint64{},
 		}

@@ -18,6 +18,12 @@ type result struct {
 	Store    string `json:"store,omitempty"`
 	Mode     string `json:"mode"`
 	Error    string `json:"error,omitempty"`
+	// Proto is what the subscribers spoke: h1, h1+tls, h2 or h2c; StreamsPerConn how many
+	// HTTP/2 streams shared a connection.
+	Proto          string `json:"proto,omitempty"`
+	StreamsPerConn int    `json:"streams_per_conn,omitempty"`
+	TCPConns       int64  `json:"tcp_conns"`     // subscriber TCP connections opened
+	StreamsHTTP2   int64  `json:"streams_http2"` // streams whose response was HTTP/2
 
 	ConnsRequested int               `json:"conns_requested"`
 	ConnsReady     int64             `json:"conns_ready"`
@@ -77,6 +83,12 @@ type result struct {
 	DelivPerTotalCPU *float64 `json:"deliveries_per_server_redis_cpu_s"`
 	PubPerTotalCPU   *float64 `json:"publishes_per_server_redis_cpu_s"`
 
+	// From the server's admin listener, per ready stream, after settle against before
+	// connecting: Go heap in use, goroutine stacks, goroutines.
+	ServerHeapPerConn       *float64 `json:"server_heap_bytes_per_conn"`
+	ServerStackPerConn      *float64 `json:"server_stack_bytes_per_conn"`
+	ServerGoroutinesPerConn *float64 `json:"server_goroutines_per_conn"`
+
 	MeasuredS     float64  `json:"measured_s"`
 	ClientCPUS    float64  `json:"client_cpu_s"`
 	ClientRSSIdle *int64   `json:"client_rss_idle_kb"`
@@ -109,8 +121,9 @@ func (r *result) roundAll() {
 		*v = round(*v, 1)
 	}
 	roundP(r.ServerCPUS, 3)
+	roundP(r.ServerGoroutinesPerConn, 2)
 	roundP(r.RedisCPUS, 3)
-	for _, v := range []*float64{r.BytesPerConn, r.ClientPerConn, r.DelivPerCPUS, r.PubPerCPUS, r.DelivPerTotalCPU, r.PubPerTotalCPU} {
+	for _, v := range []*float64{r.BytesPerConn, r.ServerHeapPerConn, r.ServerStackPerConn, r.ClientPerConn, r.DelivPerCPUS, r.PubPerCPUS, r.DelivPerTotalCPU, r.PubPerTotalCPU} {
 		roundP(v, 0)
 	}
 }
@@ -189,6 +202,13 @@ func writeSummary(w io.Writer, r *result) {
 		p("  error         %s", r.Error)
 	}
 	if r.Mode != modePublish {
+		if r.Proto != "" && r.Proto != protoH1 {
+			line := fmt.Sprintf("  protocol      %s over %d TCP connections", r.Proto, r.TCPConns)
+			if r.StreamsPerConn > 0 {
+				line += fmt.Sprintf(" (%d streams each); %d streams answered over HTTP/2", r.StreamsPerConn, r.StreamsHTTP2)
+			}
+			p("%s", line)
+		}
 		p("  connections   requested %d, ready %d, failed %d%s", r.ConnsRequested, r.ConnsReady, r.ConnsFailed, countList(r.FailReasons))
 		p("                in %.2fs; alive at end %d, dropped by the server %d%s", r.ConnectS, r.ConnsAliveEnd, r.ConnsDropped, countList(r.DropReasons))
 	}
@@ -210,6 +230,10 @@ func writeSummary(w io.Writer, r *result) {
 			mib(r.ServerRSSBefore), mib(r.ServerRSSIdle), mib(r.ServerRSSEnd), mib(r.ServerHWMEnd))
 		if r.BytesPerConn != nil {
 			p("                %.0f bytes per idle connection", *r.BytesPerConn)
+		}
+		if r.ServerHeapPerConn != nil {
+			p("                Go heap %.0f and goroutine stacks %.0f bytes, %.2f goroutines per connection",
+				*r.ServerHeapPerConn, *r.ServerStackPerConn, *r.ServerGoroutinesPerConn)
 		}
 		if r.ServerCPUS != nil {
 			line := fmt.Sprintf("                cpu %.2fs over %.2fs", *r.ServerCPUS, r.MeasuredS)
@@ -272,6 +296,12 @@ func writeTable(w io.Writer, rows []*result) {
 		store := r.Store
 		if store == "" {
 			store = "–"
+		}
+		switch {
+		case r.StreamsPerConn > 0:
+			store += fmt.Sprintf(" (%s, %d streams/conn)", r.Proto, r.StreamsPerConn)
+		case r.Proto != "" && r.Proto != protoH1:
+			store += " (" + r.Proto + ")"
 		}
 		if r.Error != "" {
 			msg := strings.Join(strings.Fields(strings.ReplaceAll(r.Error, "|", "/")), " ")

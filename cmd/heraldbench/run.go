@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // chanInfo is what the subscribers and the publisher share about a channel.
@@ -41,6 +44,14 @@ type runner struct {
 
 	readyEvent  []byte
 	expectEvent []byte
+
+	// HTTP/2 subscribers (-proto h2, h2c): the client, one connection per group of
+	// StreamsPerConn streams, and the request header every stream sends.
+	h2       *http2.Transport
+	h2conns  []h2Conn
+	h2Header http.Header
+	nTCP     atomic.Int64 // subscriber TCP connections opened
+	nHTTP2   atomic.Int64 // streams answered over HTTP/2
 
 	nReady    atomic.Int64
 	nFailed   atomic.Int64
@@ -84,12 +95,14 @@ func newRunner(cfg runConfig, log io.Writer) (*runner, error) {
 		return nil, err
 	}
 	var subHdr strings.Builder
+	h2Hdr := http.Header{"Accept": {"text/event-stream"}, "Cache-Control": {"no-cache"}, "User-Agent": {"heraldbench"}}
 	for _, h := range cfg.SubHeaders {
 		name, value, err := parseHeaderLine("-sub-header", h)
 		if err != nil {
 			return nil, err
 		}
 		subHdr.WriteString(name + ": " + value + "\r\n")
+		h2Hdr.Add(name, value)
 	}
 	pubHdr := http.Header{}
 	for _, h := range cfg.PubHeaders {
@@ -125,6 +138,9 @@ func newRunner(cfg runConfig, log io.Writer) (*runner, error) {
 			if err != nil {
 				return nil, fmt.Errorf("-sub-url: %w", err)
 			}
+			if err := r.setTLS(t, "-sub-url"); err != nil {
+				return nil, err
+			}
 			req := "GET " + t.u.RequestURI() + " HTTP/1.1\r\nHost: " + t.host +
 				"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: heraldbench\r\n" +
 				subHdr.String() + "\r\n"
@@ -135,11 +151,19 @@ func newRunner(cfg runConfig, log io.Writer) (*runner, error) {
 			if err != nil {
 				return nil, fmt.Errorf("-pub-url: %w", err)
 			}
+			if t.u.Scheme == "https" && cfg.RootCAs == nil {
+				return nil, errors.New("-pub-url is https: give the certificate to trust with -tls-ca")
+			}
 			ci.pubURL = t.u // the publishers' dialer checks the address again
 		}
 	}
 	if cfg.Mode != modeIdle {
 		r.pub = newPublisher(r, bodyT, pubHdr)
+	}
+	if cfg.AdminURL != "" {
+		if _, err := parseTarget(cfg.AdminURL); err != nil {
+			return nil, fmt.Errorf("-server-admin: %w", err)
+		}
 	}
 	if cfg.Mode != modePublish {
 		mk := func(src net.IP) *net.Dialer {
@@ -159,12 +183,43 @@ func newRunner(cfg runConfig, log io.Writer) (*runner, error) {
 			b := make([]byte, size)
 			return &b
 		}
+		if cfg.isH2() {
+			r.h2 = &http2.Transport{
+				AllowHTTP:          cfg.Proto == protoH2C,
+				DisableCompression: true, // as the HTTP/1.1 request: no Accept-Encoding
+			}
+			r.h2conns = make([]h2Conn, (cfg.Conns+cfg.StreamsPerConn-1)/cfg.StreamsPerConn)
+			r.h2Header = h2Hdr
+		}
 	}
 	r.setPhase("starting")
 	return r, nil
 }
 
 func (r *runner) setPhase(p string) { r.phase.Store(&p) }
+
+// setTLS checks that a subscribe URL's scheme is the one -proto and -tls ask for, and gives
+// an https target its TLS settings: ALPN offers h2 alone for HTTP/2 and http/1.1 alone for
+// HTTP/1.1, so the server cannot pick another protocol than the one measured.
+func (r *runner) setTLS(t *target, flag string) error {
+	cfg := &r.cfg
+	switch {
+	case cfg.useTLS() && t.u.Scheme != "https":
+		return fmt.Errorf("%s: %s needs https:// URLs", flag, cfg.protoLabel())
+	case !cfg.useTLS() && t.u.Scheme == "https":
+		return fmt.Errorf("%s: an https:// URL needs -tls (HTTP/1.1) or -proto h2", flag)
+	case !cfg.useTLS():
+		return nil
+	case cfg.RootCAs == nil:
+		return fmt.Errorf("%s is https: give the certificate to trust with -tls-ca", flag)
+	}
+	alpn := "http/1.1"
+	if cfg.isH2() {
+		alpn = "h2"
+	}
+	t.tls = clientTLS(cfg.RootCAs, t.u.Hostname(), alpn)
+	return nil
+}
 
 // connectAll opens the connections at the ramp rate, at most MaxPending
 // attempts in flight, and waits until each is ready or has failed. Both
@@ -219,6 +274,7 @@ func (r *runner) stopAll() {
 			c.Close()
 		}
 	}
+	r.closeH2()
 	done := make(chan struct{})
 	go func() {
 		r.wg.Wait()
@@ -313,6 +369,10 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 		RedisPID:   cfg.RedisPID,
 		RedisPIDs:  cfg.RedisPIDs,
 		PubWorkers: cfg.PubWorkers,
+		Proto:      cfg.protoLabel(),
+	}
+	if cfg.isH2() {
+		res.StreamsPerConn = cfg.StreamsPerConn
 	}
 	if cfg.ServerPID > 0 {
 		if _, _, err := procMem(cfg.ServerPID); err != nil {
@@ -336,6 +396,16 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 	defer stopProgress()
 	self := os.Getpid()
 
+	var admin *http.Client
+	var memBefore goMem
+	if cfg.AdminURL != "" && cfg.Mode != modePublish {
+		admin = adminClient(&cfg)
+		var err error
+		if memBefore, err = readGoMem(admin, cfg.AdminURL); err != nil {
+			fmt.Fprintln(log, "heraldbench: note: no Go heap figures from the server's admin listener:", err)
+			admin = nil
+		}
+	}
 	srvBefore := readProc(cfg.ServerPID)
 	cliBefore := readProc(self)
 	if cfg.Mode != modePublish {
@@ -352,6 +422,20 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 	}
 	srvIdle := readProc(cfg.ServerPID)
 	cliIdle := readProc(self)
+	var memIdle goMem
+	if admin != nil {
+		// After the RSS reading: the collection this asks the server for must not change it.
+		var err error
+		if memIdle, err = readGoMem(admin, cfg.AdminURL); err != nil {
+			fmt.Fprintln(log, "heraldbench: note: no Go heap figures after settle:", err)
+		}
+		if cfg.ProfileDir != "" {
+			name := fmt.Sprintf("%s-%s-%d-pid%d", cfg.Scenario, cfg.protoLabel(), cfg.StreamsPerConn, cfg.ServerPID)
+			if err := saveProfiles(admin, cfg.AdminURL, cfg.ProfileDir, name); err != nil {
+				fmt.Fprintln(log, "heraldbench: warning: server profiles:", err)
+			}
+		}
+	}
 
 	// The subscribers ready now are the ones owed every message.
 	counted := make([]uint64, cfg.Channels)
@@ -429,6 +513,7 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 	}
 	res.OtherEvents, res.Comments, res.Retries = others, comments, retries
 	res.ConnsDropped = r.nDropped.Load()
+	res.TCPConns, res.StreamsHTTP2 = r.nTCP.Load(), r.nHTTP2.Load()
 	if cfg.Mode != modePublish {
 		res.ConnsFailed = int64(cfg.Conns) - res.ConnsReady
 	}
@@ -468,6 +553,12 @@ func runOnce(cfg runConfig, log io.Writer) (*result, error) {
 	}
 	if srv1.ok {
 		res.ServerRSSEnd, res.ServerHWMEnd = iptr(srv1.rss), iptr(srv1.hwm)
+	}
+	if memBefore.ok && memIdle.ok && res.ConnsReady > 0 {
+		n := float64(res.ConnsReady)
+		res.ServerHeapPerConn = fptr(float64(memIdle.heapInuse-memBefore.heapInuse) / n)
+		res.ServerStackPerConn = fptr(float64(memIdle.stackInuse-memBefore.stackInuse) / n)
+		res.ServerGoroutinesPerConn = fptr(float64(memIdle.goroutines-memBefore.goroutines) / n)
 	}
 	if srv0.cpuOK && srv1.cpuOK {
 		c := srv1.cpu - srv0.cpu

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -32,7 +34,12 @@ type subscriber struct {
 	ch       int32
 	state    atomic.Int32
 	finished atomic.Bool
-	conn     atomic.Pointer[net.TCPConn]
+	conn     atomic.Pointer[net.TCPConn] // HTTP/1.1: the TCP connection, also under TLS
+
+	// HTTP/2: the stream's request is cancelled by readyTimer when it is not ready in time.
+	cancel     context.CancelFunc
+	readyTimer *time.Timer
+	timedOut   atomic.Bool
 
 	released bool  // its connection slot was given back
 	dropped  bool  // the stream ended before the tool closed it
@@ -54,20 +61,38 @@ type subscriber struct {
 func (s *subscriber) run() {
 	r := s.r
 	defer func() {
+		if s.readyTimer != nil {
+			s.readyTimer.Stop()
+			s.cancel()
+		}
 		s.releaseSlot()
 		s.finished.Store(true)
 		r.wg.Done()
 	}()
-	conn, ended, err := s.open()
-	if err != nil {
-		s.fail(err.Error())
-		return
+	var stream io.Closer
+	var done bool
+	var err error
+	if r.h2 != nil {
+		body, oerr := s.openH2()
+		if oerr != nil {
+			s.fail(oerr.Error())
+			return
+		}
+		stream = body
+		done, err = s.readBody(body)
+	} else {
+		conn, ended, oerr := s.open()
+		if oerr != nil {
+			s.fail(oerr.Error())
+			return
+		}
+		if ended {
+			return
+		}
+		stream = conn
+		done, err = s.readStream(conn)
 	}
-	if ended {
-		return
-	}
-	done, err := s.readStream(conn)
-	conn.Close()
+	stream.Close()
 	if s.state.Load() == subOpen {
 		switch {
 		case isTimeout(err):
@@ -92,7 +117,7 @@ func (e subError) Error() string { return string(e) }
 // open dials, sends the request and reads the response head. The bytes of
 // the body that came with the head are parsed before it returns; ended
 // reports that they already ended the stream, after the subscriber was ready.
-func (s *subscriber) open() (conn *net.TCPConn, ended bool, err error) {
+func (s *subscriber) open() (rw net.Conn, ended bool, err error) {
 	r := s.r
 	ci := &r.chans[s.ch]
 	b := (int(s.idx) / len(r.chans)) % len(ci.targets)
@@ -104,14 +129,24 @@ func (s *subscriber) open() (conn *net.TCPConn, ended bool, err error) {
 	if err != nil {
 		return nil, false, subError(errReason("dial", err))
 	}
-	conn = c.(*net.TCPConn)
+	conn := c.(*net.TCPConn)
 	s.conn.Store(conn)
 	if r.stopping.Load() {
 		conn.Close()
 		return nil, false, subError("stopped")
 	}
+	r.nTCP.Add(1)
 	_ = conn.SetDeadline(time.Now().Add(r.cfg.ConnectTimeout))
-	if _, err := conn.Write(ci.subReqs[b]); err != nil {
+	rw = conn
+	if t := ci.targets[b]; t.tls != nil {
+		tc := tls.Client(conn, t.tls)
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, false, subError(errReason("tls", err))
+		}
+		rw = tc
+	}
+	if _, err := rw.Write(ci.subReqs[b]); err != nil {
 		conn.Close()
 		return nil, false, subError(errReason("write", err))
 	}
@@ -124,7 +159,7 @@ func (s *subscriber) open() (conn *net.TCPConn, ended bool, err error) {
 			conn.Close()
 			return nil, false, subError("response_head_too_large")
 		}
-		m, err := conn.Read(buf[n:])
+		m, err := rw.Read(buf[n:])
 		n += m
 		headLen = findHeadEnd(buf[:n])
 		if headLen < 0 && err != nil {
@@ -148,7 +183,7 @@ func (s *subscriber) open() (conn *net.TCPConn, ended bool, err error) {
 	s.body.init(head)
 	s.state.Store(subOpen)
 	if r.readyEvent == nil {
-		s.becomeReady(conn)
+		s.becomeReady()
 	}
 	s.now = time.Now().UnixNano()
 	if done, err := s.body.feed(buf[headLen:n], &s.parser, s); done || err != nil {
@@ -163,15 +198,20 @@ func (s *subscriber) open() (conn *net.TCPConn, ended bool, err error) {
 		}
 		return nil, true, nil
 	}
-	return conn, false, nil
+	return rw, false, nil
 }
 
 // becomeReady marks the subscriber ready: from now on it is owed messages.
-func (s *subscriber) becomeReady(conn *net.TCPConn) {
+func (s *subscriber) becomeReady() {
 	if !s.state.CompareAndSwap(subOpen, subReady) {
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	if conn := s.conn.Load(); conn != nil {
+		_ = conn.SetReadDeadline(time.Time{})
+	}
+	if s.readyTimer != nil {
+		s.readyTimer.Stop()
+	}
 	s.r.nReady.Add(1)
 	s.releaseSlot()
 }
@@ -199,11 +239,13 @@ func (s *subscriber) feedBody(b []byte) (bool, error) {
 }
 
 // readStream reads the connection until the stream ends, it fails, or the
-// runner closes it. readRaw is the cheap path on Linux; the loop here is the
-// portable one.
-func (s *subscriber) readStream(conn *net.TCPConn) (done bool, err error) {
-	if handled, done, err := readRaw(conn, s); handled {
-		return done, err
+// runner closes it. readRaw is the cheap path on Linux for plain TCP; the
+// loop here is the portable one, and the one for TLS.
+func (s *subscriber) readStream(conn net.Conn) (done bool, err error) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		if handled, done, err := readRaw(tc, s); handled {
+			return done, err
+		}
 	}
 	buf := make([]byte, s.r.cfg.ReadBuf)
 	for !s.r.stopping.Load() {
@@ -230,7 +272,7 @@ func (s *subscriber) sseEvent(name, id, data []byte) {
 	r := s.r
 	st := s.state.Load()
 	if st == subOpen && r.readyEvent != nil && bytes.Equal(name, r.readyEvent) {
-		s.becomeReady(s.conn.Load())
+		s.becomeReady()
 		return
 	}
 	var p payloadRef
