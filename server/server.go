@@ -268,7 +268,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	s.echo = e
 	s.admin = s.newAdmin()
 	s.http = &http.Server{
-		Handler:           e,
+		Handler:           streamHandler{e},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,

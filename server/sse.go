@@ -104,7 +104,8 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		go func() {
 			defer s.streams.Done()
 			defer conn.Close()
-			st.run(context.Background(), gz.over(cw))
+			st.ctx, st.out = context.Background(), gz.over(cw)
+			st.run()
 			gz.finish()
 			if st.cutOff.Load() || st.reason == "too slow" || st.reason == "write timeout" {
 				// A client cut off for not reading gets a reset rather than a FIN queued behind
@@ -135,15 +136,65 @@ func (s *Server) serveSSE(c echo.Context, oneChannel bool) error {
 		return nil
 	}
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
+	var rw http.ResponseWriter = w
+	pw, parked := w.Writer.(*parkedWriter)
+	if parked {
+		rw = pw // echo's Response goes back to its pool with the context
+	}
+	rc := http.NewResponseController(rw)
+	fw := &flushWriter{w: rw, rc: rc, timeout: s.cfg.WriteTimeout}
 	sock.OnLag(func() {
 		st.cutOff.Store(true)
 		_ = rc.SetWriteDeadline(time.Now())
 	})
-	st.run(req.Context(), gz.over(&flushWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout}))
-	gz.finish()
+	st.ctx, st.out = req.Context(), gz.over(fw)
+	if !parked {
+		st.run()
+		gz.finish()
+		return nil
+	}
+	c.Set(streamLogKey, true)
+	entry := requestOf(c, start)
+	pw.st = st
+	pw.end = func() {
+		gz.finish()
+		s.finished(entry, http.StatusOK, fw.written, st.reason)
+	}
 	return nil
 }
+
+// streamHandler serves an HTTP/2 stream after echo's handler chain has returned. An HTTP/2
+// stream cannot be hijacked: it lives on net/http's handler goroutine for as long as it is
+// open. Waiting inside the chain (router, recovery, access log, body guard, the handler's own
+// frame), that goroutine parks 3.3 KB deep and keeps an 8 KB stack; waiting here it parks
+// about 1 KB deep, and the garbage collector halves its stack (docs/benchmarks.md, "HTTP/2
+// and TLS"). Other requests pass straight through.
+type streamHandler struct{ next http.Handler }
+
+func (h streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 2 {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	pw := &parkedWriter{ResponseWriter: w}
+	h.next.ServeHTTP(pw, r)
+	if pw.st != nil {
+		// Called from here and nowhere deeper: every frame between this one and the wait
+		// counts (run's waits in its own frame).
+		pw.st.run()
+		pw.end()
+	}
+}
+
+// parkedWriter is an HTTP/2 request's writer, through which a stream's handler leaves the rest
+// of its work to streamHandler: run st, then end.
+type parkedWriter struct {
+	http.ResponseWriter
+	st  *sseStream
+	end func()
+}
+
+func (w *parkedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // hijack takes over an HTTP/1.x connection and writes the response head itself. The body is
 // delimited by closing the connection, as an endless stream's must be without chunking. It
@@ -232,12 +283,15 @@ type flushWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	written int64 // bytes sent, for the access log
 }
 
 func (fw *flushWriter) write(frames [][]byte) error {
 	_ = fw.rc.SetWriteDeadline(time.Now().Add(fw.timeout))
 	for _, f := range frames {
-		if _, err := fw.w.Write(f); err != nil {
+		n, err := fw.w.Write(f)
+		fw.written += int64(n)
+		if err != nil {
 			return err
 		}
 	}
@@ -264,8 +318,15 @@ type sseStream struct {
 	unnamed bool
 	expires time.Time
 	reason  string // why the stream ended, for the access log
-	kind    transport
-	shard   uint32 // this stream's cell in the app's sharded counters
+	// batch and frames are turn's, kept between turns so that a busy stream reuses them.
+	batch  []stream.Delivery
+	frames [][]byte
+	// ctx ends the stream (the request's, and the token's expiry); out is where it goes.
+	ctx    context.Context
+	cancel context.CancelFunc
+	out    frameWriter
+	kind   transport
+	shard  uint32 // this stream's cell in the app's sharded counters
 	// clientGone is set when the client closed its end, before the socket is terminated.
 	clientGone atomic.Bool
 	// cutOff is set when the socket fell behind and its connection's writes were made to fail.
@@ -278,13 +339,49 @@ var pingFrame = []byte(": ping\n\n")
 // browser's script, an event does, so a client can tell a silent stream from a dead one.
 var namedPingFrame = []byte("event: herald:ping\ndata: {}\n\n")
 
-func (st *sseStream) run(ctx context.Context, out frameWriter) {
+// run serves the stream until it ends. While the stream is idle its goroutine waits in
+// sock.Wait straight from here, with turn's frame and Next's already gone: on HTTP/2 that
+// goroutine is net/http's handler goroutine, parked for hours, and its stack shrinks to half
+// only when less than a quarter of it is in use (docs/benchmarks.md, HTTP/2).
+func (st *sseStream) run() {
+	defer st.close()
+	if !st.begin() {
+		return
+	}
+	for {
+		ended, idle := st.turn()
+		if ended {
+			break
+		}
+		if idle {
+			st.sock.Wait()
+		}
+	}
+	st.countEnd()
+}
+
+func (st *sseStream) close() {
+	if st.cancel != nil {
+		st.cancel()
+	}
+	st.sess.close()
+}
+
+// countEnd counts a stream cut off for not reading.
+func (st *sseStream) countEnd() {
+	switch st.reason {
+	case "too slow":
+		st.srv.cfg.Metrics.slowDisconnect(st.app, st.kind, "queue_overflow")
+	case "write timeout":
+		st.srv.cfg.Metrics.slowDisconnect(st.app, st.kind, "write_timeout")
+	}
+}
+
+// begin ends st.ctx at the token's expiry and sends the retry field and herald:connected.
+func (st *sseStream) begin() bool {
 	s, sock := st.srv, st.sock
-	defer st.sess.close()
 	if !st.expires.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, st.expires)
-		defer cancel()
+		st.ctx, st.cancel = context.WithDeadline(st.ctx, st.expires)
 	}
 	hello, _ := json.Marshal(struct {
 		SocketID    string `json:"socket_id"`
@@ -298,81 +395,86 @@ func (st *sseStream) run(ctx context.Context, out frameWriter) {
 	first = append(first, "\n\nevent: herald:connected\ndata: "...)
 	first = append(first, hello...)
 	first = append(first, "\n\n"...)
-	frames := [][]byte{first}
-	if out.write(frames) != nil {
-		return
+	if st.out.write([][]byte{first}) != nil {
+		return false
 	}
 	st.app.meters.delivered(st.kind, st.shard, 0, int64(len(first)))
+	return true
+}
 
-	var batch []stream.Delivery
-	var err error
+// turn sends what the socket has now, or a heartbeat when one is due. idle: nothing was due,
+// wait for the socket; ended: the stream is over and st.reason says why.
+func (st *sseStream) turn() (ended, idle bool) {
+	s := st.srv
+	batch, done, err := st.sock.TryNext(st.ctx, streamBatch, s.cfg.Heartbeat, st.batch[:0])
+	st.batch = batch
+	if !done {
+		return false, true
+	}
+	frames := st.frames[:0]
+	for _, d := range batch {
+		frames = appendDelivery(frames, d, st.oneChannel, st.unnamed)
+	}
+	if err == nil && len(batch) == 0 {
+		if st.unnamed {
+			frames = append(frames, namedPingFrame)
+		} else {
+			frames = append(frames, pingFrame)
+		}
+	}
 	reason := "client gone"
-	for {
-		batch, err = sock.Next(ctx, streamBatch, s.cfg.Heartbeat, batch[:0])
-		frames = frames[:0]
-		for _, d := range batch {
-			frames = appendDelivery(frames, d, st.oneChannel, st.unnamed)
+	switch {
+	case err == nil:
+	case errors.Is(err, stream.ErrShutdown):
+		reason = "shutdown"
+		retry := make([]byte, 0, 24)
+		retry = append(retry, "retry: "...)
+		wait := jitter(s.cfg.Retry)
+		if s.census.draining.Load() {
+			wait = s.cfg.Retry // the drain already spread the ends over its period
 		}
-		if err == nil && len(batch) == 0 {
-			if st.unnamed {
-				frames = append(frames, namedPingFrame)
-			} else {
-				frames = append(frames, pingFrame)
-			}
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, stream.ErrShutdown):
-			reason = "shutdown"
-			retry := make([]byte, 0, 24)
-			retry = append(retry, "retry: "...)
-			wait := jitter(s.cfg.Retry)
-			if s.census.draining.Load() {
-				wait = s.cfg.Retry // the drain already spread the ends over its period
-			}
-			retry = strconv.AppendInt(retry, wait.Milliseconds(), 10)
-			frames = append(frames, append(retry, "\n\n"...))
-		case errors.Is(err, context.DeadlineExceeded):
-			reason = "token expired"
-			frames = append(frames, tokenExpiredFrame)
-		case errors.Is(err, stream.ErrLagged):
-			reason = "too slow"
-		case errors.Is(err, stream.ErrClosed) && st.clientGone.Load():
-			reason = "client gone"
-		case errors.Is(err, stream.ErrClosed):
-			reason = "terminated"
-		default:
-			reason = err.Error()
-		}
-		if len(frames) > 0 {
-			size := 0
-			if st.app.meters != nil {
-				for _, f := range frames { // before the write: net.Buffers consumes frames
-					size += len(f)
-				}
-			}
-			if werr := out.write(frames); werr != nil {
-				switch {
-				case st.cutOff.Load():
-					reason = "too slow"
-				case errors.Is(werr, os.ErrDeadlineExceeded):
-					reason = "write timeout"
-				}
-				break
-			}
-			st.app.meters.delivered(st.kind, st.shard, len(batch), int64(size))
-		}
-		if err != nil {
-			break
-		}
+		retry = strconv.AppendInt(retry, wait.Milliseconds(), 10)
+		frames = append(frames, append(retry, "\n\n"...))
+	case errors.Is(err, context.DeadlineExceeded):
+		reason = "token expired"
+		frames = append(frames, tokenExpiredFrame)
+	case errors.Is(err, stream.ErrLagged):
+		reason = "too slow"
+	case errors.Is(err, stream.ErrClosed) && st.clientGone.Load():
+		reason = "client gone"
+	case errors.Is(err, stream.ErrClosed):
+		reason = "terminated"
+	default:
+		reason = err.Error()
 	}
-	st.reason = reason
-	switch reason {
-	case "too slow":
-		s.cfg.Metrics.slowDisconnect(st.app, st.kind, "queue_overflow")
-	case "write timeout":
-		s.cfg.Metrics.slowDisconnect(st.app, st.kind, "write_timeout")
+	if len(frames) > 0 {
+		size := 0
+		if st.app.meters != nil {
+			for _, f := range frames { // before the write: net.Buffers consumes frames
+				size += len(f)
+			}
+		}
+		werr := st.out.write(frames)
+		clear(frames) // an idle stream keeps no event alive
+		st.frames = frames[:0]
+		if werr != nil {
+			switch {
+			case st.cutOff.Load():
+				reason = "too slow"
+			case errors.Is(werr, os.ErrDeadlineExceeded):
+				reason = "write timeout"
+			}
+			st.reason = reason
+			return true, false
+		}
+		st.app.meters.delivered(st.kind, st.shard, len(batch), int64(size))
 	}
+	if err != nil {
+		st.reason = reason
+		return true, false
+	}
+	clear(st.batch)
+	return false, false
 }
 
 var tokenExpiredFrame = []byte("event: herald:error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired; reconnect with a fresh one\"}\n\n")

@@ -85,7 +85,7 @@ type Socket struct {
 	control []Delivery      // notices owed to the client, sent before anything else
 	dynamic bool            // subscriptions may change: never assume a single channel
 
-	queue  chan *Message
+	queue  queue
 	lagged atomic.Bool
 	onLag  atomic.Pointer[func()]
 	done   chan struct{}
@@ -95,8 +95,8 @@ type Socket struct {
 	catchingUp int       // subscriptions still reading history
 	lastActive time.Time // when Next last returned something; heartbeats count from it
 
-	// Next blocks on the queue alone — one channel receive, no select — so every other
-	// reason to wake up (heartbeat due, context done, socket killed) queues the wake sentinel.
+	// Wait blocks on the queue's ready signal alone — one channel receive, no select — so
+	// every other reason to wake up (heartbeat due, context done, socket killed) signals it.
 	timerMu     sync.Mutex // guards heartbeat, watched and stopWatch: Close may run beside Next
 	heartbeat   *time.Timer
 	beatPending atomic.Bool // the heartbeat timer is armed and has not fired
@@ -128,7 +128,7 @@ func (h *Hub) Open(ctx context.Context, req Request) (*Socket, error) {
 		dynamic:       req.Dynamic,
 		envelopesOnly: req.EnvelopesOnly,
 		exclude:       req.Exclude,
-		queue:         make(chan *Message, h.opts.QueueSize),
+		queue:         newQueue(h.opts.QueueSize),
 		done:          make(chan struct{}),
 		lastActive:    time.Now(),
 	}
@@ -246,17 +246,8 @@ func (s *Socket) kill(err error) {
 	s.wake()
 }
 
-// wakeSentinel is queued to make a blocked Next look at its socket's state. If the queue is
-// full the sentinel is not needed: Next has messages to return and checks the state on its
-// next call.
-var wakeSentinel = &Message{}
-
-func (s *Socket) wake() {
-	select {
-	case s.queue <- wakeSentinel:
-	default:
-	}
-}
+// wake makes a waiting reader look at the socket's state.
+func (s *Socket) wake() { s.queue.signal() }
 
 func (s *Socket) heartbeatDue() {
 	s.beatPending.Store(false)
@@ -265,13 +256,12 @@ func (s *Socket) heartbeatDue() {
 
 // offer queues m without blocking; a full queue marks the socket lagged.
 func (s *Socket) offer(m *Message) {
-	select {
-	case s.queue <- m:
-	default:
-		if s.lagged.CompareAndSwap(false, true) {
-			if f := s.onLag.Load(); f != nil {
-				(*f)()
-			}
+	if s.queue.push(m) {
+		return
+	}
+	if s.lagged.CompareAndSwap(false, true) {
+		if f := s.onLag.Load(); f != nil {
+			(*f)()
 		}
 	}
 }
@@ -345,8 +335,24 @@ func (h *Hub) Node() string { return h.node }
 // the socket ends (ErrLagged, ErrShutdown, ErrClosed); deliveries appended before the error
 // are still valid.
 func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []Delivery) ([]Delivery, error) {
+	for {
+		var done bool
+		var err error
+		if out, done, err = s.TryNext(ctx, max, wait, out); done {
+			return out, err
+		}
+		s.Wait()
+	}
+}
+
+// TryNext is Next without the waiting: done reports that Next would return now with out and
+// err; otherwise Wait blocks until the socket may have more, and TryNext is called again. A
+// transport whose waiting goroutine must stay shallow — an HTTP/2 stream parks on its handler
+// goroutine for hours, and a goroutine's stack shrinks only when little of it is in use —
+// waits between its own calls rather than deep inside Next.
+func (s *Socket) TryNext(ctx context.Context, max int, wait time.Duration, out []Delivery) (_ []Delivery, done bool, _ error) {
 	start := len(out)
-	if done := ctx.Done(); done != nil && s.watched != ctx {
+	if d := ctx.Done(); d != nil && s.watched != ctx {
 		// Transports pass the same context on every call: watch it once, not per call.
 		s.timerMu.Lock()
 		if s.stopWatch != nil {
@@ -355,54 +361,46 @@ func (s *Socket) Next(ctx context.Context, max int, wait time.Duration, out []De
 		s.watched, s.stopWatch = ctx, context.AfterFunc(ctx, s.wake)
 		s.timerMu.Unlock()
 	}
-	for {
-		if err := s.Err(); err != nil {
-			return out, err
-		}
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		var ready bool
-		var err error
-		s.mu.Lock()
-		out, ready, err = s.step(ctx, out, start, max)
-		s.mu.Unlock()
-		if err != nil || ready {
-			if len(out) > start {
-				s.lastActive = time.Now()
-			}
-			return out, err
-		}
-		// The heartbeat timer is armed only when none is pending, not per event: a busy
-		// socket pays nothing for it. A timer armed for an earlier deadline just wakes us
-		// once more.
-		deadline := s.lastActive.Add(wait)
-		if !s.beatPending.Load() {
-			s.beatPending.Store(true)
-			s.timerMu.Lock()
-			if s.heartbeat == nil {
-				s.heartbeat = time.AfterFunc(time.Until(deadline), s.heartbeatDue)
-			} else {
-				s.heartbeat.Reset(time.Until(deadline))
-			}
-			s.timerMu.Unlock()
-		}
-		m := <-s.queue
-		if m != wakeSentinel {
-			s.mu.Lock()
-			out = s.accept(m, out)
-			s.mu.Unlock()
-			if len(out) > start {
-				s.lastActive = time.Now()
-			}
-			continue
-		}
-		if now := time.Now(); !now.Before(deadline) && s.Err() == nil && ctx.Err() == nil {
-			s.lastActive = now
-			return out, nil // time for a heartbeat
-		}
+	if err := s.Err(); err != nil {
+		return out, true, err
 	}
+	if err := ctx.Err(); err != nil {
+		return out, true, err
+	}
+	s.mu.Lock()
+	out, ready, err := s.step(ctx, out, start, max)
+	s.mu.Unlock()
+	if err != nil || ready {
+		if len(out) > start {
+			s.lastActive = time.Now()
+		}
+		return out, true, err
+	}
+	deadline := s.lastActive.Add(wait)
+	now := time.Now()
+	if !now.Before(deadline) {
+		s.lastActive = now
+		return out, true, nil // time for a heartbeat
+	}
+	// The heartbeat timer is armed only when none is pending, not per event: a busy socket
+	// pays nothing for it. A timer armed for an earlier deadline just wakes the reader once
+	// more.
+	if !s.beatPending.Load() {
+		s.beatPending.Store(true)
+		s.timerMu.Lock()
+		if s.heartbeat == nil {
+			s.heartbeat = time.AfterFunc(deadline.Sub(now), s.heartbeatDue)
+		} else {
+			s.heartbeat.Reset(deadline.Sub(now))
+		}
+		s.timerMu.Unlock()
+	}
+	return out, false, nil
 }
+
+// Wait blocks until the socket may have something for TryNext: a message queued, the
+// heartbeat due, the socket ended or TryNext's context done. It may also return for nothing.
+func (s *Socket) Wait() { <-s.queue.ready }
 
 // step does everything Next can do without waiting, with s.mu held. ready reports that out
 // should go to the client now.
@@ -583,28 +581,16 @@ func compareSub(sub *subscription, ch string) int {
 }
 
 // drain empties the queue.
-func (s *Socket) drain() {
-	for {
-		select {
-		case <-s.queue:
-		default:
-			return
-		}
-	}
-}
+func (s *Socket) drain() { s.queue.clear() }
 
 // takeQueued moves queued messages to out without waiting.
 func (s *Socket) takeQueued(out []Delivery, limit int) []Delivery {
-	for len(out) < limit {
-		select {
-		case m := <-s.queue:
-			if m != wakeSentinel {
-				out = s.accept(m, out)
-			}
-		default:
-			return out
-		}
+	q := &s.queue
+	q.mu.Lock()
+	for q.n > 0 && len(out) < limit {
+		out = s.accept(q.popLocked(), out)
 	}
+	q.mu.Unlock()
 	return out
 }
 
