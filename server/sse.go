@@ -440,7 +440,8 @@ func (st *sseStream) turn() (ended, idle bool) {
 		frames = append(frames, tokenExpiredFrame)
 	case errors.Is(err, stream.ErrLagged):
 		reason = "too slow"
-	case errors.Is(err, stream.ErrClosed) && st.clientGone.Load():
+	case errors.Is(err, stream.ErrClosed) && st.clientGone.Load(),
+		errors.Is(err, context.Canceled): // an HTTP/2 stream's client reset it or left
 		reason = "client gone"
 	case errors.Is(err, stream.ErrClosed):
 		reason = "terminated"

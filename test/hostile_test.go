@@ -347,43 +347,61 @@ func TestHeaderLimit(t *testing.T) {
 
 // TestStreamEndNoticedAndLogged: a one-channel stream whose client goes away is noticed at
 // once, not at the next heartbeat, and its access log line is written then, with the stream's
-// real duration and bytes.
+// real duration and bytes — on HTTP/1.1 (a hijacked connection) and on HTTP/2 (a stream
+// served after echo's handler chain returned) alike.
 func TestStreamEndNoticedAndLogged(t *testing.T) {
 	t.Parallel()
-	h := startHerald(t, heraldOpts{args: []string{"--heartbeat", "1s"}})
-	ch := uniqueChannel("gone")
-	ss := mustSSE(t, h.Base+eventsPath(ch), nil)
-	ss.expectPreamble(t)
-	tok := h.Publisher(t)
-	h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 1})
-	ss.mustEvents(t, 1, 10*time.Second)
-	// A heartbeat proves the stream has lived at least a second: its log must say so.
-	if f, err := ss.next(10 * time.Second); err != nil || !f.CommentOnly() {
-		t.Fatalf("want a heartbeat, got %q (%v)", f.Raw, err)
-	}
-	ss.Close()
-	closed := time.Now()
-	var line map[string]any
-	found := testkit.WaitFor(10*time.Second, func() bool {
-		for _, l := range strings.Split(h.logs.String(), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(l), &m) != nil || m["message"] != "request" || m["method"] != "GET" || m["path"] != eventsPath(ch) {
-				continue
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Parallel()
+			h2 := proto == "HTTP/2.0"
+			h := startHerald(t, heraldOpts{tls: h2, args: []string{"--heartbeat", "1s"}})
+			ch := uniqueChannel("gone")
+			client := &http.Client{Transport: streamTransport}
+			if h2 {
+				client = h2Client(t)
 			}
-			line = m
-			return true
-		}
-		return false
-	})
-	if !found {
-		t.Fatalf("no access log line for the stream within 10 s of its client leaving:\n%s", h.logs.String())
-	}
-	if noticed := time.Since(closed); noticed > 5*time.Second {
-		t.Errorf("the stream's end was logged %v after its client left", noticed)
-	}
-	dur, _ := line["duration"].(float64) // zerolog writes milliseconds
-	sent, _ := line["bytes"].(float64)
-	if dur < 1000 || sent < 100 || line["status"] != float64(200) || line["reason"] != "client gone" {
-		t.Errorf("the stream's log line must carry its lifetime (≥ 1 s), bytes sent and why it ended: %v", line)
+			ss, err := openSSEWith(client, h.Base+eventsPath(ch), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(ss.Close)
+			if ss.Resp.Proto != proto {
+				t.Fatalf("stream over %s, want %s", ss.Resp.Proto, proto)
+			}
+			ss.expectPreamble(t)
+			tok := h.Publisher(t)
+			h.mustPublish(t, tok, ch, "Tick", map[string]int{"n": 1})
+			ss.mustEvents(t, 1, 10*time.Second)
+			// A heartbeat proves the stream has lived at least a second: its log must say so.
+			if f, err := ss.next(10 * time.Second); err != nil || !f.CommentOnly() {
+				t.Fatalf("want a heartbeat, got %q (%v)", f.Raw, err)
+			}
+			ss.Close()
+			closed := time.Now()
+			var line map[string]any
+			found := testkit.WaitFor(10*time.Second, func() bool {
+				for _, l := range strings.Split(h.logs.String(), "\n") {
+					var m map[string]any
+					if json.Unmarshal([]byte(l), &m) != nil || m["message"] != "request" || m["method"] != "GET" || m["path"] != eventsPath(ch) {
+						continue
+					}
+					line = m
+					return true
+				}
+				return false
+			})
+			if !found {
+				t.Fatalf("no access log line for the stream within 10 s of its client leaving:\n%s", h.logs.String())
+			}
+			if noticed := time.Since(closed); noticed > 5*time.Second {
+				t.Errorf("the stream's end was logged %v after its client left", noticed)
+			}
+			dur, _ := line["duration"].(float64) // zerolog writes milliseconds
+			sent, _ := line["bytes"].(float64)
+			if dur < 1000 || sent < 100 || line["status"] != float64(200) || line["reason"] != "client gone" {
+				t.Errorf("the stream's log line must carry its lifetime (≥ 1 s), bytes sent and why it ended: %v", line)
+			}
+		})
 	}
 }

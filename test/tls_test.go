@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -455,4 +456,48 @@ func TestHTTP2QuietStreamOutlivesWriteTimeout(t *testing.T) {
 	s.expectQuiet(t, 2500*time.Millisecond) // fails if the stream ends meanwhile
 	ids := h.publishN(t, h.Publisher(t), ch, "Tick", 0, 1)
 	expectInOrder(t, "after a quiet spell", s.mustEvents(t, 1, 10*time.Second), ids, 0)
+}
+
+// An idle HTTP/2 stream lives on net/http's handler goroutine, which it cannot leave. Herald
+// serves it after echo's handler chain has returned, so the goroutine waits in a shallow frame
+// and the garbage collector halves its stack to 4 KB; waiting anywhere deeper (inside the
+// chain, or under one more frame of its own) keeps 8 KB, which is a third of what an idle
+// HTTP/2 stream costs (docs/benchmarks.md). This guards that: what one more frame would undo.
+func TestHTTP2IdleStreamStack(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, heraldOpts{tls: true})
+	stacks := func() int64 {
+		t.Helper()
+		var last int64
+		for range 3 { // a stack is halved once per collection: 16 KB needs two to reach 4
+			r := mustDo(t, http.MethodGet, h.Admin+"/debug/pprof/heap?debug=1&gc=1", nil, nil)
+			_, rest, ok := strings.Cut(string(r.Body), "\n# Stack = ")
+			if !ok {
+				t.Fatalf("no stack figure in the heap profile: %.200s", r.Body)
+			}
+			n, err := strconv.ParseInt(rest[:strings.IndexByte(rest, ' ')], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = n
+		}
+		return last
+	}
+	before := stacks()
+	const n = 200
+	client := h2Client(t)
+	ch := uniqueChannel("h2-stack")
+	for range n {
+		s, err := openSSEWith(client, h.Base+eventsPath(ch), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		s.expectPreamble(t)
+	}
+	perStream := (stacks() - before) / n
+	t.Logf("goroutine stack per idle HTTP/2 stream: %d bytes", perStream)
+	if perStream > 6<<10 {
+		t.Fatalf("an idle HTTP/2 stream holds %d bytes of goroutine stack, want about 4 KB: its handler goroutine waits too deep to shrink", perStream)
+	}
 }
