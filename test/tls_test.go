@@ -354,6 +354,22 @@ func TestTLSCertificateReload(t *testing.T) {
 	mustDo(t, http.MethodGet, h.Base+"/v1/health", nil, nil)
 }
 
+// Without TLS a SIGHUP (a service manager's reload) is logged and changes nothing: its
+// default action would have ended herald and every stream with it.
+func TestHangupWithoutTLS(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, heraldOpts{})
+	ch := uniqueChannel("hup")
+	s := mustSSE(t, h.Base+eventsPath(ch), nil)
+	s.expectPreamble(t)
+	h.Signal(syscall.SIGHUP)
+	if !testkit.WaitFor(5*time.Second, func() bool { return strings.Contains(h.logs.String(), "SIGHUP: nothing to reload") }) {
+		t.Fatalf("SIGHUP without --tls-cert was not logged:\n%s", h.logs.String())
+	}
+	ids := h.publishN(t, h.Publisher(t), ch, "Tick", 0, 3)
+	expectInOrder(t, "a stream opened before the SIGHUP", s.mustEvents(t, 3, 10*time.Second), ids, 0)
+}
+
 // Bad TLS flags stop herald at once with a line that says what is wrong.
 func TestTLSFlagErrors(t *testing.T) {
 	t.Parallel()

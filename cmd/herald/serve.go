@@ -261,8 +261,8 @@ func serve(args []string) error {
 	}, log)
 	if cert != nil {
 		go cert.Watch(ctx, certCheckInterval, log)
-		go reloadOnHangup(ctx, cert, log)
 	}
+	go reloadOnHangup(ctx, cert, log)
 
 	log.Info().Str("addr", ln.Addr().String()).Str("protocols", protocols(cert != nil, *cfg.h2c)).Str("store", apps[0].Hub.Store().Kind()).Int("apps", len(apps)).Str("version", version).
 		Uint64("max_open_files", raiseFileLimit()).Msg("herald listening")

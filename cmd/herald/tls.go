@@ -24,7 +24,9 @@ func tlsConfig(cert *server.Certificate) *tls.Config {
 }
 
 // reloadOnHangup reloads the certificate on every SIGHUP until ctx ends, for renewal hooks
-// (certbot's --deploy-hook, say) that would rather not wait for the next check.
+// (certbot's --deploy-hook, say) that would rather not wait for the next check. Without a
+// certificate SIGHUP is still taken, and only logged: its default action would end the
+// process, and a service manager's reload (systemd's ExecReload=kill -HUP) must not.
 func reloadOnHangup(ctx context.Context, cert *server.Certificate, log zerolog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -34,6 +36,10 @@ func reloadOnHangup(ctx context.Context, cert *server.Certificate, log zerolog.L
 		case <-ctx.Done():
 			return
 		case <-hup:
+		}
+		if cert == nil {
+			log.Info().Msg("SIGHUP: nothing to reload (no --tls-cert)")
+			continue
 		}
 		switch changed, err := cert.Reload(); {
 		case err != nil:
