@@ -75,7 +75,7 @@ func (s *Server) writeError(err error, c echo.Context) {
 		h.Set("Retry-After", strconv.Itoa(ae.RetryAfter))
 	}
 	if unreadBody(c) {
-		closeInsteadOfDraining(c)
+		closeInsteadOfDraining(c, min(refusedBodyLinger, s.cfg.BodyTimeout))
 	}
 	if c.Request().Method == http.MethodHead {
 		c.NoContent(ae.Status)

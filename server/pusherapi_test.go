@@ -307,7 +307,8 @@ func TestPusherRequestErrors(t *testing.T) {
 	expectError(t, "parameter added after signing", raw("/apps/1/events", q, good), http.StatusUnauthorized, "invalid_signature")
 	expectError(t, "unknown app id", raw("/apps/99/events", signed(app, "/apps/99/events", good, time.Now()), good), http.StatusNotFound, "unknown_app")
 
-	// Too large: 413 before anything else.
+	// Too large: 413 before anything else, and the client, still sending its body, reads it
+	// rather than a reset connection (closeInsteadOfDraining).
 	big := `{"name":"E","channel":"errs","data":"` + strings.Repeat("x", 70<<10) + `"}`
 	expectError(t, "over the body limit", raw("/apps/1/events", signed(app, "/apps/1/events", big, time.Now()), big), http.StatusRequestEntityTooLarge, "payload_too_large")
 
