@@ -113,7 +113,7 @@ var errorCodes = map[int][]string{
 	http.StatusUnauthorized: {"token_missing", "token_invalid", "socket_token_invalid", "invalid_signature",
 		"signature_unavailable", "unknown_key", "timestamp_expired", "body_md5_mismatch", "wrong_app",
 		"invalid_auth_params", "admin_token_invalid"},
-	http.StatusForbidden: {"forbidden", "unknown_app", "app_mismatch", "presence_full", "not_subscribed",
+	http.StatusForbidden: {"forbidden", "unknown_app", "app_mismatch", "origin_not_allowed", "presence_full", "not_subscribed",
 		"client_events_not_allowed", "client_events_disabled"},
 	http.StatusNotFound:              {"not_found", "socket_gone", "not_subscribed", "unknown_app", "pusher_api_disabled"},
 	http.StatusMethodNotAllowed:      {"method_not_allowed"},

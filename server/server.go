@@ -230,14 +230,16 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(s.accessLog)
 	e.Use(s.guardBody)
-	if len(s.cfg.CORSOrigins) > 0 {
+	if s.corsEnabled() {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
-			AllowOrigins: s.cfg.CORSOrigins,
-			AllowMethods: []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodOptions},
-			AllowHeaders: []string{"Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Herald-Socket-Token", "X-Herald-Socket-Id"},
+			// The deployment's origins and every app's; each request is then held to its own
+			// app's (checkOrigin).
+			AllowOriginFunc: func(origin string) (bool, error) { return s.corsAllowed(origin), nil },
+			AllowMethods:    []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodOptions},
+			AllowHeaders:    []string{"Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-Herald-Socket-Token", "X-Herald-Socket-Id"},
 			// A refused client (503 over_capacity, shutting_down; 429) must read when to come back.
 			ExposeHeaders:    []string{"Retry-After"},
-			AllowCredentials: !contains(s.cfg.CORSOrigins, "*"),
+			AllowCredentials: !s.corsAnyOrigin(),
 			MaxAge:           600,
 		}))
 	}

@@ -85,6 +85,9 @@ func (api socketAPI) openSocket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := api.checkOrigin(c, app); err != nil {
+		return err
+	}
 	if err := api.census.admit(app, transportPollSocket, c.RealIP()); err != nil {
 		return err
 	}
@@ -109,10 +112,14 @@ func (api socketAPI) socketFromRequest(c echo.Context, id string) (string, *App,
 	if tok == "" {
 		tok = c.QueryParam("socket_token")
 	}
-	if a := api.apps.ofSocket(api.sockTokens, id, tok); a != nil {
-		return id, a, nil
+	a := api.apps.ofSocket(api.sockTokens, id, tok)
+	if a == nil {
+		return "", nil, errSocketToken
 	}
-	return "", nil, errSocketToken
+	if err := api.checkOrigin(c, a); err != nil {
+		return "", nil, err
+	}
+	return id, a, nil
 }
 
 // subscribeRequest is the body of POST /v1/sockets/{socket_id}/subscriptions.

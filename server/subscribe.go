@@ -73,6 +73,9 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 	if sub.app, err = s.apps.forToken(cl); err != nil {
 		return sub, err
 	}
+	if err := s.checkOrigin(c, sub.app); err != nil {
+		return sub, err
+	}
 	if cl != nil {
 		sub.expires = s.cfg.Auth.Expiry(cl)
 		sub.claims = cl

@@ -59,7 +59,13 @@ func install(t *testing.T, from testkit.Certs, certFile, keyFile string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(dst, b, 0o600); err != nil {
+		// Written aside and renamed into place, as renewal tools do: the watcher, checking
+		// every 10 ms, must never read a half-written file (a failure of its own, logged
+		// besides the one under test).
+		if err := os.WriteFile(dst+".tmp", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(dst+".tmp", dst); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -43,6 +43,9 @@ type App struct {
 	// Durability is how durable an acknowledged publish is (durability): memory, redis or
 	// replicated; empty for the deployment's --durability.
 	Durability string
+	// AllowedOrigins are the page origins whose browsers may use the app (allowed_origins);
+	// unset, the deployment's --cors-origins decide.
+	AllowedOrigins Origins
 
 	secret    []byte
 	jwtSecret []byte // jwt_secret_env's value: the HS256 key of this app's tokens
@@ -208,7 +211,7 @@ func yamlError(err error) error {
 
 var sectionOf = map[string]string{
 	"fileSpec":     "the top level (default_app, apps, channels, api_keys)",
-	"appSpec":      "an app (id, key, secret, secret_env, jwt_secret_env, jwt_public_key, accept_client_events_from, durability, limits)",
+	"appSpec":      "an app (id, key, secret, secret_env, jwt_secret_env, jwt_public_key, accept_client_events_from, durability, allowed_origins, limits)",
 	"limitsSpec":   "limits (max_presence_members, max_user_info_bytes, max_user_id_length, client_events_per_second)",
 	"channelsSpec": "channels (default, rules)",
 	"ruleSpec":     "a rule (channel, action, when)",
@@ -233,6 +236,7 @@ type appSpec struct {
 	JWTPublicKey           string     `yaml:"jwt_public_key"`
 	AcceptClientEventsFrom string     `yaml:"accept_client_events_from"`
 	Durability             string     `yaml:"durability"`
+	AllowedOrigins         []string   `yaml:"allowed_origins"`
 	Limits                 limitsSpec `yaml:"limits"`
 
 	fromEnv   bool   // defined by HERALD_APP_ID alone
@@ -505,6 +509,11 @@ func (b *builder) app(i int) (*App, error) {
 	default:
 		return nil, b.errAt(at("durability"), "want memory, redis or replicated, not %q", a.Durability)
 	}
+	origins, err := ParseOrigins(a.AllowedOrigins)
+	if err != nil {
+		return nil, b.errAt(at("allowed_origins"), "%v", err)
+	}
+	app.AllowedOrigins = origins
 	limits := []struct {
 		v    *int
 		dst  *int
