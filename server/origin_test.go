@@ -3,46 +3,21 @@ package server
 import (
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/rs/zerolog"
-
-	"github.com/herald-rt/herald/server/authz"
-	"github.com/herald-rt/herald/store/memstore"
-	"github.com/herald-rt/herald/stream"
 )
 
 // An app's allowed_origins hold its streams, polls and sockets to the pages they name, matched
 // on the Origin's host as Reverb matches them; a request without an Origin, or from the
 // server's own host, is never refused; CORS answers the allowed origins.
 func TestAllowedOrigins(t *testing.T) {
-	cfg, err := authz.Parse([]byte(`
+	ts, _ := pusherServerWith(t, `
 apps:
   - id: "1"
     key: key-one
     secret: secret-one-secret-one
     allowed_origins: ["*.example.com", "app.test"]
-`), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, _ := NewAuthenticator(AuthConfig{Secret: testSecret})
-	pa := cfg.Apps()[0]
-	st := memstore.New(memstore.Options{})
-	hub := stream.New(st, stream.Options{})
-	srv := New(Config{Auth: auth, SocketSecret: DeriveSocketSecret(testSecret), Authz: cfg, PollTimeout: time.Second,
-		Apps: []*App{{ID: pa.ID, Hub: hub, Bus: st, Pusher: pa, Presence: memstore.NewPresence(memstore.PresenceOptions{})}}}, zerolog.New(io.Discard))
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		srv.Shutdown(t.Context())
-		ts.Close()
-		hub.Close()
-		st.Close()
-	})
-
+`)
 	do := func(method, path, origin string) (*http.Response, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, ts.URL+path, nil)

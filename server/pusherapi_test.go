@@ -34,7 +34,7 @@ const (
 // its own hub, store and presence, and JWT auth with the test secret.
 func pusherServer(t *testing.T) (*httptest.Server, map[string]*authz.App) {
 	t.Helper()
-	cfg, err := authz.Parse([]byte(`
+	return pusherServerWith(t, `
 apps:
   - id: "1"
     key: key-one
@@ -45,7 +45,13 @@ apps:
   - id: "`+docAppID+`"
     key: `+docKey+`
     secret: `+docSecret+`
-`), func(string) string { return "" })
+`)
+}
+
+// pusherServerWith serves the apps of a herald.yaml, each on its own memory store.
+func pusherServerWith(t *testing.T, yaml string) (*httptest.Server, map[string]*authz.App) {
+	t.Helper()
+	cfg, err := authz.Parse([]byte(yaml), func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
