@@ -7,7 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/herald-rt/herald/server/authz"
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Origins: which pages' browsers may use an app's streams, polls and sockets. An app's
@@ -44,7 +44,7 @@ func (s *Server) checkOrigin(c echo.Context, app *App) error {
 // https://*.example.com (* is any run of characters, as in echo's own CORS patterns).
 func (s *Server) deploymentAllows(origin string) bool {
 	for _, o := range s.cfg.CORSOrigins {
-		if o == "*" || o == origin || (strings.Contains(o, "*") && authz.WildcardMatch(strings.ToLower(o), strings.ToLower(origin))) {
+		if o == "*" || o == origin || (strings.Contains(o, "*") && channel.Match(strings.ToLower(o), strings.ToLower(origin))) {
 			return true
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+
+	"github.com/herald-rt/herald/store/channel"
 )
 
 // Origins is an app's allowed_origins: the page origins whose browsers may use the app's
@@ -68,37 +70,9 @@ func (o Origins) Allows(origin string) bool {
 		return false
 	}
 	for _, p := range o.patterns {
-		if WildcardMatch(p, host) {
+		if channel.Match(p, host) { // * is any run of characters, as in Str::is
 			return true
 		}
 	}
 	return false
-}
-
-// WildcardMatch reports whether s matches the pattern p, where * is any run of characters (none
-// included) and everything else stands for itself: Laravel's Str::is. Greedy with backtracking
-// to the last star, never worse than len(p)·len(s).
-func WildcardMatch(p, s string) bool {
-	pi, si := 0, 0
-	star, mark := -1, 0
-	for si < len(s) {
-		switch {
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, si
-			pi++
-		case pi < len(p) && p[pi] == s[si]:
-			pi++
-			si++
-		case star >= 0:
-			pi = star + 1
-			mark++
-			si = mark
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == '*' {
-		pi++
-	}
-	return pi == len(p)
 }

@@ -3,6 +3,8 @@ package authz
 import (
 	"strings"
 	"testing"
+
+	"github.com/herald-rt/herald/store/channel"
 )
 
 func TestParseOrigins(t *testing.T) {
@@ -21,7 +23,8 @@ func TestParseOrigins(t *testing.T) {
 	}
 }
 
-func TestWildcardMatch(t *testing.T) {
+// The patterns match as Laravel's Str::is does, through channel.Match.
+func TestOriginPatternsMatchLikeStrIs(t *testing.T) {
 	for _, c := range []struct {
 		p, s string
 		want bool
@@ -38,8 +41,8 @@ func TestWildcardMatch(t *testing.T) {
 		{"app.test", "app.test", true},
 		{"**x", "yx", true},
 	} {
-		if got := WildcardMatch(c.p, c.s); got != c.want {
-			t.Errorf("WildcardMatch(%q, %q) = %v", c.p, c.s, got)
+		if got := channel.Match(c.p, c.s); got != c.want {
+			t.Errorf("Match(%q, %q) = %v", c.p, c.s, got)
 		}
 	}
 }
