@@ -83,6 +83,7 @@ export class Herald {
   constructor(options = {}) {
     this.options = { namespace: 'App.Events', authEndpoint: '/broadcasting/auth', ...options };
     this.channels = {};
+    this.pending = {};  // channel name -> its last subscription call (see serial)
     this.state = 'disconnected';
     this.watchers = new Set();
     this.names = new Set(NOTICES);
@@ -120,7 +121,7 @@ export class Herald {
     delete this.channels[name];
     ch.cbs = {};
     ch.all = [];
-    if (ch.live && ch.live === this.sid) this.call('DELETE', this.path(name)).catch(() => {});
+    if (ch.live && ch.live === this.sid) this.unsub(name);
     ch.live = null;
   }
   leaveAllChannels() { for (const name in this.channels) this.leaveChannel(name); }
@@ -322,6 +323,21 @@ export class Herald {
   }
 
   // ---- calls ----
+  // serial runs the subscription calls of one channel name one after another: the DELETE of a
+  // left subscription and the POST of the one that replaces it (a remounted component) could
+  // otherwise reach the server swapped, leaving the channel unsubscribed.
+  serial(name, fn) {
+    const prev = this.pending[name];
+    const p = prev ? prev.then(fn) : fn();
+    const done = this.pending[name] = p.catch(() => {});
+    done.then(() => this.pending[name] === done && delete this.pending[name]);
+    return p;
+  }
+  unsub(name) {
+    const path = this.path(name); // this socket's, even if the call waits past a reconnect
+    this.serial(name, () => this.call('DELETE', path)).catch(() => {});
+  }
+
   url(path) { return (this.options.host || '').replace(/\/$/, '') + path; }
   path(name) { return '/v1/sockets/' + this.sid + '/subscriptions/' + encodeURIComponent(name); }
 
@@ -373,10 +389,10 @@ export class Herald {
         body.auth = a.auth;
         if (a.channel_data) body.channel_data = a.channel_data;
       }
-      if (sid !== this.sid || this.channels[ch.name] !== ch) return;
-      await this.call('POST', '/v1/sockets/' + sid + '/subscriptions', body);
+      const posted = await this.serial(ch.name, () => sid === this.sid && this.channels[ch.name] === ch &&
+        this.call('POST', '/v1/sockets/' + sid + '/subscriptions', body));
       // Left while the call was on its way: undo it.
-      if (sid === this.sid && this.channels[ch.name] !== ch) this.call('DELETE', this.path(ch.name)).catch(() => {});
+      if (posted && sid === this.sid && this.channels[ch.name] !== ch) this.unsub(ch.name);
     } catch (err) {
       if (sid !== this.sid) return;
       ch.live = null;

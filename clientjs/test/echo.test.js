@@ -163,3 +163,22 @@ test('a custom authorizer signs instead of the auth endpoint, as in Echo', async
   assert.deepEqual(got, [{ ok: true }]);
   assert.equal(asked, 1);
 });
+
+test('leaving and joining a channel again at once (a remounted component) keeps the new subscription', async () => {
+  const e = echo({ id: 6, name: 'Fay' });
+  await waitFor('connected', () => e.connectionStatus() === 'connected');
+  const got = [];
+  for (let round = 1; round <= 20; round++) {
+    await subscribed(e.private('remount.1').listen('.tick', d => got.push(d.n)));
+    // The DELETE of the old subscription and the POST of the new one leave together: the
+    // server must end up with the channel subscribed, whatever order it sees them in.
+    e.leaveChannel('private-remount.1');
+    const again = e.private('remount.1').listen('.tick', d => got.push(d.n));
+    await subscribed(again);
+    await sleep(30);
+    await pusher.trigger('private-remount.1', 'tick', { n: round });
+    await waitFor('tick ' + round, () => got.includes(round), 3000);
+    e.leaveChannel('private-remount.1');
+  }
+  assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i + 1));
+});
