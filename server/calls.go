@@ -85,6 +85,7 @@ var socketOps = map[string]func(ss *session, ctx context.Context, payload []byte
 	opRefuse.name:      opRefuse.serve,
 	opPoll.name:        opPoll.serve,
 	opWhisper.name:     opWhisper.serve,
+	opSignin.name:      opSignin.serve,
 }
 
 // nodeOp is a call on a node as a whole rather than on one of its sockets; on the bus, the id

@@ -40,7 +40,7 @@ import (
 //     not report their channels to each other. A presence channel also counts as occupied
 //     while it has members on any node, and user_count and the users list come from the
 //     shared presence store, so they are deployment-wide.
-//   - terminate_connections closes the user's sockets on the node that answers only.
+//   - terminate_connections closes the user's sockets on every node (see terminate).
 
 // Pusher's limits on one request.
 const (
@@ -439,6 +439,9 @@ func (p pusherAPI) channels(c echo.Context, app *App, _ []byte) error {
 	}
 	out := make(map[string]channelInfo, len(occupied))
 	for ch, n := range occupied {
+		if channel.IsUser(ch) && !strings.HasPrefix(prefix, "#") {
+			continue // signed-in sockets, not channels anyone subscribed to: listed only when asked for
+		}
 		var ci channelInfo
 		if info.subscriptionCount {
 			ci.SubscriptionCount = &n

@@ -338,7 +338,8 @@ func TestPusherRequestErrors(t *testing.T) {
 		{"empty channels", `{"name":"E","data":"{}","channels":[]}`, "invalid_channel"},
 		{"channel and channels", `{"name":"E","data":"{}","channel":"errs","channels":["errs"]}`, "invalid_channel"},
 		{"bad channel name", `{"name":"E","data":"{}","channels":["errs","a b"]}`, "invalid_channel"},
-		{"user channel", `{"name":"E","data":"{}","channel":"#server-to-user-1"}`, "invalid_channel"},
+		{"# outside a user channel", `{"name":"E","data":"{}","channel":"#nodes"}`, "invalid_channel"}, // #server-to-user-1 is sendToUser's
+		{"user channel of no user", `{"name":"E","data":"{}","channel":"#server-to-user-"}`, "invalid_channel"},
 		{"101 channels", `{"name":"E","data":"{}","channels":` + string(manyJSON) + `}`, "too_many_channels"},
 		{"bad socket_id", `{"name":"E","data":"{}","channel":"errs","socket_id":"abc"}`, "invalid_socket_id"},
 		{"unknown info", `{"name":"E","data":"{}","channel":"errs","info":"cache"}`, "invalid_info"},

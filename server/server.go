@@ -264,6 +264,7 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	v1.POST("/sockets", sockets.openSocket)
 	v1.POST("/sockets/:socket_id/subscriptions", sockets.subscribeSocket)
 	v1.DELETE("/sockets/:socket_id/subscriptions/:channel", sockets.unsubscribeSocket)
+	v1.POST("/sockets/:socket_id/signin", sockets.signin)
 	v1.POST("/channels/:channel/whispers", sockets.whisper)
 	v1.GET("/channels/:channel/members", s.channelMembers)
 	pusherAPI{s}.routes(e)

@@ -34,6 +34,7 @@ type session struct {
 	mu      sync.Mutex
 	closed  bool
 	members map[string]store.Member // presence channel → the identity the socket joined as
+	user    string                  // the user the socket signed in as (users.go), or
 	budget  bucket                  // client events this socket may still send
 }
 
@@ -148,14 +149,17 @@ func (ss *session) terminate() {
 	}
 }
 
-// belongsTo reports whether the session is userID's: opened with a token of that subject, or
-// a presence member as that user.
+// belongsTo reports whether the session is userID's: opened with a token of that subject,
+// signed in as that user, or a presence member as that user.
 func (ss *session) belongsTo(userID string) bool {
 	if ss.claims != nil && ss.claims.Subject == userID {
 		return true
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.user == userID {
+		return true
+	}
 	for _, m := range ss.members {
 		if m.UserID == userID {
 			return true

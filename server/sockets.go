@@ -140,6 +140,9 @@ func parseSubscribeBody(body []byte) (subscribeRequest, error) {
 	if err := channel.Valid(req.Channel); err != nil {
 		return req, errorf(http.StatusUnprocessableEntity, "invalid_channel", err.Error())
 	}
+	if err := subscribable(req.Channel); err != nil {
+		return req, err
+	}
 	if req.Cursor != "" {
 		if _, err := store.ParseCursor(req.Cursor); err != nil {
 			return req, badRequest("invalid_cursor", "the cursor is not one this channel's server sent")
@@ -287,15 +290,21 @@ func (ss *session) subscribe(ctx context.Context, call subscribeCall) socketResu
 	if err != nil && presence {
 		ss.leave(context.WithoutCancel(ctx), call.Channel)
 	}
+	if err != nil {
+		return ss.subscribeFailed(err, call.Channel)
+	}
+	return jsonResult(http.StatusOK, map[string]string{"socket_id": ss.sock.ID(), "channel": call.Channel})
+}
+
+// subscribeFailed is the answer to a subscription the engine refused.
+func (ss *session) subscribeFailed(err error, ch string) socketResult {
 	switch {
-	case err == nil:
-		return jsonResult(http.StatusOK, map[string]string{"socket_id": ss.sock.ID(), "channel": call.Channel})
 	case errors.Is(err, stream.ErrTooManyChannels):
 		return resultOf(errTooManyChannels)
 	case errors.Is(err, stream.ErrClosed), errors.Is(err, stream.ErrLagged), errors.Is(err, stream.ErrShutdown):
 		return resultOf(errSocketGone)
 	default:
-		s.log.Warn().Err(err).Str("channel", call.Channel).Msg("subscribe failed")
+		ss.srv.log.Warn().Err(err).Str("channel", ch).Msg("subscribe failed")
 		return resultOf(errStoreUnavailable)
 	}
 }

@@ -34,6 +34,9 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 		if err != nil {
 			return sub, err
 		}
+		if err := subscribable(name); err != nil {
+			return sub, err
+		}
 		sub.req.Channels = []string{name}
 	} else {
 		names := c.QueryParams()["channel"]
@@ -43,6 +46,9 @@ func (s *Server) parseSubscribe(c echo.Context, oneChannel, dynamic bool, cursor
 		for _, name := range names {
 			if err := channel.Valid(name); err != nil {
 				return sub, errorf(http.StatusUnprocessableEntity, "invalid_channel", fmt.Sprintf("%q: %v", name, err))
+			}
+			if err := subscribable(name); err != nil {
+				return sub, err
 			}
 		}
 		slices.Sort(names)

@@ -43,6 +43,9 @@ func (api socketAPI) whisper(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if channel.IsUser(ch) { // only the user's own sockets read it: nobody to whisper to
+		return errorf(http.StatusForbidden, "client_events_not_allowed", "client events are not accepted on user channels")
+	}
 	mode := api.cfg.ClientEvents
 	if app.Pusher != nil && app.Pusher.ClientEvents != "" {
 		mode = string(app.Pusher.ClientEvents)

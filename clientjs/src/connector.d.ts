@@ -18,6 +18,8 @@ export declare class HeraldConnector extends Connector<'null', HeraldChannel, He
   leave(name: string): void;
   leaveChannel(name: string): void;
   socketId(): string | undefined;
+  signin(): ReturnType<Herald['signin']>;
+  readonly user: HeraldChannel;
   connectionStatus(): ConnectionStatus;
   onConnectionChange(callback: (status: ConnectionStatus) => void): () => void;
   disconnect(): void;

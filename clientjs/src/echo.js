@@ -18,6 +18,8 @@ export function connectorClass(Connector) {
     leave(name) { this.client.leave(name); }
     leaveChannel(name) { this.client.leaveChannel(name); }
     socketId() { return this.client.socketId(); }
+    signin() { return this.client.signin(); }
+    get user() { return this.client.user; }
     connectionStatus() { return this.client.connectionStatus(); }
     onConnectionChange(cb) { return this.client.onConnectionChange(cb); }
     disconnect() { this.client.disconnect(); }

@@ -53,6 +53,9 @@ export class HeraldChannel {
   // wrap keeps the caller's callback reachable for stopListening(event, cb).
   wrap(event, cb, f) { f.cb = cb; return this.on(event, f); }
 
+  // Pusher's names, for user events (herald.user.bind) and code written for pusher-js.
+  bind(event, cb) { return this.on(event, cb); }
+  unbind(event, cb) { return this.off(event, cb); }
   listen(event, cb) { return this.on(this.format(event), cb); }
   stopListening(event, cb) { return this.off(this.format(event), cb); }
   listenToAll(cb) { this.all.push(cb); return this; }
@@ -92,6 +95,8 @@ export class Herald {
     this.fails = 0;     // consecutive failed connections (backoff)
     this.streamFails = 0;
     this.poll = options.transport === 'poll';
+    this.user = new HeraldChannel(this, ''); // the signed-in user's events (signin)
+    this.signWait = [];
     const ax = globalThis.axios;
     if (!options.withoutInterceptors && !options.broadcaster && typeof ax === 'function') {
       ax.interceptors.request.use(c => (this.sid && (c.headers['X-Socket-Id'] = this.sid), c));
@@ -130,6 +135,19 @@ export class Herald {
   transport() { return this.sid ? (this.es ? 'sse' : 'long-poll') : undefined; }
   connectionStatus() { return this.state; }
   onConnectionChange(cb) { this.watchers.add(cb); return () => this.watchers.delete(cb); }
+
+  /**
+   * Signs in as the app's user (Pusher user authentication: userAuthentication.endpoint, by
+   * default /broadcasting/user-auth, or the token's sub), so the events the server sends with
+   * sendToUser reach user.bind(). Kept across reconnects; resolves once signed in.
+   */
+  signin() {
+    this.signing = true;
+    return new Promise((ok, fail) => {
+      this.signWait.push([ok, fail]);
+      if (this.sid) this.sign();
+    });
+  }
 
   connect() {
     if (this.state === 'disconnected' || this.state === 'failed') this.open();
@@ -280,6 +298,7 @@ export class Herald {
     this.fails = this.streamFails = 0;
     this.set('connected');
     for (const name in this.channels) this.sub(this.channels[name]);
+    if (this.signing) this.sign();
   }
 
   // want makes sure the stream hands us frames named event (EventSource has no wildcard).
@@ -303,7 +322,7 @@ export class Herald {
       }
       return;
     }
-    const ch = this.channels[d.channel];
+    const ch = this.channels[d.channel] || (d.channel === this.user.name ? this.user : null);
     if (!ch) return;
     const data = d.data;
     if (d.id) {
@@ -362,17 +381,40 @@ export class Herald {
       return new Promise((resolve, reject) => o.authorizer({ name }, o).authorize(sid,
         (failed, data) => failed ? reject(Object.assign(new Error('authorization failed'), { status: data?.status ?? 403 })) : resolve(data)));
     }
-    const a = o.auth || {};
+    return this.signed(o.authEndpoint, o.auth, { socket_id: sid, channel_name: name });
+  }
+
+  // signed posts a form to one of the app's signing endpoints, as Echo and pusher-js do.
+  async signed(endpoint, a = {}, form) {
+    const o = this.options;
     const csrf = globalThis.Laravel?.csrfToken || o.csrfToken || globalThis.document?.querySelector?.('meta[name="csrf-token"]')?.getAttribute('content');
     const h = { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' };
     if (csrf) h['X-CSRF-TOKEN'] = csrf;
     if (o.bearerToken) h.Authorization = 'Bearer ' + o.bearerToken;
-    const r = await (o.fetch || fetch)(o.authEndpoint, {
+    const r = await (o.fetch || fetch)(endpoint, {
       method: 'POST', credentials: 'same-origin', headers: { ...h, ...a.headers },
-      body: new URLSearchParams({ ...a.params, socket_id: sid, channel_name: name }),
+      body: new URLSearchParams({ ...a.params, ...form }),
     });
     if (!r.ok) throw Object.assign(new Error('authorization failed: HTTP ' + r.status), { status: r.status });
     return r.json();
+  }
+
+  // sign signs the current socket in as the user (see signin), from the user channel's cursor.
+  async sign() {
+    const sid = this.sid;
+    const o = this.options;
+    const u = o.userAuthentication || {};
+    try {
+      const body = o.token ? {} : await this.signed(u.endpoint || '/broadcasting/user-auth',
+        { ...o.auth, ...u, headers: { ...o.auth?.headers, ...u.headers } }, { socket_id: sid });
+      if (this.user.cursor) body.cursor = this.user.cursor;
+      if (sid !== this.sid) return;
+      const r = await this.call('POST', '/v1/sockets/' + sid + '/signin', body);
+      this.user.name = r.channel;
+      for (const [ok] of this.signWait.splice(0)) ok(r);
+    } catch (err) {
+      if (sid === this.sid) for (const [, fail] of this.signWait.splice(0)) fail(err);
+    }
   }
 
   // sub subscribes a channel on the current socket, from its cursor.

@@ -8,6 +8,8 @@ export interface HeraldOptions {
   /** The app's Pusher-style authorization endpoint (default "/broadcasting/auth"). */
   authEndpoint?: string;
   auth?: { headers?: Record<string, string>; params?: Record<string, string> };
+  /** Pusher user authentication for signin() (default endpoint "/broadcasting/user-auth"; auth.headers are sent too). */
+  userAuthentication?: { endpoint?: string; headers?: Record<string, string>; params?: Record<string, string> };
   csrfToken?: string | null;
   bearerToken?: string | null;
   /** Echo's custom authorizer, used instead of authEndpoint: callback(failed, {auth, channel_data?}). */
@@ -66,6 +68,9 @@ export declare class HeraldChannel {
   stopListeningForWhisper(event: string, callback?: Function): this;
   whisper(event: string, data: any): this;
   on(event: string, callback: Function): this;
+  /** Pusher's names: the event name as sent, no namespace (user events: herald.user.bind). */
+  bind(event: string, callback: (data: any) => void): this;
+  unbind(event: string, callback?: Function): this;
   subscribe(): void;
   unsubscribe(): void;
 }
@@ -91,6 +96,10 @@ export declare class Herald {
   leaveChannel(name: string): void;
   leaveAllChannels(): void;
   socketId(): string | undefined;
+  /** Signs in as the app's user (pusher.authenticateUser, or the token's sub); kept across reconnects. */
+  signin(): Promise<{ socket_id: string; user_id: string; channel: string }>;
+  /** The signed-in user's events, sent by the server with sendToUser: user.bind(event, callback). */
+  readonly user: HeraldChannel;
   /** The connected socket's transport; undefined while not connected. */
   transport(): 'sse' | 'long-poll' | undefined;
   connectionStatus(): ConnectionStatus;

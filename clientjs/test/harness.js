@@ -78,6 +78,7 @@ export function pusherFor(port) {
 /**
  * startAuth is the app's /broadcasting/auth: the user comes from the X-User header (JSON),
  * channels containing "forbidden" are refused, as a Laravel channel callback returning false.
+ * Its /broadcasting/user-auth signs the user in (pusher.authenticateUser), as Laravel's does.
  */
 export async function startAuth() {
   const signer = pusherFor(1);
@@ -89,8 +90,12 @@ export async function startAuth() {
       const f = new URLSearchParams(body);
       const socketId = f.get('socket_id');
       const channel = f.get('channel_name');
-      calls.push({ socketId, channel, headers: req.headers, type: req.headers['content-type'] });
+      calls.push({ socketId, channel, path: req.url, headers: req.headers, type: req.headers['content-type'] });
       const user = JSON.parse(req.headers['x-user'] || 'null');
+      if (req.url === '/broadcasting/user-auth') {
+        res.writeHead(user ? 200 : 403, { 'Content-Type': 'application/json' });
+        return res.end(JSON.stringify(user ? signer.authenticateUser(socketId, { id: String(user.id), user_info: user }) : { message: 'Unauthenticated.' }));
+      }
       if (!user || channel.includes('forbidden')) {
         res.writeHead(403, { 'Content-Type': 'application/json' });
         return res.end('{"message":"This action is unauthorized."}');
@@ -104,7 +109,8 @@ export async function startAuth() {
     });
   });
   await new Promise(r => srv.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${srv.address().port}/broadcasting/auth`, calls, close: () => srv.close() };
+  const base = `http://127.0.0.1:${srv.address().port}/broadcasting/`;
+  return { url: base + 'auth', userUrl: base + 'user-auth', calls, close: () => srv.close() };
 }
 
 /** startProxy forwards TCP to a target port that can be switched; cut() drops every connection. */

@@ -16,7 +16,7 @@ import (
 	"github.com/herald-rt/herald/store/channel"
 )
 
-var verifyErrors = []error{ErrUnknownApp, ErrBadSignature, ErrMalformed, ErrChannelData, ErrMissingParam, ErrTimestamp, ErrBodyMD5, ErrWrongApp}
+var verifyErrors = []error{ErrUnknownApp, ErrBadSignature, ErrMalformed, ErrChannelData, ErrUserData, ErrMissingParam, ErrTimestamp, ErrBodyMD5, ErrWrongApp}
 
 func typed(err error) bool {
 	for _, e := range verifyErrors {
@@ -231,6 +231,37 @@ func FuzzVerifyPusherRequest(f *testing.F) {
 			if got, err := c.VerifyPusherRequest(method, p, signed, body, now); err != nil || got != a {
 				t.Fatalf("own request refused: %v", err)
 			}
+		}
+	})
+}
+
+func FuzzUserAuth(f *testing.F) {
+	f.Add("1234.1234", `{"id":"12345","user_info":{"name":"Ann"}}`, false)
+	f.Add("1.2", `{"id":42}`, false)
+	f.Add("1.2", `{"id":"a b"}`, false)
+	f.Add("1.2", `{"id":"1"}`, true)
+	app := docConfig(f).App("3")
+	f.Fuzz(func(t *testing.T, socketID, userData string, forged bool) {
+		auth := app.SignUser(socketID, userData)
+		if forged { // the last hex digit changed
+			last := byte('0')
+			if auth[len(auth)-1] == '0' {
+				last = '1'
+			}
+			auth = auth[:len(auth)-1] + string(last)
+		}
+		id, err := app.VerifyUserAuth(socketID, auth, userData)
+		if err != nil {
+			if !typed(err) || id != "" {
+				t.Fatalf("untyped error or an id with it: %q %v", id, err)
+			}
+			return
+		}
+		if forged {
+			t.Fatalf("accepted a forged signature for %q", userData)
+		}
+		if channel.UserChannel(id) == "" || utf8.RuneCountInString(id) > app.Limits.MaxUserIDLength {
+			t.Fatalf("accepted id %q, which names no user channel or is over the limit", id)
 		}
 	})
 }

@@ -25,6 +25,7 @@ var (
 	ErrBadSignature = errors.New("signature mismatch")
 	ErrMalformed    = errors.New("malformed socket id, channel name or auth value")
 	ErrChannelData  = errors.New("invalid presence channel_data")
+	ErrUserData     = errors.New("invalid user_data")
 	ErrMissingParam = errors.New("missing or malformed auth parameter")
 	ErrTimestamp    = errors.New("auth_timestamp is too far from the server clock")
 	ErrBodyMD5      = errors.New("body_md5 does not match the body")
@@ -112,6 +113,95 @@ func (c *Config) VerifyChannelAuth(socketID, ch, auth, channelData string) (*App
 	return app, m, nil
 }
 
+// SignUser returns the auth value the app's user authentication endpoint
+// (/broadcasting/user-auth, pusher.authenticateUser) answers for a socket signing in with
+// userData: "<key>:<hex HMAC-SHA256(secret, socket_id::user::user_data)>". Tests and tools use
+// it; the server only verifies.
+func (a *App) SignUser(socketID, userData string) string {
+	return a.Key + ":" + hex.EncodeToString(a.userMAC(socketID, userData))
+}
+
+func (a *App) userMAC(socketID, userData string) []byte {
+	m := hmac.New(sha256.New, a.secret)
+	m.Write([]byte(socketID))
+	m.Write([]byte("::user::"))
+	m.Write([]byte(userData))
+	return m.Sum(nil)
+}
+
+// VerifyUserAuth checks a user sign-in (the auth and user_data that the app's user
+// authentication endpoint issued) against this app's key and secret, and returns the user id
+// user_data names: its "id", a non-empty JSON string (or an integer, as Laravel's numeric ids
+// arrive), within the app's user id limit and made of channel characters, since the user's
+// events travel on channel.UserChannel(id).
+func (a *App) VerifyUserAuth(socketID, auth, userData string) (string, error) {
+	if !validSocketID(socketID) {
+		return "", fmt.Errorf("%w: socket id must be digits.digits", ErrMalformed)
+	}
+	key, sig, ok := strings.Cut(auth, ":")
+	if !ok || len(sig) != 2*sha256.Size {
+		return "", fmt.Errorf("%w: auth must be <app key>:<64 hex digits>", ErrMalformed)
+	}
+	if key != a.Key {
+		return "", fmt.Errorf("%w: the auth is for another app key", ErrUnknownApp)
+	}
+	got, err := hex.DecodeString(sig)
+	if err != nil {
+		return "", fmt.Errorf("%w: auth must be <app key>:<64 hex digits>", ErrMalformed)
+	}
+	if len(userData) > a.maxChannelData() {
+		return "", fmt.Errorf("%w: longer than %d bytes", ErrUserData, a.maxChannelData())
+	}
+	if !hmac.Equal(got, a.userMAC(socketID, userData)) {
+		return "", ErrBadSignature
+	}
+	return parseUserData(userData, a.Limits)
+}
+
+// parseUserData reads the user id of a sign-in's user_data: {"id": "…" or 123, …}. Other keys
+// (user_info, watchlist) are the app's own.
+func parseUserData(data string, lim Limits) (string, error) {
+	var raw struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if !strings.HasPrefix(strings.TrimLeft(data, " \t\r\n"), "{") || json.Unmarshal([]byte(data), &raw) != nil {
+		return "", fmt.Errorf("%w: not a JSON object with an id", ErrUserData)
+	}
+	id, err := jsonUserID(raw.ID, "id", lim)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrUserData, err)
+	}
+	if channel.UserChannel(id) == "" {
+		return "", fmt.Errorf("%w: id must be characters of A-Z a-z 0-9 _ - = @ , . ; (it names the user's channel)", ErrUserData)
+	}
+	return id, nil
+}
+
+// jsonUserID reads the user id in field: a non-empty JSON string, or a JSON integer taken as
+// its text, of at most the limit's characters.
+func jsonUserID(id json.RawMessage, field string, lim Limits) (string, error) {
+	var s string
+	switch {
+	case len(id) == 0 || string(id) == "null":
+		return "", errors.New("no " + field)
+	case id[0] == '"':
+		if err := json.Unmarshal(id, &s); err != nil {
+			return "", errors.New(field + " is not a string")
+		}
+	case isJSONInteger(id):
+		s = string(id)
+	default:
+		return "", errors.New(field + " must be a string or an integer")
+	}
+	if s == "" {
+		return "", errors.New(field + " is empty")
+	}
+	if n := utf8.RuneCountInString(s); n > lim.MaxUserIDLength {
+		return "", fmt.Errorf("%s has %d characters, over the limit of %d", field, n, lim.MaxUserIDLength)
+	}
+	return s, nil
+}
+
 // maxChannelData bounds channel_data before it is hashed or parsed: the user_info limit, the
 // user id limit with room for JSON escapes, and the object around them.
 func (a *App) maxChannelData() int {
@@ -149,25 +239,11 @@ func parsePresence(data string, lim Limits) (*PresenceMember, error) {
 	if err := json.Unmarshal([]byte(data), &raw); err != nil {
 		return nil, fmt.Errorf("%w: not a JSON object with user_id and user_info", ErrChannelData)
 	}
-	m := &PresenceMember{}
-	switch id := raw.UserID; {
-	case len(id) == 0 || string(id) == "null":
-		return nil, fmt.Errorf("%w: no user_id", ErrChannelData)
-	case id[0] == '"':
-		if err := json.Unmarshal(id, &m.UserID); err != nil {
-			return nil, fmt.Errorf("%w: user_id is not a string", ErrChannelData)
-		}
-	case isJSONInteger(id):
-		m.UserID = string(id)
-	default:
-		return nil, fmt.Errorf("%w: user_id must be a string or an integer", ErrChannelData)
+	id, err := jsonUserID(raw.UserID, "user_id", lim)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrChannelData, err)
 	}
-	if m.UserID == "" {
-		return nil, fmt.Errorf("%w: user_id is empty", ErrChannelData)
-	}
-	if n := utf8.RuneCountInString(m.UserID); n > lim.MaxUserIDLength {
-		return nil, fmt.Errorf("%w: user_id has %d characters, over the limit of %d", ErrChannelData, n, lim.MaxUserIDLength)
-	}
+	m := &PresenceMember{UserID: id}
 	if len(raw.UserInfo) > 0 && string(raw.UserInfo) != "null" {
 		if len(raw.UserInfo) > lim.MaxUserInfoBytes {
 			return nil, fmt.Errorf("%w: user_info is %d bytes, over the limit of %d", ErrChannelData, len(raw.UserInfo), lim.MaxUserInfoBytes)

@@ -361,3 +361,56 @@ func BenchmarkVerifyPusherRequest(b *testing.B) {
 		}
 	}
 }
+
+func TestUserAuth(t *testing.T) {
+	c := docConfig(t)
+	app, small := c.App("3"), c.App("4")
+	// The signature is HMAC-SHA256 over "<socket_id>::user::<user_data>", as pusher's
+	// authenticateUser signs it (the Node test checks interop with the real package).
+	const data = `{"id":"12345","user_info":{"name":"Ann"},"watchlist":["2"]}`
+	m := hmac.New(sha256.New, []byte(docSecret))
+	m.Write([]byte("1234.1234::user::" + data))
+	want := docKey + ":" + hex.EncodeToString(m.Sum(nil))
+	if got := app.SignUser("1234.1234", data); got != want {
+		t.Fatalf("SignUser = %s, want %s", got, want)
+	}
+	if id, err := app.VerifyUserAuth("1234.1234", want, data); err != nil || id != "12345" {
+		t.Fatalf("VerifyUserAuth = %q, %v", id, err)
+	}
+	if id, err := app.VerifyUserAuth("1.2", app.SignUser("1.2", `{"id":42}`), `{"id":42}`); err != nil || id != "42" {
+		t.Fatalf("an integer id (Laravel's): %q, %v", id, err)
+	}
+	cases := []struct {
+		name               string
+		app                *App
+		socket, auth, data string
+		want               error
+	}{
+		{"another socket", app, "1234.1235", want, data, ErrBadSignature},
+		{"user_data changed", app, "1234.1234", want, strings.Replace(data, "12345", "12346", 1), ErrBadSignature},
+		{"a channel signature", app, "1234.1234", app.SignChannel("1234.1234", "private-x", data), data, ErrBadSignature},
+		{"another app's key", small, "1234.1234", want, data, ErrUnknownApp},
+		{"malformed auth", app, "1234.1234", "nokey", data, ErrMalformed},
+		{"bad socket id", app, "1234", want, data, ErrMalformed},
+		{"no id", app, "1.1", "", `{"user_info":{}}`, ErrUserData},
+		{"empty id", app, "1.1", "", `{"id":""}`, ErrUserData},
+		{"id of another type", app, "1.1", "", `{"id":true}`, ErrUserData},
+		{"id outside channel characters", app, "1.1", "", `{"id":"ann smith"}`, ErrUserData},
+		{"not an object", app, "1.1", "", `["12345"]`, ErrUserData},
+		{"not JSON", app, "1.1", "", `{"id":`, ErrUserData},
+		{"id over the app's limit", small, "1.1", "", `{"id":"12345"}`, ErrUserData},
+		{"user_data over the size limit", small, "1.1", "", `{"id":"1","x":"` + strings.Repeat("x", 1000) + `"}`, ErrUserData},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			auth := tc.auth
+			if auth == "" {
+				auth = tc.app.SignUser(tc.socket, tc.data)
+			}
+			id, err := tc.app.VerifyUserAuth(tc.socket, auth, tc.data)
+			if !errors.Is(err, tc.want) || id != "" {
+				t.Fatalf("VerifyUserAuth = %q, %v; want %v", id, err, tc.want)
+			}
+		})
+	}
+}

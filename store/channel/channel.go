@@ -18,15 +18,24 @@ const MaxLen = 164
 const MaxPerSocket = 100
 
 // ErrInvalid is returned for a name outside the channel syntax.
-var ErrInvalid = errors.New("channel names are 1-164 characters of A-Z a-z 0-9 _ - = @ , . ;")
+var ErrInvalid = errors.New("channel names are 1-164 characters of A-Z a-z 0-9 _ - = @ , . ; (or #server-to-user-<user id>)")
 
 // Valid checks a channel name: 1–164 characters of A-Za-z0-9_-=@,.; — the Pusher set, which
-// also keeps names safe inside Redis hash tags (no braces), URLs and SSE lines.
+// also keeps names safe inside Redis hash tags (no braces), URLs and SSE lines — or a user
+// channel, UserPrefix and a user id of those characters. '#' opens no other name, so store
+// keys of Herald's own that start with '#' (the node registry's {#nodes}) never meet a channel.
 func Valid(name string) error {
 	if len(name) == 0 || len(name) > MaxLen {
 		return ErrInvalid
 	}
-	for i := 0; i < len(name); i++ {
+	start := 0
+	if name[0] == '#' {
+		if !IsUser(name) || len(name) == len(UserPrefix) {
+			return ErrInvalid
+		}
+		start = len(UserPrefix)
+	}
+	for i := start; i < len(name); i++ {
 		if !nameByte[name[i]] {
 			return ErrInvalid
 		}
@@ -65,6 +74,23 @@ func NeedsAuth(name string) bool {
 	return hasPrefix(name, PrivatePrefix) || hasPrefix(name, PresencePrefix)
 }
 
+// UserPrefix starts a user channel, Pusher's "#server-to-user-<user id>": what the Pusher
+// API's sendToUser publishes to, read by every socket signed in as that user. No socket
+// subscribes to one: signing in joins it.
+const UserPrefix = "#server-to-user-"
+
+// IsUser reports whether the name is a user channel's.
+func IsUser(name string) bool { return hasPrefix(name, UserPrefix) }
+
+// UserChannel is the user channel of a user id, or "" when the id cannot be in a channel name.
+func UserChannel(userID string) string {
+	name := UserPrefix + userID
+	if Valid(name) != nil {
+		return ""
+	}
+	return name
+}
+
 // IsPresence reports whether the channel keeps members.
 func IsPresence(name string) bool { return hasPrefix(name, PresencePrefix) }
 
@@ -80,7 +106,7 @@ func ValidPattern(p string) bool {
 		return false
 	}
 	for i := 0; i < len(p); i++ {
-		if p[i] != '*' && !nameByte[p[i]] {
+		if p[i] != '*' && p[i] != '#' && !nameByte[p[i]] {
 			return false
 		}
 	}

@@ -79,14 +79,15 @@ func FuzzMatch(f *testing.F) {
 }
 
 func FuzzValid(f *testing.F) {
-	for _, s := range []string{"a", "private-conversation.1.2", "presence-room;x=@,", "", "a b", "{x}", strings.Repeat("a", 165)} {
+	for _, s := range []string{"a", "private-conversation.1.2", "presence-room;x=@,", "#server-to-user-42", "#server-to-user-", "#nodes", "", "a b", "{x}", strings.Repeat("a", 165)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
 		if Valid(name) != nil {
 			return
 		}
-		if len(name) < 1 || len(name) > MaxLen || strings.ContainsAny(name, "{}/ ?#%&\r\n\"\\:*") {
+		rest := strings.TrimPrefix(name, UserPrefix)
+		if len(name) < 1 || len(name) > MaxLen || rest == "" || strings.ContainsAny(rest, "{}/ ?#%&\r\n\"\\:*") {
 			t.Fatalf("accepted %q", name)
 		}
 		if !ValidPattern(name) {
@@ -107,5 +108,28 @@ func TestNeedsAuth(t *testing.T) {
 		if got := [2]bool{NeedsAuth(name), IsPresence(name)}; got != want {
 			t.Errorf("%q: NeedsAuth, IsPresence = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestUserChannels(t *testing.T) {
+	for name, want := range map[string]bool{
+		"#server-to-user-42":              true,
+		"#server-to-user-ann@example.com": true,
+		"#server-to-user-":                false, // no user
+		"#server-to-user-a#b":             false,
+		"#nodes":                          false, // the registry's key: never a channel
+		"#server-to-user":                 false,
+		"x#server-to-user-1":              false,
+		"#server-to-user-" + strings.Repeat("1", MaxLen-len(UserPrefix)+1): false,
+	} {
+		if got := Valid(name) == nil; got != want {
+			t.Errorf("Valid(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if got := UserChannel("42"); got != "#server-to-user-42" || !IsUser(got) || NeedsAuth(got) {
+		t.Errorf("UserChannel(42) = %q (IsUser %v, NeedsAuth %v)", got, IsUser(got), NeedsAuth(got))
+	}
+	if got := UserChannel("a b"); got != "" {
+		t.Errorf("UserChannel(a b) = %q, want \"\" (a space is no channel character)", got)
 	}
 }
