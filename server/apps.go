@@ -26,6 +26,8 @@ type App struct {
 	// Pusher API's channel queries and the admin API answer from. Nil: the node is the whole
 	// deployment (New gives it a memory registry).
 	Registry store.Registry
+	// Webhooks are the app's webhook endpoints, each with its queue in the app's store.
+	Webhooks []WebhookEndpoint
 
 	conns  connCounts // this node's open connections of the app, by transport
 	meters *appMeters // nil when metrics are off

@@ -39,6 +39,9 @@ type Metrics struct {
 	whispers        *prometheus.CounterVec   // app
 	whispersRefused *prometheus.CounterVec   // app, code
 	authRefusals    *prometheus.CounterVec   // code
+	hookEvents      *prometheus.CounterVec   // app, outcome
+	hookRequests    *prometheus.CounterVec   // app, outcome
+	hookSent        *prometheus.CounterVec   // app
 	httpRequests    *prometheus.CounterVec   // route, method, code
 	httpSeconds     *prometheus.HistogramVec // route
 }
@@ -74,6 +77,9 @@ func NewMetrics(version string) *Metrics {
 	reg.MustRegister(m.presenceMembers)
 	m.whispers = counter("herald_whispers_total", "Client events (whispers) broadcast.", "app")
 	m.whispersRefused = counter("herald_whispers_refused_total", "Client events refused on the socket's node, by error code (rate_limited, not_subscribed, …).", "app", "code")
+	m.hookEvents = counter("herald_webhook_events_total", "Webhook events this node generated, by outcome: queued (in the store, for each endpoint that takes it), lost (the store refused it).", "app", "outcome")
+	m.hookRequests = counter("herald_webhook_requests_total", "Webhook POSTs this node sent, by outcome: delivered (2xx) or failed (retried).", "app", "outcome")
+	m.hookSent = counter("herald_webhook_delivered_events_total", "Webhook events in batches an endpoint took.", "app")
 	m.authRefusals = counter("herald_auth_refusals_total", "Requests refused with 401 or 403, by error code.", "code")
 	m.httpRequests = counter("herald_http_requests_total", "HTTP requests by route (the router's pattern), method and status code; a stream counts when it ends.", "route", "method", "code")
 	m.httpSeconds = histogram("herald_http_request_duration_seconds", "HTTP request durations by route; streams and long-polls last as long as they are open or wait.", prometheus.DefBuckets, "route")
@@ -249,6 +255,22 @@ func (m *Metrics) busCall(op, outcome string, d time.Duration) {
 	}
 	m.busCalls.WithLabelValues(op, outcome).Inc()
 	m.busSeconds.WithLabelValues(op).Observe(d.Seconds())
+}
+
+func (m *Metrics) webhookEvent(app, outcome string) {
+	if m != nil {
+		m.hookEvents.WithLabelValues(app, outcome).Inc()
+	}
+}
+
+func (m *Metrics) webhookRequest(app, outcome string, events int) {
+	if m == nil {
+		return
+	}
+	m.hookRequests.WithLabelValues(app, outcome).Inc()
+	if outcome == "delivered" {
+		m.hookSent.WithLabelValues(app).Add(float64(events))
+	}
 }
 
 func (m *Metrics) presenceJoined(app string) {

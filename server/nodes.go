@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/channel"
 	"github.com/herald-rt/herald/stream"
 )
 
@@ -67,6 +68,12 @@ func (s *Server) registerNodes(ctx context.Context) {
 					for _, c := range changes {
 						s.log.Debug().Str("app", a.ID).Str("channel", c.Channel).Bool("occupied", c.Occupied).Msg("channel occupancy")
 					}
+					s.hookOccupancy(a, changes)
+					for _, c := range changes {
+						if !c.Occupied && channel.IsPresence(c.Channel) {
+							s.expireVacated(a, c.Channel)
+						}
+					}
 				},
 				OnError: func(err error) {
 					s.log.Warn().Err(err).Str("app", a.ID).Msg("node registry write failed; retrying")
@@ -74,6 +81,42 @@ func (s *Server) registerNodes(ctx context.Context) {
 			})
 		}()
 	}
+}
+
+// expireVacated reaps the members a vacated presence channel still lists as their leases run
+// out: those of sockets whose node died, which no node refreshes and which no node with sockets
+// in the channel would ever reap (presenceLoop reaps the channels this node has members in).
+// It looks every third of the lease until nobody is left, for at most the life of the
+// channel's keys (twice the lease). The registry reports a vacancy to one node only, so they
+// are announced once, member_removed webhooks included.
+func (s *Server) expireVacated(app *App, ch string) {
+	if app.Presence == nil {
+		return
+	}
+	s.janitor.Add(1)
+	go func() {
+		defer s.janitor.Done()
+		every := max(s.cfg.PresenceTTL/3, 20*time.Millisecond)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for range 7 { // 7 thirds of the lease: past the keys' life
+			select {
+			case <-s.stopCtx.Done():
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(s.stopCtx, every)
+			gone, err := app.Presence.Expire(ctx, ch)
+			if err == nil {
+				s.membersGone(ctx, app, ch, gone)
+			}
+			left, err := app.Presence.Members(ctx, ch)
+			cancel()
+			if err == nil && len(left) == 0 {
+				return
+			}
+		}
+	}()
 }
 
 // The node-wide calls, sent to every node of the app (this one runs them directly).

@@ -67,6 +67,15 @@ func (a *App) announce(ctx context.Context, log zerolog.Logger, channel, event s
 	}
 }
 
+// membersGone announces the members whose leases the presence store reaped.
+func (s *Server) membersGone(ctx context.Context, app *App, ch string, gone []store.Member) {
+	for _, m := range gone {
+		data, _ := json.Marshal(map[string]string{"user_id": m.UserID})
+		app.announce(ctx, s.log, ch, "herald:member_removed", data, "")
+		s.hook(ctx, app, hookEvent{Name: authz.HookMemberRemoved, Channel: ch, UserID: m.UserID})
+	}
+}
+
 // presenceLoop renews this node's memberships and announces members whose lease ran out
 // (a node that died), every third of the lease.
 func (s *Server) presenceLoop() {
@@ -89,10 +98,7 @@ func (s *Server) presenceLoop() {
 				if err != nil {
 					continue
 				}
-				for _, m := range gone {
-					data, _ := json.Marshal(map[string]string{"user_id": m.UserID})
-					app.announce(ctx, s.log, ch, "herald:member_removed", data, "")
-				}
+				s.membersGone(ctx, app, ch, gone)
 			}
 		}
 		cancel()

@@ -295,6 +295,8 @@ func New(cfg Config, log zerolog.Logger) *Server {
 	regCtx, unregister := context.WithCancel(s.stopCtx)
 	s.unregister = unregister
 	s.registerNodes(regCtx)
+	s.startWebhooks(s.stopCtx)
+	logHookConfig(s.log, s.apps)
 	for _, a := range s.apps {
 		if a.Bus == nil {
 			continue

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/stream"
 )
@@ -199,6 +200,7 @@ func (ss *session) join(ctx context.Context, channel string, member store.Member
 	if first {
 		data, _ := json.Marshal(member)
 		app.announce(ctx, ss.srv.log, channel, "herald:member_added", data, id)
+		ss.srv.hook(ctx, app, hookEvent{Name: authz.HookMemberAdded, Channel: channel, UserID: member.UserID})
 	}
 	members, err := app.Presence.Members(ctx, channel)
 	if err != nil {
@@ -225,6 +227,7 @@ func (ss *session) leave(ctx context.Context, channel string) {
 	if ok && last {
 		data, _ := json.Marshal(map[string]string{"user_id": m.UserID})
 		ss.app.announce(ctx, ss.srv.log, channel, "herald:member_removed", data, "")
+		ss.srv.hook(ctx, ss.app, hookEvent{Name: authz.HookMemberRemoved, Channel: channel, UserID: m.UserID})
 	}
 }
 

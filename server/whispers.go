@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/herald-rt/herald/server/authz"
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/channel"
 	"github.com/herald-rt/herald/stream"
@@ -106,6 +107,10 @@ func (ss *session) broadcastWhisper(ctx context.Context, call whisperCall) socke
 	}
 	if err := b.Broadcast(ctx, msg); err != nil {
 		return resultOf(errStoreUnavailable)
+	}
+	if len(ss.app.Webhooks) > 0 {
+		ss.srv.hook(ctx, ss.app, hookEvent{Name: authz.HookClientEvent, Channel: call.Channel, Event: call.Event,
+			Data: string(call.Data), SocketID: msg.SocketID, UserID: msg.UserID})
 	}
 	return jsonResult(http.StatusOK, map[string]string{"channel": call.Channel, "event": call.Event})
 }

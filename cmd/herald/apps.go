@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -29,6 +31,7 @@ type backend struct {
 	retention    store.Retention
 	hub          stream.Options
 	presenceTTL  time.Duration
+	webhookStale time.Duration // how long a claimed webhook batch holds without its node
 	log          zerolog.Logger
 	metrics      *server.Metrics // nil: none
 }
@@ -143,12 +146,31 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 		hub := stream.New(st, b.hub)
 		closers = append(closers, hub.Close)
 		app := &server.App{ID: sp.id, Hub: hub, Presence: presence, Pusher: sp.pusher, Registry: registry}
+		if sp.pusher != nil {
+			for _, w := range sp.pusher.Webhooks {
+				ep := server.WebhookEndpoint{Webhook: w}
+				if client == nil {
+					ep.Queue = memstore.NewHookQueue(memstore.HookQueueOptions{Stale: b.webhookStale})
+				} else if ep.Queue, err = redisstore.NewHookQueue(redisstore.HookQueueOptions{Client: client, Prefix: sp.prefix,
+					Name: hookQueueName(w.URL), Stale: b.webhookStale}); err != nil {
+					return nil, close, err
+				}
+				app.Webhooks = append(app.Webhooks, ep)
+			}
+		}
 		if bus, ok := st.(store.Bus); ok {
 			app.Bus = bus
 		}
 		apps = append(apps, app)
 	}
 	return apps, close, nil
+}
+
+// hookQueueName names an endpoint's queue by its URL, so nodes agree on it without another
+// setting and a changed URL starts a queue of its own.
+func hookQueueName(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return hex.EncodeToString(sum[:8])
 }
 
 // replicasFor checks a durability level against the store in use and says how many replicas

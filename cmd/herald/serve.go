@@ -44,7 +44,7 @@ type serveConfig struct {
 	redisCluster, redisSentinels, redisMaster, redisSentPw *string
 	adminToken                                             *string
 	socketSecret, configPath, clientEvents                 *string
-	presenceTTL                                            *time.Duration
+	presenceTTL, webhookStale                              *time.Duration
 	dev, metrics                                           *bool
 	cors, trustedProxies                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
@@ -109,6 +109,7 @@ func serve(args []string) error {
 		configPath:         fs.String("config", "", "YAML file with apps (Pusher id/key/secret), channel rules and server API keys"),
 		clientEvents:       fs.String("client-events", def.ClientEvents, "which channels accept whispers: members (private/presence subscribers), all, none"),
 		presenceTTL:        fs.Duration("presence-ttl", def.PresenceTTL, "a node that stops refreshing its presence members loses them after this long"),
+		webhookStale:       fs.Duration("webhook-stale", store.DefaultHookStale, "a batch of webhook events a node claimed and stopped delivering (it died) goes to another node after this long"),
 		nodeTTL:            fs.Duration("node-ttl", def.NodeTTL, "a node that stops renewing its registry entry vanishes from the deployment's view after this long"),
 		maxConnRate:        fs.Float64("max-conn-rate", 0, "most new connections (streams, long-poll sockets, polls) one client address may open a second, in bursts of a second's worth (429 rate_limited beyond); 0: no limit"),
 		maxConns:           fs.Int("max-connections", def.MaxConnections, "most open streams, long-poll sockets and waiting polls on this node (503 over_capacity beyond); 0: no limit"),
@@ -206,7 +207,7 @@ func serve(args []string) error {
 		prefix: *cfg.redisPrefix, retention: ret,
 		durability: *cfg.durability, waitReplicas: *cfg.replicationTimeout,
 		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},
-		presenceTTL: *cfg.presenceTTL, log: log, metrics: metrics,
+		presenceTTL: *cfg.presenceTTL, webhookStale: *cfg.webhookStale, log: log, metrics: metrics,
 	}, az)
 	if err != nil {
 		return err

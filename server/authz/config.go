@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -46,6 +47,10 @@ type App struct {
 	// AllowedOrigins are the page origins whose browsers may use the app (allowed_origins);
 	// unset, the deployment's --cors-origins decide.
 	AllowedOrigins Origins
+	// Webhooks are the app's webhook endpoints (webhooks); VacateDelay is how long a channel
+	// stays empty before channel_vacated (webhook_vacate_delay, default DefaultVacateDelay).
+	Webhooks    []Webhook
+	VacateDelay time.Duration
 
 	secret    []byte
 	jwtSecret []byte // jwt_secret_env's value: the HS256 key of this app's tokens
@@ -211,7 +216,8 @@ func yamlError(err error) error {
 
 var sectionOf = map[string]string{
 	"fileSpec":     "the top level (default_app, apps, channels, api_keys)",
-	"appSpec":      "an app (id, key, secret, secret_env, jwt_secret_env, jwt_public_key, accept_client_events_from, durability, allowed_origins, limits)",
+	"appSpec":      "an app (id, key, secret, secret_env, jwt_secret_env, jwt_public_key, accept_client_events_from, durability, allowed_origins, webhooks, webhook_vacate_delay, limits)",
+	"webhookSpec":  "a webhook (url, events)",
 	"limitsSpec":   "limits (max_presence_members, max_user_info_bytes, max_user_id_length, client_events_per_second)",
 	"channelsSpec": "channels (default, rules)",
 	"ruleSpec":     "a rule (channel, action, when)",
@@ -228,16 +234,18 @@ type fileSpec struct {
 }
 
 type appSpec struct {
-	ID                     string     `yaml:"id"`
-	Key                    string     `yaml:"key"`
-	Secret                 string     `yaml:"secret"`
-	SecretEnv              string     `yaml:"secret_env"`
-	JWTSecretEnv           string     `yaml:"jwt_secret_env"`
-	JWTPublicKey           string     `yaml:"jwt_public_key"`
-	AcceptClientEventsFrom string     `yaml:"accept_client_events_from"`
-	Durability             string     `yaml:"durability"`
-	AllowedOrigins         []string   `yaml:"allowed_origins"`
-	Limits                 limitsSpec `yaml:"limits"`
+	ID                     string        `yaml:"id"`
+	Key                    string        `yaml:"key"`
+	Secret                 string        `yaml:"secret"`
+	SecretEnv              string        `yaml:"secret_env"`
+	JWTSecretEnv           string        `yaml:"jwt_secret_env"`
+	JWTPublicKey           string        `yaml:"jwt_public_key"`
+	AcceptClientEventsFrom string        `yaml:"accept_client_events_from"`
+	Durability             string        `yaml:"durability"`
+	AllowedOrigins         []string      `yaml:"allowed_origins"`
+	Webhooks               []webhookSpec `yaml:"webhooks"`
+	VacateDelay            string        `yaml:"webhook_vacate_delay"`
+	Limits                 limitsSpec    `yaml:"limits"`
 
 	fromEnv   bool   // defined by HERALD_APP_ID alone
 	envSecret string // HERALD_APP_SECRET, which wins over secret_env and secret
@@ -514,6 +522,9 @@ func (b *builder) app(i int) (*App, error) {
 		return nil, b.errAt(at("allowed_origins"), "%v", err)
 	}
 	app.AllowedOrigins = origins
+	if err := b.webhooks(i, a, app); err != nil {
+		return nil, err
+	}
 	limits := []struct {
 		v    *int
 		dst  *int

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -206,6 +208,12 @@ func TestConfigErrors(t *testing.T) {
 		{"zero limit", app + "    limits:\n      max_presence_members: 0\n", "line 6: apps[0].limits.max_presence_members: want 1 to"},
 		{"huge limit", app + "    limits:\n      max_user_info_bytes: 100000000\n", "max_user_info_bytes: want 1 to 65536"},
 		{"limit type", app + "    limits:\n      max_user_id_length: many\n", "line 6"},
+		{"webhook url", app + "    webhooks:\n      - url: ftp://x\n        events: [channel_occupied]\n", `line 6: apps[0].webhooks[0].url: want an http:// or https:// URL`},
+		{"webhook credentials", app + "    webhooks:\n      - url: https://u:p@x\n        events: [channel_occupied]\n", `apps[0].webhooks[0].url`},
+		{"webhook no events", app + "    webhooks:\n      - url: https://x\n", `apps[0].webhooks[0].events: name the events`},
+		{"webhook event", app + "    webhooks:\n      - url: https://x\n        events: [channel_occupied, channel_exploded]\n", `unknown event "channel_exploded"`},
+		{"webhook key", app + "    webhooks:\n      - url: https://x\n        event: [x]\n", `unknown key "event" in a webhook (url, events)`},
+		{"vacate delay", app + "    webhook_vacate_delay: soon\n", `line 5: apps[0].webhook_vacate_delay: want a duration`},
 		{"default app", app + "default_app: b\n", `line 5: default_app: no app has id "b"`},
 		{"default", "channels:\n  default: maybe\n", "line 2: channels.default: want allow or deny"},
 		{"empty pattern", rule("    - action: publish\n"), "channels.rules[0].channel: empty channel pattern"},
@@ -272,5 +280,33 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		if strings.Contains(s, "very-secret") || strings.Contains(s, "zzzz") {
 			t.Errorf("leaks a secret: %s", s)
 		}
+	}
+}
+
+func TestWebhooks(t *testing.T) {
+	doc := "apps:\n  - id: a\n    key: k\n    secret: s\n    webhook_vacate_delay: 500ms\n    webhooks:\n" +
+		"      - url: https://app.example.com/pusher/webhooks?token=x\n        events: [member_removed, channel_vacated, channel_occupied]\n" +
+		"      - url: http://127.0.0.1:9/hooks\n        events: [client_event]\n  - id: b\n    key: k2\n    secret: s\n"
+	c := mustParse(t, doc, nil)
+	a := c.App("a")
+	if len(a.Webhooks) != 2 || a.VacateDelay != 500*time.Millisecond {
+		t.Fatalf("webhooks %+v, delay %v", a.Webhooks, a.VacateDelay)
+	}
+	// Events in Pusher's order, whatever the file's.
+	if got := a.Webhooks[0].Events; !slices.Equal(got, []string{HookChannelOccupied, HookChannelVacated, HookMemberRemoved}) {
+		t.Fatalf("events %v", got)
+	}
+	if !a.Webhooks[1].Wants(HookClientEvent) || a.Webhooks[1].Wants(HookMemberAdded) {
+		t.Fatal("Wants disagrees with events")
+	}
+	if s := a.Webhooks[0].String(); strings.Contains(s, "token") {
+		t.Fatalf("%q shows the query", s)
+	}
+	if b := c.App("b"); len(b.Webhooks) != 0 || b.VacateDelay != DefaultVacateDelay {
+		t.Fatalf("app without webhooks: %+v %v", b.Webhooks, b.VacateDelay)
+	}
+	// Pusher's webhook signature: hex HMAC-SHA256 of the body with the secret.
+	if got := a.SignWebhook([]byte(`{"time_ms":1,"events":[]}`)); len(got) != 64 {
+		t.Fatalf("signature %q", got)
 	}
 }

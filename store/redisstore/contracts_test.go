@@ -49,6 +49,11 @@ func runContracts(t *testing.T, newClient func(t *testing.T) redis.UniversalClie
 			return ps[0], ps[1]
 		})
 	})
+	t.Run("hooks", func(t *testing.T) {
+		storetest.RunHookQueue(t, func(t *testing.T, cfg storetest.HookConfig) (store.HookQueue, store.HookQueue) {
+			return hookPair(t, uniquePrefix(), cfg, newClient)
+		})
+	})
 	t.Run("registry", func(t *testing.T) {
 		storetest.RunRegistry(t, func(t *testing.T) (store.Registry, store.Registry) {
 			prefix := uniquePrefix()

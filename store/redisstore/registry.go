@@ -18,8 +18,8 @@ import (
 // Registry keeps the deployment's nodes and their sockets' per-channel counts in Redis. It is
 // independent of Store, like Presence: it shares only a server and a key prefix with it.
 //
-// Every key sits under one hash tag, so each script touches one cluster slot (no channel name
-// can contain the '#', so the tag never meets a channel's):
+// Every key sits under one hash tag, so each script touches one cluster slot (no channel is
+// named "#nodes": '#' only starts user channels, so the tag never meets a channel's):
 //
 //	<prefix>{#nodes}:z       zset: node id → lease expiry (unix ms, Redis clock)
 //	<prefix>{#nodes}:i       hash: node id → the node's info, as it gave it
