@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/herald
 ADDR    ?= 127.0.0.1:8081
 
-.PHONY: build run test soak bench clean
+.PHONY: build run test soak bench clean example
 
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
@@ -11,6 +11,16 @@ build:
 # The service with the embedded store and a generated dev key (prints a token and curl lines).
 run: build
 	./$(BIN) serve --dev --addr $(ADDR)
+
+# The inbox example (clientjs/examples/inbox): a React conversation dialog on @laravel/echo-react
+# and Herald, with a Node stand-in for the Laravel backend; it starts its own herald. Open the
+# two URLs it prints. INBOX_PORT and INBOX_HERALD_PORT move it.
+INBOX_PORT        ?= 8090
+INBOX_HERALD_PORT ?= 8091
+example: build
+	@cd clientjs/examples/inbox && { [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ] || \
+		npm ci --no-audit --no-fund --loglevel=error; }
+	cd clientjs/examples/inbox && PORT=$(INBOX_PORT) HERALD_PORT=$(INBOX_HERALD_PORT) HERALD_BIN=$(CURDIR)/$(BIN) node server.mjs
 
 # Everything CI runs: installs what is missing, starts an ephemeral redis-server, runs all tests.
 test:

@@ -26,8 +26,9 @@ if ((${#missing[@]})); then
 fi
 
 # npm packages of the Node tests (clientjs/test/frameworks: React and Vue with Laravel's bindings,
-# for the hooks test only): installed when missing or older than their lock file.
-for dir in test/node clientjs clientjs/test/frameworks; do
+# for the hooks test only; clientjs/examples/inbox: the example the inbox test runs): installed
+# when missing or older than their lock file.
+for dir in test/node clientjs clientjs/test/frameworks clientjs/examples/inbox; do
   [ -f "$dir/package-lock.json" ] || continue
   if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     log "installing the npm packages of $dir"
