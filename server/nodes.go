@@ -75,6 +75,7 @@ func (s *Server) registerNodes(ctx context.Context) {
 						}
 					}
 				},
+				OnWritten: func(counts map[string]int) { s.hookCounts(a, counts) },
 				OnError: func(err error) {
 					s.log.Warn().Err(err).Str("app", a.ID).Msg("node registry write failed; retrying")
 				},

@@ -43,6 +43,8 @@ type hookEvent struct {
 	Event    string `json:"event,omitempty"`
 	Data     string `json:"data,omitempty"`
 	SocketID string `json:"socket_id,omitempty"`
+	// SubscriptionCount is set on subscription_count only (where 0 is a count).
+	SubscriptionCount *int `json:"subscription_count,omitempty"`
 }
 
 // Delivery settings.
@@ -128,6 +130,68 @@ func (s *Server) hookOccupancy(app *App, changes []store.Occupancy) {
 	}
 }
 
+// hookCounts queues subscription_count for the channels whose counts this node just wrote to
+// the registry. The count itself is read when the event is sent (freshCounts): two nodes
+// writing one channel at once read their totals in an order their queued events need not
+// keep, so a count read at queueing time could arrive after a newer one.
+func (s *Server) hookCounts(app *App, counts map[string]int) {
+	wanted := false
+	for _, ep := range app.Webhooks {
+		wanted = wanted || ep.Wants(authz.HookSubscriptionCount)
+	}
+	if !wanted || app.Registry == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.stopCtx, hookQueueWrite)
+	defer cancel()
+	for ch := range counts {
+		s.hook(ctx, app, hookEvent{Name: authz.HookSubscriptionCount, Channel: ch})
+	}
+}
+
+// freshCounts gives a batch's subscription_count events the channels' deployment-wide counts
+// now, from the registry, keeping one event per channel (the last); a channel whose count
+// cannot be read is left out (a later change sends it again).
+func (s *Server) freshCounts(ctx context.Context, app *App, payloads [][]byte) [][]byte {
+	marker := []byte(`"name":"` + authz.HookSubscriptionCount + `"`)
+	last := map[string]int{} // channel → index of its last count event
+	for i, p := range payloads {
+		if !bytes.Contains(p, marker) {
+			continue
+		}
+		var e hookEvent
+		if json.Unmarshal(p, &e) == nil && e.Name == authz.HookSubscriptionCount {
+			last[e.Channel] = i
+		}
+	}
+	if len(last) == 0 {
+		return payloads
+	}
+	out := payloads[:0:0]
+	for i, p := range payloads {
+		if !bytes.Contains(p, marker) {
+			out = append(out, p)
+			continue
+		}
+		var e hookEvent
+		if json.Unmarshal(p, &e) != nil || last[e.Channel] != i {
+			continue
+		}
+		perNode, err := app.Registry.Subscriptions(ctx, e.Channel)
+		if err != nil {
+			continue
+		}
+		total := 0
+		for _, n := range perNode {
+			total += n
+		}
+		e.SubscriptionCount = &total
+		b, _ := json.Marshal(e)
+		out = append(out, b)
+	}
+	return out
+}
+
 // deliverHooks sends an endpoint's queued events until ctx ends.
 func (s *Server) deliverHooks(ctx context.Context, app *App, ep WebhookEndpoint) {
 	client := &http.Client{Timeout: hookPostTimeout}
@@ -194,15 +258,23 @@ func (s *Server) claimBatch(ctx context.Context, ep WebhookEndpoint, consumer st
 // postHooks sends one batch: {"time_ms":…,"events":[…]}, with the app's key and the body's
 // signature. Any 2xx is success.
 func (s *Server) postHooks(ctx context.Context, client *http.Client, app *App, ep WebhookEndpoint, batch []store.Hook) (int, error) {
+	payloads := make([][]byte, len(batch))
+	for i, h := range batch {
+		payloads[i] = h.Payload
+	}
+	payloads = s.freshCounts(ctx, app, payloads)
+	if len(payloads) == 0 {
+		return 0, nil // only counts that could not be read: nothing to send
+	}
 	var body bytes.Buffer
 	body.WriteString(`{"time_ms":`)
 	body.WriteString(strconv.FormatInt(time.Now().UnixMilli(), 10))
 	body.WriteString(`,"events":[`)
-	for i, h := range batch {
+	for i, p := range payloads {
 		if i > 0 {
 			body.WriteByte(',')
 		}
-		body.Write(h.Payload)
+		body.Write(p)
 	}
 	body.WriteString("]}")
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body.Bytes()))

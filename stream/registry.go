@@ -20,6 +20,10 @@ type RegisterOptions struct {
 	// those of nodes it found dead included, in the order the registry reported them. It is
 	// called from Register's goroutine. Nil: ignored.
 	OnOccupancy func([]store.Occupancy)
+	// OnWritten receives, after each write the registry took, this node's socket counts it
+	// wrote (zero for channels the node left): the channels whose deployment-wide count may
+	// have changed. It is called from Register's goroutine. Nil: ignored.
+	OnWritten func(counts map[string]int)
 	// OnError hears of failed registry writes; Register keeps trying. Nil: ignored.
 	OnError func(error)
 }
@@ -146,6 +150,9 @@ func (h *Hub) writeCounts(ctx context.Context, reg store.Registry, opts Register
 		h.mu.Unlock()
 	}
 	h.registryOutcome(opts, changes, err)
+	if err == nil && opts.OnWritten != nil {
+		opts.OnWritten(counts)
+	}
 	return err
 }
 

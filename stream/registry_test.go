@@ -143,3 +143,42 @@ func TestRegisterLeaves(t *testing.T) {
 		t.Fatalf("nodes after Register returned: %v %v, want none", nodes, err)
 	}
 }
+
+// TestRegisterReportsWrites: OnWritten hears each count the registry took, a channel the
+// node left included (as zero), so a caller can follow channels' deployment-wide counts.
+func TestRegisterReportsWrites(t *testing.T) {
+	h, _ := newHub(t, store.Retention{}, stream.Options{Node: "n1"})
+	reg := memstore.NewRegistry(memstore.RegistryOptions{})
+	var mu sync.Mutex
+	last := map[string]int{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Register(ctx, reg, stream.RegisterOptions{TTL: time.Minute, OnWritten: func(c map[string]int) {
+			mu.Lock()
+			maps.Copy(last, c)
+			mu.Unlock()
+		}})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	seen := func(want map[string]int) {
+		t.Helper()
+		if !testkit.WaitFor(10*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Equal(last, want)
+		}) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("written %v, want %v", last, want)
+		}
+	}
+	s1 := open(t, h, stream.Request{Channels: []string{"a"}})
+	s2 := open(t, h, stream.Request{Channels: []string{"a", "b"}})
+	seen(map[string]int{"a": 2, "b": 1})
+	s2.Close()
+	seen(map[string]int{"a": 1, "b": 0})
+	s1.Close()
+	seen(map[string]int{"a": 0, "b": 0})
+}

@@ -42,6 +42,7 @@ type hookEvent struct {
 	Event    string `json:"event"`
 	Data     string `json:"data"`
 	SocketID string `json:"socket_id"`
+	Count    *int   `json:"subscription_count"`
 }
 
 func startHookReceiver(t *testing.T, app pusherApp) *hookReceiver {
@@ -116,16 +117,46 @@ func (r *hookReceiver) command(t *testing.T, line string) {
 // Occupancy events (channel_*) and the others come from different places — the registry's
 // periodic write, the request itself — so each kind is in order only among its own: of with
 // occupancy true gives the channel_* events, false the others.
+// subscription_count events are left out (see counts).
 func (r *hookReceiver) of(channel string, occupancy bool) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
 	for _, e := range r.events {
-		if e.Channel == channel && strings.HasPrefix(e.Name, "channel_") == occupancy {
+		if e.Channel == channel && e.Name != "subscription_count" && strings.HasPrefix(e.Name, "channel_") == occupancy {
 			out = append(out, strings.TrimSpace(e.Name+" "+e.UserID))
 		}
 	}
 	return out
+}
+
+// counts returns the subscription_count values delivered for channel, in arrival order.
+func (r *hookReceiver) counts(channel string) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for _, e := range r.events {
+		if e.Channel == channel && e.Name == "subscription_count" && e.Count != nil {
+			out = append(out, *e.Count)
+		}
+	}
+	return out
+}
+
+// waitCount waits until the last subscription_count delivered for channel is n.
+func (r *hookReceiver) waitCount(t *testing.T, channel string, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := r.counts(channel)
+		if len(got) > 0 && got[len(got)-1] == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("subscription_count for %s: %v, want it to end at %d", channel, got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // wait waits until channel's events of one kind (see of) are want, then for quiet to pass with
@@ -159,7 +190,7 @@ func webhookCluster(t *testing.T) (a, b *herald, r *hookReceiver) {
 	r = startHookReceiver(t, app)
 	yaml := "apps:\n  - id: \"" + app.ID + "\"\n    key: " + app.Key + "\n    secret: \"" + app.Secret + "\"\n" +
 		"    webhook_vacate_delay: 500ms\n    webhooks:\n      - url: " + r.url + "\n" +
-		"        events: [channel_occupied, channel_vacated, member_added, member_removed, client_event]\n"
+		"        events: [channel_occupied, channel_vacated, member_added, member_removed, client_event, subscription_count]\n"
 	path := filepath.Join(t.TempDir(), "herald.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -203,6 +234,21 @@ func TestWebhooksOncePerTransition(t *testing.T) {
 		go s.Close()
 	}
 	r.wait(t, race, []string{"channel_occupied", "channel_vacated"}, long, time.Second)
+
+	// subscription_count follows the deployment-wide count: three sockets on two nodes, then none.
+	counted := uniqueChannel("counted")
+	c1, c2, c3 := subscribeOn(t, a, counted), subscribeOn(t, a, counted), subscribeOn(t, b, counted)
+	r.waitCount(t, counted, 3, long)
+	c1.Close()
+	c3.Close()
+	r.waitCount(t, counted, 1, long)
+	c2.Close()
+	r.waitCount(t, counted, 0, long)
+	for _, n := range r.counts(counted) {
+		if n < 0 || n > 3 {
+			t.Fatalf("subscription_count for %s: %v", counted, r.counts(counted))
+		}
+	}
 
 	// A channel left and joined again within the vacate delay flapped: nothing is sent, until
 	// it is left for longer.
