@@ -239,6 +239,19 @@ func (api socketAPI) authorizeSocketSubscribe(c echo.Context, app *App, socketID
 	return nil
 }
 
+// openingClaims is the token the socket was opened with, for a call that carries no
+// credentials of its own: errTokenMissing when there was none or it has expired.
+func (ss *session) openingClaims() (*Claims, error) {
+	cl := ss.claims
+	if cl == nil || time.Now().After(ss.srv.cfg.Auth.Expiry(cl)) {
+		return nil, errTokenMissing
+	}
+	if err := ss.srv.apps.check(cl, ss.app); err != nil {
+		return nil, err
+	}
+	return cl, nil
+}
+
 // subscribeLocal applies a subscription on the socket's own node.
 func (ss *session) subscribe(ctx context.Context, call subscribeCall) socketResult {
 	s := ss.srv
@@ -248,11 +261,8 @@ func (ss *session) subscribe(ctx context.Context, call subscribeCall) socketResu
 		return resultOf(e)
 	}
 	if call.BySocketToken {
-		cl := ss.claims
-		if cl == nil || time.Now().After(s.cfg.Auth.Expiry(cl)) {
-			return refuse(errTokenMissing)
-		}
-		if err := s.apps.check(cl, ss.app); err != nil {
+		cl, err := ss.openingClaims()
+		if err != nil {
 			return refuse(apiErrorOf(err))
 		}
 		if err := s.allow(cl, authz.Subscribe, call.Channel); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -122,13 +121,9 @@ func userOfToken(cl *Claims) (string, error) {
 // signin runs on the socket's node: the socket becomes the user's and reads the user channel.
 // Signing in again as the same user only repeats the notice; as another user it is refused.
 func (ss *session) signin(ctx context.Context, call signinCall) socketResult {
-	s := ss.srv
 	if call.BySocketToken {
-		cl := ss.claims
-		if cl == nil || time.Now().After(s.cfg.Auth.Expiry(cl)) {
-			return resultOf(errTokenMissing)
-		}
-		if err := s.apps.check(cl, ss.app); err != nil {
+		cl, err := ss.openingClaims()
+		if err != nil {
 			return resultOf(apiErrorOf(err))
 		}
 		id, err := userOfToken(cl)

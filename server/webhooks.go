@@ -23,8 +23,9 @@ import (
 // generated once, where the deployment-wide truth is decided — the registry reports an
 // occupancy transition to the one node whose write caused it, the presence store reports a
 // user's first join and last leave to one caller — and queued in the store (Redis), one queue
-// per endpoint, so a node that dies with events queued or in flight loses none. Any node
-// delivers: batches of up to 50 events gathered for up to a second, signed as Pusher signs
+// per endpoint, so a node that dies with events queued or in flight loses none. Every node
+// runs a deliverer and the queue lets one at a time deliver (in queue order, taken over when
+// it dies): batches of up to 50 events gathered for up to a second, signed as Pusher signs
 // them, retried with backoff until the endpoint takes them. Delivery is at least once:
 // receivers dedupe. Queueing is one store write beside the request's own, and delivery runs
 // apart from every request, so a slow or dead endpoint never slows publishing or fan-out.

@@ -25,12 +25,15 @@ type HookQueue interface {
 	// only withdraws. The check and the change are one step, whatever the number of nodes.
 	AddOrCancel(ctx context.Context, key string, payload []byte) (added bool, err error)
 	// Claim gives consumer up to max queued events, oldest first, waiting up to wait for the
-	// first: first those another consumer claimed more than the queue's stale time ago and
-	// never acknowledged, then new ones. A claimed event goes to no one else until it is
-	// stale. Delayed payloads whose time came are queued first.
+	// first: first those claimed more than the queue's stale time ago and never
+	// acknowledged, then new ones. One consumer at a time delivers: the queue's lease goes to
+	// the first that claims and stays with it while it claims or holds within the stale time,
+	// so events leave in the order they were queued — also when a consumer dies and another
+	// takes its stale claims over. Others get nothing meanwhile. Delayed payloads whose time
+	// came are queued first.
 	Claim(ctx context.Context, consumer string, max int, wait time.Duration) ([]Hook, error)
-	// Hold renews consumer's claim on events it still works on (a delivery being retried),
-	// so they do not go stale.
+	// Hold renews consumer's claims on events it still works on (a delivery being retried),
+	// and its lease, so neither goes stale.
 	Hold(ctx context.Context, consumer string, ids ...string) error
 	// Ack removes delivered events for good.
 	Ack(ctx context.Context, ids ...string) error
@@ -47,8 +50,8 @@ type Hook struct {
 
 // Defaults of a HookQueue.
 const (
-	// DefaultHookStale is how long a claim holds without Hold before another consumer may
-	// take the event.
+	// DefaultHookStale is how long a claim, and the delivering consumer's lease, hold without
+	// Claim or Hold before another consumer may take over.
 	DefaultHookStale = 30 * time.Second
 	// DefaultHookMaxLen bounds a queue: past it the oldest events are dropped, so an endpoint
 	// that stays down costs bounded memory.

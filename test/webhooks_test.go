@@ -195,7 +195,7 @@ func webhookCluster(t *testing.T) (a, b *herald, r *hookReceiver) {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a, b = startCluster(t, oneRedis, "--config", path, "--node-ttl", "2s", "--presence-ttl", "2s", "--webhook-stale", "2s")
+	a, b = startCluster(t, oneRedis, "--config", path, "--node-ttl", "2s", "--presence-ttl", "2s", "--webhook-stale", "5s")
 	return a, b, r
 }
 

@@ -5,10 +5,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { buildSync } from 'esbuild';
-import { chromium } from 'playwright-core';
-import { startHerald, startAuth, pusherFor, freePort, waitFor } from './harness.js';
+import { startHerald, startAuth, pusherFor, freePort, waitFor, CHROMIUM, launchChromium, forwardAuth } from './harness.js';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const dir = new URL('..', import.meta.url);
 let herald, auth, site, browser;
 
@@ -25,13 +23,7 @@ before(async () => {
   site = createServer(async (req, res) => {
     const url = new URL(req.url, origin);
     if (url.pathname === '/herald.min.js') return res.end(bundle);
-    if (url.pathname === '/broadcasting/auth') {
-      let body = '';
-      for await (const c of req) body += c;
-      const r = await fetch(auth.url, { method: 'POST', body, headers: { 'content-type': req.headers['content-type'], 'x-user': req.headers['x-user'] || '' } });
-      res.writeHead(r.status, { 'Content-Type': 'application/json' });
-      return res.end(await r.text());
-    }
+    if (url.pathname === '/broadcasting/auth') return forwardAuth(req, res, auth);
     const user = JSON.stringify({ id: url.searchParams.get('id'), name: url.searchParams.get('name') });
     res.writeHead(200, { 'Content-Type': 'text/html' });
     res.end(`<!doctype html><meta name="csrf-token" content="csrf-123"><title>Herald</title>
@@ -47,8 +39,7 @@ h.join('room.1').here(u => add('here: ' + u.map(x => x.name).join(', ')))
   });
   await new Promise(r => site.listen(port, '127.0.0.1', r));
   site.origin = origin;
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu',
-    '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  browser = await launchChromium();
 });
 
 after(async () => {

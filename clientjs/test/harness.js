@@ -161,3 +161,22 @@ export function once() {
   const p = new Promise(r => { cb = (...a) => r(a); });
   return [cb, p];
 }
+
+/** CHROMIUM is Debian's chromium, the browser of the browser tests (never a downloaded one). */
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+/** launchChromium starts CHROMIUM headless through playwright-core. */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu',
+    '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+}
+
+/** forwardAuth answers a page's /broadcasting/auth as the app would, through the test signer. */
+export async function forwardAuth(req, res, auth) {
+  let body = '';
+  for await (const c of req) body += c;
+  const r = await fetch(auth.url, { method: 'POST', body, headers: { 'content-type': req.headers['content-type'], 'x-user': req.headers['x-user'] || '' } });
+  res.writeHead(r.status, { 'Content-Type': 'application/json' });
+  res.end(await r.text());
+}

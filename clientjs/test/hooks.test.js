@@ -8,10 +8,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { existsSync, mkdirSync } from 'node:fs';
 import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
-import { startHerald, startAuth, startRedis, pusherFor, freePort, waitFor, unique } from './harness.js';
+import { startHerald, startAuth, startRedis, pusherFor, freePort, waitFor, unique, CHROMIUM, launchChromium, forwardAuth } from './harness.js';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const dir = new URL('frameworks/', import.meta.url);
 const skip = !existsSync(CHROMIUM) ? 'no chromium'
   : !existsSync(new URL('node_modules/@laravel/echo-react', dir)) ? 'test/frameworks has no node_modules: npm ci there (make test does)'
@@ -47,13 +45,7 @@ before(async () => {
       res.writeHead(200, { 'Content-Type': 'text/javascript' });
       return res.end(bundles[app]);
     }
-    if (url.pathname === '/broadcasting/auth') {
-      let body = '';
-      for await (const c of req) body += c;
-      const r = await fetch(auth.url, { method: 'POST', body, headers: { 'content-type': req.headers['content-type'], 'x-user': req.headers['x-user'] || '' } });
-      res.writeHead(r.status, { 'Content-Type': 'application/json' });
-      return res.end(await r.text());
-    }
+    if (url.pathname === '/broadcasting/auth') return forwardAuth(req, res, auth);
     if (!bundles[app]) { res.writeHead(404); return res.end(); }
     res.writeHead(200, { 'Content-Type': 'text/html' });
     res.end(`<!doctype html><meta name="csrf-token" content="csrf-123"><title>${app}</title>
@@ -62,8 +54,7 @@ before(async () => {
   });
   await new Promise(r => site.listen(port, '127.0.0.1', r));
   site.origin = origin;
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu',
-    '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -6,11 +6,9 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
-import { freePort, waitFor, work } from './harness.js';
+import { freePort, waitFor, work, CHROMIUM, launchChromium } from './harness.js';
 import { join } from 'node:path';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const example = new URL('../examples/inbox/', import.meta.url).pathname;
 const skip = !existsSync(CHROMIUM) ? 'no chromium'
   : !existsSync(join(example, 'node_modules/@laravel/echo-react')) ? 'examples/inbox has no node_modules: npm ci there (make test does)'
@@ -31,8 +29,7 @@ before(async () => {
     lines.on('line', l => { try { ok(JSON.parse(l).inbox); } catch { /* the human line */ } });
     proc.once('exit', code => fail(new Error('the example exited: ' + code)));
   });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu',
-    '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  browser = await launchChromium();
 });
 
 after(async () => {

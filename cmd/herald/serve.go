@@ -109,7 +109,7 @@ func serve(args []string) error {
 		configPath:         fs.String("config", "", "YAML file with apps (Pusher id/key/secret), channel rules and server API keys"),
 		clientEvents:       fs.String("client-events", def.ClientEvents, "which channels accept whispers: members (private/presence subscribers), all, none"),
 		presenceTTL:        fs.Duration("presence-ttl", def.PresenceTTL, "a node that stops refreshing its presence members loses them after this long"),
-		webhookStale:       fs.Duration("webhook-stale", store.DefaultHookStale, "a batch of webhook events a node claimed and stopped delivering (it died) goes to another node after this long"),
+		webhookStale:       fs.Duration("webhook-stale", store.DefaultHookStale, "a batch of webhook events a node claimed and stopped delivering (it died) goes to another node after this long; keep it over 20 s, the longest wait between retries, or a batch being retried is sent by two nodes"),
 		nodeTTL:            fs.Duration("node-ttl", def.NodeTTL, "a node that stops renewing its registry entry vanishes from the deployment's view after this long"),
 		maxConnRate:        fs.Float64("max-conn-rate", 0, "most new connections (streams, long-poll sockets, polls) one client address may open a second, in bursts of a second's worth (429 rate_limited beyond); 0: no limit"),
 		maxConns:           fs.Int("max-connections", def.MaxConnections, "most open streams, long-poll sockets and waiting polls on this node (503 over_capacity beyond); 0: no limit"),

@@ -16,11 +16,13 @@ type HookQueue struct {
 	maxLen int
 	now    func() time.Time
 
-	mu      sync.Mutex
-	next    uint64
-	queue   []memHook            // queued or claimed, oldest first
-	delayed map[string]delayHook // key → payload waiting for its time
-	ready   chan struct{}        // closed and replaced when something is queued
+	mu       sync.Mutex
+	next     uint64
+	queue    []memHook            // queued or claimed, oldest first
+	delayed  map[string]delayHook // key → payload waiting for its time
+	ready    chan struct{}        // closed and replaced when something is queued
+	leader   string               // the consumer that delivers, until leaseEnd
+	leaseEnd time.Time
 }
 
 type memHook struct {
@@ -129,18 +131,34 @@ func (q *HookQueue) promote() {
 	}
 }
 
+// lead reports whether consumer holds the lease, taking or renewing it; q.mu is held.
+func (q *HookQueue) lead(consumer string, now time.Time) bool {
+	if q.leader != consumer && now.Before(q.leaseEnd) {
+		return false
+	}
+	q.leader, q.leaseEnd = consumer, now.Add(q.stale)
+	return true
+}
+
 // Claim implements store.HookQueue.
 func (q *HookQueue) Claim(ctx context.Context, consumer string, max int, wait time.Duration) ([]store.Hook, error) {
+	if max <= 0 {
+		return nil, nil
+	}
 	var timeout <-chan time.Time
 	for {
 		q.mu.Lock()
 		q.promote()
 		now := q.now()
 		var out []store.Hook
+		room := max
+		if !q.lead(consumer, now) {
+			room = 0 // another consumer delivers: wait, and try again
+		}
 		// Stale claims first (they are the oldest), then unclaimed events, in queue order.
 		for i := range q.queue {
 			h := &q.queue[i]
-			if len(out) == max {
+			if len(out) >= room {
 				break
 			}
 			if h.claimed.IsZero() || now.Sub(h.claimed) >= q.stale {
@@ -150,7 +168,7 @@ func (q *HookQueue) Claim(ctx context.Context, consumer string, max int, wait ti
 		}
 		ready := q.ready
 		q.mu.Unlock()
-		if len(out) > 0 || max <= 0 {
+		if len(out) > 0 {
 			return out, nil
 		}
 		if timeout == nil {
@@ -178,6 +196,9 @@ func (q *HookQueue) Hold(ctx context.Context, consumer string, ids ...string) er
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.now()
+	if q.leader == consumer {
+		q.leaseEnd = now.Add(q.stale)
+	}
 	for _, id := range ids {
 		for i := range q.queue {
 			if h := &q.queue[i]; strconv.FormatUint(h.id, 10) == id {

@@ -21,15 +21,17 @@ import (
 //	                           consumer group "deliver"; acknowledged entries are deleted
 //	<prefix>{#hooks:<name>}:d  zset: key → when its delayed payload is due (unix ms, Redis clock)
 //	<prefix>{#hooks:<name>}:p  hash: key → the delayed payload
+//	<prefix>{#hooks:<name>}:l  string: the consumer that delivers (the lease), expiring
 //
 // A stream with a consumer group gives the contract directly: XREADGROUP hands each entry to
 // one consumer, the pending list remembers who holds what, and XAUTOCLAIM moves what a dead
 // node held to a live one once it has been idle for the stale time. Delayed payloads move to
 // the stream in a script that reads the time from Redis, so nodes with skewed clocks agree on
-// when a channel's vacancy is due, and AddOrCancel's check-and-change is one script.
+// when a channel's vacancy is due, and AddOrCancel's check-and-change is one script. The lease
+// key lets one consumer deliver at a time, so events leave in the stream's order.
 type HookQueue struct {
 	client redis.UniversalClient
-	keys   []string // q, d, p
+	keys   []string // q, d, p, l
 	stale  time.Duration
 	maxLen int
 	group  atomic.Bool // the consumer group is known to exist
@@ -67,7 +69,7 @@ func NewHookQueue(opts HookQueueOptions) (*HookQueue, error) {
 		return nil, fmt.Errorf("redisstore: prefix or name %q contains a brace", prefix+opts.Name)
 	}
 	base := prefix + "{#hooks:" + opts.Name + "}:"
-	q := &HookQueue{client: opts.Client, keys: []string{base + "q", base + "d", base + "p"}, stale: opts.Stale, maxLen: opts.MaxLen}
+	q := &HookQueue{client: opts.Client, keys: []string{base + "q", base + "d", base + "p", base + "l"}, stale: opts.Stale, maxLen: opts.MaxLen}
 	if q.stale <= 0 {
 		q.stale = store.DefaultHookStale
 	}
@@ -149,6 +151,25 @@ func (q *HookQueue) Claim(ctx context.Context, consumer string, max int, wait ti
 		if err := q.promote(ctx); err != nil {
 			return nil, err
 		}
+		lead, err := evalOnce(ctx, q.client, hookLeadScript, hookLeadLua, q.keys, consumer, q.stale.Milliseconds(), 1)
+		if err != nil {
+			return nil, wrapErr(ctx, "hook lease", err)
+		}
+		if n, _ := lead.(int64); n != 1 {
+			// Another consumer delivers: wait a little, and ask again.
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, nil
+			}
+			t := time.NewTimer(min(left, hookPoll))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
 		msgs, _, err := q.client.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: q.keys[0], Group: hookGroup,
 			Consumer: consumer, MinIdle: q.stale, Start: "0-0", Count: int64(max)}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -209,6 +230,9 @@ func hooksOf(msgs []redis.XMessage, out []store.Hook) []store.Hook {
 func (q *HookQueue) Hold(ctx context.Context, consumer string, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
+	}
+	if _, err := evalOnce(ctx, q.client, hookLeadScript, hookLeadLua, q.keys, consumer, q.stale.Milliseconds(), 0); err != nil {
+		return wrapErr(ctx, "hook lease", err)
 	}
 	err := q.client.XClaimJustID(ctx, &redis.XClaimArgs{Stream: q.keys[0], Group: hookGroup, Consumer: consumer, Messages: ids}).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -286,7 +310,23 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[2])
 return 1
 `
 
+// hookLeadLua: KEYS[4] the lease; ARGV[1] consumer, ARGV[2] stale (ms), ARGV[3] 1 to take a
+// free lease → 1 if consumer holds it (renewed), else 0.
+const hookLeadLua = `
+local cur = redis.call('GET', KEYS[4])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[4], ARGV[2])
+  return 1
+end
+if not cur and ARGV[3] == '1' then
+  redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`
+
 var (
+	hookLeadScript        = redis.NewScript(hookLeadLua)
 	hookPromoteScript     = redis.NewScript(hookPromoteLua)
 	hookDelayScript       = redis.NewScript(hookDelayLua)
 	hookAddOrCancelScript = redis.NewScript(hookAddOrCancelLua)

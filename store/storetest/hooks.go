@@ -86,15 +86,19 @@ func testHooksOrder(t *testing.T, newQueue HookFactory) {
 	if got := payloads(first); !slices.Equal(got, []string{"1", "2", "3"}) {
 		t.Fatalf("first claim %v, want 1 2 3", got)
 	}
-	// A claimed event goes to no one else.
-	if got := payloads(claim(t, b, "node-b", 10, 0)); !slices.Equal(got, []string{"4", "5"}) {
-		t.Fatalf("second consumer got %v, want 4 5", got)
+	// One consumer delivers at a time: the other gets nothing while the first holds the lease.
+	if got := claim(t, b, "node-b", 10, 100*time.Millisecond); len(got) != 0 {
+		t.Fatalf("a second consumer got %v while the first delivers", payloads(got))
+	}
+	// Claimed events do not come again; the rest follow in order.
+	second := claim(t, a, "node-a", 10, 0)
+	if got := payloads(second); !slices.Equal(got, []string{"4", "5"}) {
+		t.Fatalf("second claim %v, want 4 5", got)
 	}
 	if n := hookLen(t, a); n != 5 {
 		t.Fatalf("len %d with 5 unacknowledged", n)
 	}
-	ids := []string{first[0].ID, first[1].ID, first[2].ID}
-	if err := a.Ack(ctx(t), ids...); err != nil {
+	if err := a.Ack(ctx(t), first[0].ID, first[1].ID, first[2].ID); err != nil {
 		t.Fatal(err)
 	}
 	if n := hookLen(t, b); n != 2 {
@@ -139,26 +143,32 @@ func testHooksStale(t *testing.T, newQueue HookFactory) {
 	if len(mine) != 2 {
 		t.Fatalf("claimed %v", payloads(mine))
 	}
-	if got := claim(t, b, "node-b", 10, 0); len(got) != 0 {
-		t.Fatalf("fresh claims were taken: %v", payloads(got))
+	// While node a holds its claims (a delivery being retried), nobody else delivers.
+	for end := time.Now().Add(2 * stale); time.Now().Before(end); {
+		if err := a.Hold(ctx(t), "node-a", mine[0].ID, mine[1].ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := claim(t, b, "node-b", 10, 0); len(got) != 0 {
+			t.Fatalf("node b took %v from a node that holds them", payloads(got))
+		}
+		time.Sleep(stale / 5)
 	}
-	// Node a keeps working on y: its claim is renewed; x is left to go stale (a died with it).
+	// Node a dies with them: once stale, node b takes both over, in order, with their ids,
+	// and what comes next after them.
+	addHooks(t, a, "z")
 	deadline := time.Now().Add(10 * time.Second)
 	var took []store.Hook
 	for len(took) == 0 && time.Now().Before(deadline) {
-		if err := a.Hold(ctx(t), "node-a", mine[1].ID); err != nil {
-			t.Fatal(err)
-		}
-		took = claim(t, b, "node-b", 10, 0)
-		time.Sleep(stale / 5)
+		took = claim(t, b, "node-b", 10, stale)
 	}
-	if len(took) != 1 || took[0].ID != mine[0].ID || string(took[0].Payload) != "x" {
-		t.Fatalf("after the claim went stale, node b took %v, want x (same id)", payloads(took))
+	if got := payloads(took); !slices.Equal(got, []string{"x", "y", "z"}) || took[0].ID != mine[0].ID || took[1].ID != mine[1].ID {
+		t.Fatalf("after node a went stale, node b took %v, want x y (same ids) then z", got)
 	}
-	if err := b.Ack(ctx(t), took[0].ID); err != nil {
-		t.Fatal(err)
+	if got := claim(t, a, "node-a", 10, 0); len(got) != 0 {
+		t.Fatalf("node a, back, got %v while node b delivers", payloads(got))
 	}
-	if err := a.Ack(ctx(t), mine[1].ID); err != nil {
+	ids := []string{took[0].ID, took[1].ID, took[2].ID}
+	if err := b.Ack(ctx(t), ids...); err != nil {
 		t.Fatal(err)
 	}
 	if n := hookLen(t, a); n != 0 {
@@ -191,7 +201,7 @@ func testHooksDelay(t *testing.T, newQueue HookFactory) {
 	if added, err := b.AddOrCancel(c, "vacated:other", nil); err != nil || added {
 		t.Fatalf("AddOrCancel of an empty payload = %v, %v; want false", added, err)
 	}
-	if got := payloads(claim(t, b, "node-b", 10, 0)); !slices.Equal(got, []string{"occupied new"}) {
+	if got := payloads(claim(t, a, "node-a", 10, 0)); !slices.Equal(got, []string{"occupied new"}) {
 		t.Fatalf("before the delay: %v, want only the new occupation", got)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -202,7 +212,7 @@ func testHooksDelay(t *testing.T, newQueue HookFactory) {
 	if !slices.Equal(got, []string{"vacated room"}) {
 		t.Fatalf("after the delay: %v, want the one vacancy not withdrawn", got)
 	}
-	if more := claim(t, b, "node-b", 10, 2*delay); len(more) != 0 {
+	if more := claim(t, a, "node-a", 10, 2*delay); len(more) != 0 {
 		t.Fatalf("more came: %v", payloads(more))
 	}
 	// Once queued, a vacancy can no longer be withdrawn: the occupation is queued after it.
