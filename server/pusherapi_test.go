@@ -60,7 +60,11 @@ func pusherServerWith(t *testing.T, yaml string) (*httptest.Server, map[string]*
 	for _, pa := range cfg.Apps() {
 		st := memstore.New(memstore.Options{})
 		hub := stream.New(st, stream.Options{})
-		apps = append(apps, &App{ID: pa.ID, Hub: hub, Bus: st, Pusher: pa, Presence: memstore.NewPresence(memstore.PresenceOptions{})})
+		app := &App{ID: pa.ID, Hub: hub, Bus: st, Pusher: pa, Presence: memstore.NewPresence(memstore.PresenceOptions{})}
+		for _, w := range pa.Webhooks {
+			app.Webhooks = append(app.Webhooks, WebhookEndpoint{Webhook: w, Queue: memstore.NewHookQueue(memstore.HookQueueOptions{})})
+		}
+		apps = append(apps, app)
 		t.Cleanup(func() {
 			hub.Close()
 			st.Close()
