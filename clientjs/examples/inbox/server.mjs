@@ -44,7 +44,7 @@ writeFileSync(join(work, 'herald.yaml'), `apps:
 `);
 // The app's pages authorize with Pusher signatures; the JWT key only has to exist (it also
 // derives the socket-token key).
-const herald = spawn(HERALD_BIN, ['serve', '--jwt-secret', randomBytes(32).toString('hex'), '--addr', `127.0.0.1:${HERALD_PORT}`, '--admin-addr', '127.0.0.1:0',
+const herald = spawn(HERALD_BIN, ['serve', '--jwt-secret', randomBytes(32).toString('hex'), '--addr', `127.0.0.1:${HERALD_PORT}`, '--admin-addr', '',
   '--config', join(work, 'herald.yaml'), '--log-level', 'warn', '--cors-origins', origin], { stdio: ['ignore', 'inherit', 'inherit'] });
 const heraldURL = `http://127.0.0.1:${HERALD_PORT}`;
 const stop = () => { herald.kill(); rmSync(work, { recursive: true, force: true }); };
