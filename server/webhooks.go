@@ -198,6 +198,15 @@ func (s *Server) deliverHooks(ctx context.Context, app *App, ep WebhookEndpoint)
 	client := &http.Client{Timeout: hookPostTimeout}
 	consumer := app.Hub.Node()
 	log := s.log.With().Str("app", app.ID).Stringer("endpoint", ep).Logger()
+	defer func() {
+		// Stopping on purpose: hand the lease and any unacknowledged claims over now rather
+		// than after --webhook-stale.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if err := ep.Queue.Release(rctx, consumer); err != nil {
+			log.Warn().Err(err).Msg("webhook lease not released; another node takes over once it is stale")
+		}
+	}()
 	for ctx.Err() == nil {
 		batch, err := s.claimBatch(ctx, ep, consumer)
 		if err != nil {

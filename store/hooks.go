@@ -35,6 +35,10 @@ type HookQueue interface {
 	// Hold renews consumer's claims on events it still works on (a delivery being retried),
 	// and its lease, so neither goes stale.
 	Hold(ctx context.Context, consumer string, ids ...string) error
+	// Release gives up consumer's lease and its claims at once, for a consumer that stops
+	// delivering on purpose (a node shutting down): the next consumer takes them over without
+	// waiting for them to go stale.
+	Release(ctx context.Context, consumer string) error
 	// Ack removes delivered events for good.
 	Ack(ctx context.Context, ids ...string) error
 	// Len counts the events queued or claimed and not yet acknowledged (delayed payloads not

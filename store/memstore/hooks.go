@@ -209,6 +209,26 @@ func (q *HookQueue) Hold(ctx context.Context, consumer string, ids ...string) er
 	return nil
 }
 
+// Release implements store.HookQueue.
+func (q *HookQueue) Release(ctx context.Context, consumer string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.leader == consumer {
+		q.leader, q.leaseEnd = "", time.Time{}
+	}
+	for i := range q.queue {
+		if h := &q.queue[i]; h.owner == consumer {
+			h.owner, h.claimed = "", time.Time{}
+		}
+	}
+	close(q.ready) // a consumer waiting to lead may now
+	q.ready = make(chan struct{})
+	return nil
+}
+
 // Ack implements store.HookQueue.
 func (q *HookQueue) Ack(ctx context.Context, ids ...string) error {
 	if err := ctx.Err(); err != nil {

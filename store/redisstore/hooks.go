@@ -241,6 +241,36 @@ func (q *HookQueue) Hold(ctx context.Context, consumer string, ids ...string) er
 	return nil
 }
 
+// Release implements store.HookQueue: the lease goes if consumer holds it, and its pending
+// entries are marked idle for the stale time (XCLAIM … IDLE), so the next consumer's
+// XAUTOCLAIM takes them at once.
+func (q *HookQueue) Release(ctx context.Context, consumer string) error {
+	if _, err := evalOnce(ctx, q.client, hookReleaseScript, hookReleaseLua, q.keys, consumer); err != nil {
+		return wrapErr(ctx, "hook release", err)
+	}
+	pending, err := q.client.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.keys[0], Group: hookGroup,
+		Start: "-", End: "+", Count: int64(q.maxLen), Consumer: consumer}).Result()
+	if err != nil {
+		if q.lostGroup(err) {
+			return nil // nothing pending: the queue is gone
+		}
+		return wrapErr(ctx, "hook release", err)
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	ids := make([]any, 0, len(pending))
+	for _, p := range pending {
+		ids = append(ids, p.ID)
+	}
+	args := append([]any{"xclaim", q.keys[0], hookGroup, consumer, 0}, ids...)
+	args = append(args, "idle", q.stale.Milliseconds(), "justid")
+	if err := q.client.Do(ctx, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return wrapErr(ctx, "hook release", err)
+	}
+	return nil
+}
+
 // Ack implements store.HookQueue.
 func (q *HookQueue) Ack(ctx context.Context, ids ...string) error {
 	if len(ids) == 0 {
@@ -325,7 +355,17 @@ end
 return 0
 `
 
+// hookReleaseLua: KEYS[4] the lease; ARGV[1] consumer → 1 if it held the lease (now free).
+const hookReleaseLua = `
+if redis.call('GET', KEYS[4]) == ARGV[1] then
+  redis.call('DEL', KEYS[4])
+  return 1
+end
+return 0
+`
+
 var (
+	hookReleaseScript     = redis.NewScript(hookReleaseLua)
 	hookLeadScript        = redis.NewScript(hookLeadLua)
 	hookPromoteScript     = redis.NewScript(hookPromoteLua)
 	hookDelayScript       = redis.NewScript(hookDelayLua)

@@ -30,6 +30,7 @@ func RunHookQueue(t *testing.T, newQueue HookFactory) {
 		{"OrderClaimAck", testHooksOrder},
 		{"ClaimWaits", testHooksWait},
 		{"StaleClaimsMove", testHooksStale},
+		{"ReleaseHandsOver", testHooksRelease},
 		{"DelayAndCancel", testHooksDelay},
 		{"Bounded", testHooksBounded},
 		{"ConcurrentConsumers", testHooksConcurrent},
@@ -173,6 +174,31 @@ func testHooksStale(t *testing.T, newQueue HookFactory) {
 	}
 	if n := hookLen(t, a); n != 0 {
 		t.Fatalf("len %d after every event was acknowledged", n)
+	}
+}
+
+func testHooksRelease(t *testing.T, newQueue HookFactory) {
+	a, b := newQueue(t, HookConfig{Stale: time.Minute})
+	addHooks(t, a, "x", "y")
+	mine := claim(t, a, "node-a", 1, 0)
+	if got := payloads(mine); !slices.Equal(got, []string{"x"}) {
+		t.Fatalf("claimed %v", got)
+	}
+	// Node a stops on purpose, x still unacknowledged: node b takes over at once, x first.
+	if err := a.Release(ctx(t), "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	took := claim(t, b, "node-b", 10, 5*time.Second)
+	if got := payloads(took); !slices.Equal(got, []string{"x", "y"}) || took[0].ID != mine[0].ID {
+		t.Fatalf("after node a released, node b took %v, want x (same id) and y", got)
+	}
+	// Releasing what one does not hold changes nothing.
+	if err := a.Release(ctx(t), "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	addHooks(t, a, "z")
+	if got := payloads(claim(t, a, "node-a", 10, 0)); len(got) != 0 {
+		t.Fatalf("node a got %v while node b leads", got)
 	}
 }
 
