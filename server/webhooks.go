@@ -94,7 +94,9 @@ func (s *Server) hookOccupancy(app *App, changes []store.Occupancy) {
 	if len(app.Webhooks) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.stopCtx, hookQueueWrite)
+	// Not s.stopCtx: a node shutting down deregisters, and the vacancies that causes are
+	// queued after the server began to stop (the store closes only after Shutdown returns).
+	ctx, cancel := context.WithTimeout(context.Background(), hookQueueWrite)
 	defer cancel()
 	delay := time.Duration(0)
 	if app.Pusher != nil {
@@ -143,7 +145,7 @@ func (s *Server) hookCounts(app *App, counts map[string]int) {
 	if !wanted || app.Registry == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.stopCtx, hookQueueWrite)
+	ctx, cancel := context.WithTimeout(context.Background(), hookQueueWrite) // as hookOccupancy's
 	defer cancel()
 	for ch := range counts {
 		s.hook(ctx, app, hookEvent{Name: authz.HookSubscriptionCount, Channel: ch})

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -184,7 +185,7 @@ func (r *hookReceiver) wait(t *testing.T, channel string, want []string, within,
 
 // webhookCluster starts the receiver and two nodes of an app sending it every event, with a
 // vacate delay of 500 ms and short leases, so node deaths show within seconds.
-func webhookCluster(t *testing.T) (a, b *herald, r *hookReceiver) {
+func webhookCluster(t *testing.T, extra ...string) (a, b *herald, r *hookReceiver) {
 	t.Helper()
 	app := pusherApp{ID: "hooks-" + randomSuffix(), Key: "key-" + randomSuffix(), Secret: string(randomSecret())}
 	r = startHookReceiver(t, app)
@@ -195,7 +196,8 @@ func webhookCluster(t *testing.T) (a, b *herald, r *hookReceiver) {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a, b = startCluster(t, oneRedis, "--config", path, "--node-ttl", "2s", "--presence-ttl", "2s", "--webhook-stale", "5s")
+	args := append([]string{"--config", path, "--node-ttl", "2s", "--presence-ttl", "2s", "--webhook-stale", "5s"}, extra...)
+	a, b = startCluster(t, oneRedis, args...)
 	return a, b, r
 }
 
@@ -335,4 +337,28 @@ func TestWebhooksRetriedAndNeverLost(t *testing.T) {
 		r.wait(t, ch, []string{"channel_occupied", "channel_vacated"}, long, 0)
 	}
 	_ = b
+}
+
+// TestWebhooksHandedOverOnShutdown: a node stopped with SIGTERM while the endpoint is down
+// hands its delivery lease and its claims over at once: the other node delivers every event
+// long before a claim could go stale (--webhook-stale 60s here).
+func TestWebhooksHandedOverOnShutdown(t *testing.T) {
+	t.Parallel()
+	a, _, r := webhookCluster(t, "--webhook-stale", "60s", "--drain-period", "0s")
+	r.command(t, "fail 1000000")
+	var chans []string
+	for i := 0; i < 5; i++ {
+		ch := uniqueChannel("handed")
+		chans = append(chans, ch)
+		subscribeOn(t, a, ch)
+	}
+	time.Sleep(1500 * time.Millisecond) // claimed, attempted and refused at least once
+	a.Signal(syscall.SIGTERM)
+	if _, exited := a.WaitExit(20 * time.Second); !exited {
+		t.Fatal("node A did not stop")
+	}
+	r.command(t, "ok")
+	for _, ch := range chans {
+		r.wait(t, ch, []string{"channel_occupied", "channel_vacated"}, 20*time.Second, 0)
+	}
 }
