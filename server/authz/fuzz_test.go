@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,19 @@ func FuzzLoad(f *testing.F) {
 			}
 			if _, err := a.VerifyChannelAuth("1.1", "private-x", a.SignChannel("1.1", "private-x", ""), ""); err != nil {
 				t.Fatalf("own signature: %v", err)
+			}
+			if a.VacateDelay < 0 || a.VacateDelay > maxVacateDelay || len(a.Webhooks) > maxWebhooks {
+				t.Fatalf("app %v: vacate delay %v, %d webhooks", a, a.VacateDelay, len(a.Webhooks))
+			}
+			for _, w := range a.Webhooks {
+				if u := strings.ToLower(w.URL); !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") || len(w.Events) == 0 {
+					t.Fatalf("app %v: webhook %q with events %v", a, w.URL, w.Events)
+				}
+				for _, e := range w.Events {
+					if !slices.Contains(HookEvents, e) {
+						t.Fatalf("app %v: unknown webhook event %q", a, e)
+					}
+				}
 			}
 		}
 	})
