@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -191,6 +193,86 @@ func BenchmarkAppendParallelCluster(b *testing.B) {
 		masters = append(masters, mc)
 	}
 	benchAppendOn(b, s, false, masters)
+}
+
+// BenchmarkAppendParallelRTT is BenchmarkAppendParallel over a slower network: a proxy holds
+// every chunk at least 250 µs each way (timer granularity makes it more: a few milliseconds of
+// round trip on a small VM). Loopback hides what a round trip costs; here how many pipelines
+// are in flight at once shows.
+func BenchmarkAppendParallelRTT(b *testing.B) {
+	needRedis(b)
+	u, err := url.Parse(redisURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Host = delayProxy(b, u.Host, 250*time.Microsecond)
+	benchAppendOn(b, newStore(b, redisstore.Options{URL: u.String()}), false, []*redis.Client{rawClient(b, "")})
+}
+
+// delayProxy forwards loopback TCP connections to target, holding every chunk for d in each
+// direction, in order. It returns its address; it stops when the benchmark ends.
+func delayProxy(b *testing.B, target string, d time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	b.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			go delayCopy(up, c, d)
+			go delayCopy(c, up, d)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func delayCopy(dst, src net.Conn, d time.Duration) {
+	type chunk struct {
+		due time.Time
+		b   []byte
+	}
+	chunks := make(chan chunk, 4096)
+	go func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 64<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				chunks <- chunk{time.Now().Add(d), buf[:n]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer dst.Close()
+	for c := range chunks {
+		time.Sleep(time.Until(c.due))
+		if _, err := dst.Write(c.b); err != nil {
+			return
+		}
+	}
 }
 
 // BenchmarkAppendParallelListened adds the live path: the store listens to every channel, so
