@@ -303,7 +303,7 @@ func TestWebhooksOncePerTransition(t *testing.T) {
 
 func TestWebhooksRetriedAndNeverLost(t *testing.T) {
 	t.Parallel()
-	a, b, r := webhookCluster(t)
+	a, _, r := webhookCluster(t)
 	const long = 20 * time.Second
 
 	// The endpoint fails twice: the same event comes a third time.
@@ -322,21 +322,28 @@ func TestWebhooksRetriedAndNeverLost(t *testing.T) {
 
 	// The endpoint is down while ten channels are occupied through node A, and node A dies
 	// with their events queued or claimed: node B delivers every one once the endpoint is back.
-	r.command(t, "fail 1000000")
-	var chans []string
-	for i := 0; i < 10; i++ {
-		ch := uniqueChannel("queued")
-		chans = append(chans, ch)
-		subscribeOn(t, a, ch)
-	}
-	time.Sleep(1500 * time.Millisecond) // claimed, attempted and refused at least once
+	chans := occupyWhileDown(t, a, r, 10)
 	a.Kill()
 	r.command(t, "ok")
 	for _, ch := range chans {
 		// Occupied, then vacated: node A's sockets went with it.
 		r.wait(t, ch, []string{"channel_occupied", "channel_vacated"}, long, 0)
 	}
-	_ = b
+}
+
+// occupyWhileDown makes the endpoint refuse everything and occupies n new channels through
+// node h, long enough for their events to be claimed and refused at least once.
+func occupyWhileDown(t *testing.T, h *herald, r *hookReceiver, n int) []string {
+	t.Helper()
+	r.command(t, "fail 1000000")
+	var chans []string
+	for i := 0; i < n; i++ {
+		ch := uniqueChannel("queued")
+		chans = append(chans, ch)
+		subscribeOn(t, h, ch)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	return chans
 }
 
 // TestWebhooksHandedOverOnShutdown: a node stopped with SIGTERM while the endpoint is down
@@ -345,14 +352,7 @@ func TestWebhooksRetriedAndNeverLost(t *testing.T) {
 func TestWebhooksHandedOverOnShutdown(t *testing.T) {
 	t.Parallel()
 	a, _, r := webhookCluster(t, "--webhook-stale", "60s", "--drain-period", "0s")
-	r.command(t, "fail 1000000")
-	var chans []string
-	for i := 0; i < 5; i++ {
-		ch := uniqueChannel("handed")
-		chans = append(chans, ch)
-		subscribeOn(t, a, ch)
-	}
-	time.Sleep(1500 * time.Millisecond) // claimed, attempted and refused at least once
+	chans := occupyWhileDown(t, a, r, 5)
 	a.Signal(syscall.SIGTERM)
 	if _, exited := a.WaitExit(20 * time.Second); !exited {
 		t.Fatal("node A did not stop")
