@@ -217,16 +217,13 @@ func (api socketAPI) authorizeSocketSubscribe(c echo.Context, app *App, socketID
 		}
 		return nil
 	}
-	cl, err := api.claims(c)
+	cl, err := api.callClaims(c, app)
 	if err != nil {
 		return err
 	}
 	if cl == nil {
 		call.BySocketToken = true
 		return nil
-	}
-	if err := api.apps.check(cl, app); err != nil {
-		return err
 	}
 	if err := api.allow(cl, authz.Subscribe, req.Channel); err != nil {
 		return err
@@ -237,6 +234,19 @@ func (api socketAPI) authorizeSocketSubscribe(c echo.Context, app *App, socketID
 		return checkMember(app, m)
 	}
 	return nil
+}
+
+// callClaims is the token a call on a socket carries, checked to be for the socket's app; nil
+// when it carries none, and the socket's node then decides with openingClaims.
+func (api socketAPI) callClaims(c echo.Context, app *App) (*Claims, error) {
+	cl, err := api.claims(c)
+	if err != nil || cl == nil {
+		return nil, err
+	}
+	if err := api.apps.check(cl, app); err != nil {
+		return nil, err
+	}
+	return cl, nil
 }
 
 // openingClaims is the token the socket was opened with, for a call that carries no

@@ -89,16 +89,13 @@ func (api socketAPI) signin(c echo.Context) error {
 			return errorf(http.StatusUnauthorized, "invalid_signature", "the auth signature does not match this socket and user_data")
 		}
 	default:
-		cl, err := api.claims(c)
+		cl, err := api.callClaims(c, app)
 		if err != nil {
 			return err
 		}
 		if cl == nil {
 			call.BySocketToken = true
 			break
-		}
-		if err := api.apps.check(cl, app); err != nil {
-			return err
 		}
 		if call.UserID, err = userOfToken(cl); err != nil {
 			return err
