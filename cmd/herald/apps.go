@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -28,6 +29,7 @@ type backend struct {
 	// bounds the wait of "replicated".
 	durability   string
 	waitReplicas time.Duration
+	appendLinger time.Duration // --redis-append-linger: 0 sends every batch at once
 	retention    store.Retention
 	hub          stream.Options
 	presenceTTL  time.Duration
@@ -124,7 +126,7 @@ func openApps(ctx context.Context, b backend, cfg *authz.Config) (apps []*server
 			registry = memstore.NewRegistry(memstore.RegistryOptions{})
 		} else {
 			rs, err := redisstore.New(ctx, redisstore.Options{Client: client, Prefix: sp.prefix, Retention: b.retention, Logger: b.log,
-				Replicas: replicas, ReplicationTimeout: b.waitReplicas})
+				Replicas: replicas, ReplicationTimeout: b.waitReplicas, AppendLinger: cmp.Or(b.appendLinger, -1)})
 			if err != nil {
 				return nil, close, err
 			}

@@ -49,7 +49,7 @@ type serveConfig struct {
 	cors, trustedProxies                                   *[]string
 	heartbeat, retry, writeTimeout, pollTimeout, pollMax   *time.Duration
 	historyTTL, idempotencyTTL, shutdownTimeout, linger    *time.Duration
-	drainPeriod, replicationTimeout                        *time.Duration
+	drainPeriod, replicationTimeout, appendLinger          *time.Duration
 	durability                                             *string
 	bodyTimeout                                            *time.Duration
 	maxBody, historySize, queueSize, pollLimit, pollLimMax *int
@@ -84,6 +84,7 @@ func serve(args []string) error {
 		redisSentPw:        fs.String("redis-sentinel-password", "", "with --redis-sentinels: the Sentinels' own password, when they require one"),
 		durability:         fs.String("durability", "", "when a publish is acknowledged: memory (the embedded store; the default without Redis), redis (the append ran on the Redis master; the default with Redis) or replicated (a replica confirmed it too: survives losing the master); apps[].durability overrides it"),
 		replicationTimeout: fs.Duration("replication-timeout", time.Second, "with durability replicated: how long a publish waits for a replica before it is answered 503 replication_timeout"),
+		appendLinger:       fs.Duration("redis-append-linger", redisstore.DefaultAppendLinger, "with Redis: while publishes come from several clients at once, how long a batch of appends may wait for more before it goes to Redis (one round trip and one script call for them all); a lone publisher never waits; 0 sends each batch at once"),
 		redisPrefix:        fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of every Redis key, so deployments can share one Redis"),
 		cors:               fs.List("cors-origins", "origin allowed to call the API from a browser, repeatable; * for any (default: same-origin only)", true),
 		trustedProxies:     fs.List("trusted-proxies", "address or CIDR range of a proxy in front (nginx, a load balancer) whose X-Forwarded-For names the client; repeatable, or comma-separated (default: none, the connection's address is the client's)", true),
@@ -205,7 +206,7 @@ func serve(args []string) error {
 			masterName: *cfg.redisMaster, sentinelPassword: *cfg.redisSentPw,
 			tls: redisTLSFiles{ca: *cfg.redisCA, cert: *cfg.redisCert, key: *cfg.redisKey}},
 		prefix: *cfg.redisPrefix, retention: ret,
-		durability: *cfg.durability, waitReplicas: *cfg.replicationTimeout,
+		durability: *cfg.durability, waitReplicas: *cfg.replicationTimeout, appendLinger: *cfg.appendLinger,
 		hub:         stream.Options{QueueSize: *cfg.queueSize, Linger: *cfg.linger},
 		presenceTTL: *cfg.presenceTTL, webhookStale: *cfg.webhookStale, log: log, metrics: metrics,
 	}, az)

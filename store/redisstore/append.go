@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 )
 
 // appendPipelines is how many batches may be in flight at once, each on its own connection:
-// with one, appends wait a whole round trip behind the batch before them and Redis idles
-// while replies travel; a few keep it busy. Order is unaffected: a caller's appends are
+// with one, a slow link makes every batch wait a whole round trip behind the one before it;
+// a few keep Redis busy while replies travel. Order is unaffected: a caller's appends are
 // sequential, and Redis runs scripts one at a time.
 const appendPipelines = 4
 
@@ -29,8 +30,11 @@ const maxBatch = 256
 // serving anyone else, so a call stays well under a millisecond.
 const maxCallAppends = 64
 
-// An appendOp moves from queued to taken (the batcher sends it) or to abandoned (its caller
-// gave up first, so it must never be sent): whoever wins the compare-and-swap decides.
+// DefaultAppendLinger is Options.AppendLinger's default.
+const DefaultAppendLinger = time.Millisecond
+
+// An appendOp moves from queued to taken (a batch sends it) or to abandoned (its caller gave
+// up first, so it must never be sent): whoever wins the compare-and-swap decides.
 const (
 	opQueued int32 = iota
 	opTaken
@@ -47,9 +51,38 @@ type appendOp struct {
 	err   error
 }
 
-// Append implements store.Store. Concurrent appends are coalesced: each of a few batchers sends
-// whatever is queued as one pipeline, so one round trip carries many appends. A caller's own appends keep their order because each waits for the
-// previous one's answer.
+// appendQueue holds the appends not sent yet. No goroutine of its own sends them: a caller
+// that finds a free slot (one of appendPipelines) sends the queue, its own append included,
+// and waits for Redis in its own goroutine; what queued meanwhile leaves from a new goroutine
+// when that answer comes, so the sender is answered at once.
+//
+// While appends come from several callers at once (the previous batch carried more than one),
+// a batch leaves at most every linger, so the appends of that interval share one pipeline and
+// script call: a round trip's cost is mostly fixed — system calls and wake-ups on both sides,
+// Redis's call setup — and at a busy node's rates batches of one or two spent most of both
+// processes' CPU there (docs/benchmarks.md). The linger ends early once as many appends are
+// pending (queued or in flight) as were at most in the last second or two: everyone appending
+// at this rate is then waiting, and callers that append as fast as they are answered must not
+// be held to one batch per linger. It also ends when a full script call's worth is queued. A
+// lone publisher, whose batches carry one append, is never held.
+type appendQueue struct {
+	mu       sync.Mutex
+	ops      []*appendOp
+	slots    int // held by senders: batches in flight, and the lingering sender
+	lastSent time.Time
+	lastSize int // appends in the batch that left at lastSent
+	// pending is counted by Append itself, so a caller is no longer counted when it appends
+	// again; peak and prevPeak are its highest this second and the one before.
+	pending        atomic.Int64
+	peak, prevPeak int64
+	peakSince      time.Time
+	wake           chan struct{} // while a sender lingers: closed to end the linger
+	closing        bool          // set by Close: nothing more is queued or sent
+	idle           chan struct{} // closed when closing and no slot is held
+}
+
+// Append implements store.Store. A caller's own appends keep their order because each waits
+// for the previous one's answer.
 func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.AppendResult, error) {
 	if s.closed.Load() {
 		return store.AppendResult{}, store.ErrClosed
@@ -62,12 +95,30 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 	}
 	op := &appendOp{req: req, done: make(chan struct{})}
 	op.keys, op.argv = s.appendArgs(req)
-	select {
-	case s.ops <- op:
-	case <-ctx.Done():
-		return store.AppendResult{}, ctx.Err()
-	case <-s.done:
+	q := &s.appends
+	q.mu.Lock()
+	if q.closing {
+		q.mu.Unlock()
 		return store.AppendResult{}, store.ErrClosed
+	}
+	q.ops = append(q.ops, op)
+	q.pending.Add(1)
+	defer q.pending.Add(-1)
+	crowd := q.notePending()
+	send := false
+	switch {
+	case q.wake != nil:
+		if q.pending.Load() >= crowd || len(q.ops) >= maxCallAppends {
+			close(q.wake)
+			q.wake = nil
+		}
+	case q.slots < appendPipelines:
+		q.slots++
+		send = true
+	}
+	q.mu.Unlock()
+	if send {
+		s.sendQueue()
 	}
 	select {
 	case <-op.done:
@@ -76,18 +127,106 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 		if op.state.CompareAndSwap(opQueued, opAbandoned) {
 			return store.AppendResult{}, ctx.Err()
 		}
-	case <-s.batcherDone:
-		if op.state.CompareAndSwap(opQueued, opAbandoned) {
-			return store.AppendResult{}, store.ErrClosed
-		}
 	}
 	// Already sent: only Redis's answer says whether it was appended, so wait for it.
 	<-op.done
 	return op.res, op.err
 }
 
-// appendArgs builds an append's share of a script call in the caller's goroutine, keeping
-// the batcher's share of the work small.
+// sendQueue sends what is queued as one batch, with a slot its caller took, after lingering
+// when the previous batch left less than the linger ago and carried company.
+func (s *Store) sendQueue() {
+	q := &s.appends
+	q.mu.Lock()
+	if q.lastSize > 1 && len(q.ops) < maxCallAppends && q.pending.Load() < q.notePending() {
+		if wait := time.Until(q.lastSent.Add(s.linger)); wait > 0 {
+			wake := make(chan struct{})
+			q.wake = wake
+			q.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-wake:
+			case <-s.done: // the queue then fails, not sent
+			}
+			t.Stop()
+			q.mu.Lock()
+			if q.wake == wake {
+				q.wake = nil
+			}
+		}
+	}
+	if q.closing || s.closed.Load() || len(q.ops) == 0 {
+		q.release()
+		q.mu.Unlock()
+		return
+	}
+	batch := q.take()
+	q.lastSent, q.lastSize = time.Now(), len(batch)
+	q.mu.Unlock()
+
+	s.runBatch(batch)
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.ops) > 0 && !q.closing && q.wake == nil {
+		go s.sendQueue() // keeps the slot
+		return
+	}
+	q.release()
+}
+
+// notePending records how many appends are pending now and returns the most that were in
+// the last one to two seconds. q.mu is held.
+func (q *appendQueue) notePending() int64 {
+	if now := time.Now(); now.Sub(q.peakSince) >= time.Second {
+		q.prevPeak, q.peak, q.peakSince = q.peak, 0, now
+	}
+	q.peak = max(q.peak, q.pending.Load())
+	return max(q.peak, q.prevPeak)
+}
+
+// take removes up to maxBatch queued appends, oldest first. q.mu is held.
+func (q *appendQueue) take() []*appendOp {
+	n := min(len(q.ops), maxBatch)
+	batch := make([]*appendOp, n)
+	copy(batch, q.ops)
+	rest := copy(q.ops, q.ops[n:])
+	clear(q.ops[rest:])
+	q.ops = q.ops[:rest]
+	return batch
+}
+
+// release gives a slot back. q.mu is held.
+func (q *appendQueue) release() {
+	q.slots--
+	if q.slots == 0 && q.closing {
+		close(q.idle)
+	}
+}
+
+// closeAppends fails what is still queued and waits for the batches in flight: what Redis ran
+// is reported as done.
+func (s *Store) closeAppends() {
+	q := &s.appends
+	q.mu.Lock()
+	q.closing = true
+	for _, op := range q.ops {
+		if op.state.CompareAndSwap(opQueued, opTaken) {
+			op.err = store.ErrClosed
+			close(op.done)
+		}
+	}
+	q.ops = nil
+	wait := q.slots > 0
+	q.mu.Unlock()
+	if wait {
+		<-q.idle
+	}
+}
+
+// appendArgs builds an append's share of a script call in the caller's goroutine, before it
+// queues, keeping the sender's share of the work small.
 func (s *Store) appendArgs(req store.AppendRequest) ([]string, []any) {
 	keys := make([]string, 2, 3)
 	keys[0], keys[1] = s.key(req.Channel, "s"), s.key(req.Channel, "m")
@@ -101,45 +240,6 @@ func (s *Store) appendArgs(req store.AppendRequest) ([]string, []any) {
 	}
 	// []byte: go-redis sends it as is, no copy.
 	return keys, []any{len(keys), store.NewEpoch(), fp, req.Name, []byte(req.Data), req.SocketID, notice}
-}
-
-func (s *Store) batchLoop() {
-	batch := make([]*appendOp, 0, maxBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case op := <-s.ops:
-			batch = append(batch, op)
-		case <-s.done:
-			s.drainOps()
-			return
-		}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case op := <-s.ops:
-				batch = append(batch, op)
-			default:
-				break fill
-			}
-		}
-		s.runBatch(batch)
-	}
-}
-
-// drainOps fails what is still queued when the store closes.
-func (s *Store) drainOps() {
-	for {
-		select {
-		case op := <-s.ops:
-			if op.state.CompareAndSwap(opQueued, opTaken) {
-				op.err = store.ErrClosed
-				close(op.done)
-			}
-		default:
-			return
-		}
-	}
 }
 
 func (s *Store) runBatch(batch []*appendOp) {

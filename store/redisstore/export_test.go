@@ -6,7 +6,7 @@ import "github.com/herald-rt/herald/store"
 // can check that live delivery refills them from the log.
 func SuppressPublish(s *Store, on bool) { s.suppressPublish.Store(on) }
 
-// AppendBatch sends reqs as one batch, as the batcher would when they were queued together,
+// AppendBatch sends reqs as one batch, as Append does when they were queued together,
 // and returns each one's answer.
 func AppendBatch(s *Store, reqs []store.AppendRequest) ([]store.AppendResult, []error) {
 	ops := make([]*appendOp, len(reqs))
@@ -21,4 +21,11 @@ func AppendBatch(s *Store, reqs []store.AppendRequest) ([]store.AppendResult, []
 		res[i], errs[i] = op.res, op.err
 	}
 	return res, errs
+}
+
+// Lingering reports whether a sender of s's append queue is waiting for the linger to pass.
+func Lingering(s *Store) bool {
+	s.appends.mu.Lock()
+	defer s.appends.mu.Unlock()
+	return s.appends.wake != nil
 }

@@ -69,6 +69,12 @@ type Options struct {
 	Replicas int
 	// ReplicationTimeout bounds the wait for Replicas. Default 1s.
 	ReplicationTimeout time.Duration
+	// AppendLinger is the shortest interval between two batches of appends while appends
+	// come from several callers at once: those of one interval share a script call and a
+	// round trip, which costs both Herald and Redis far less than one each. An append waits at
+	// most this long for it; a lone caller's appends never wait. Default
+	// DefaultAppendLinger; negative sends every batch at once.
+	AppendLinger time.Duration
 	// Logger receives what the background loops cannot return to a caller. The zero value
 	// discards.
 	Logger zerolog.Logger
@@ -93,8 +99,8 @@ type Store struct {
 	closed atomic.Bool
 	done   chan struct{} // closed by Close
 
-	ops         chan *appendOp
-	batcherDone chan struct{}
+	appends appendQueue   // append.go
+	linger  time.Duration // Options.AppendLinger
 
 	handler atomic.Pointer[store.Handler]
 
@@ -161,6 +167,13 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if waitFor <= 0 {
 		waitFor = time.Second
 	}
+	linger := opts.AppendLinger
+	switch {
+	case linger == 0:
+		linger = DefaultAppendLinger
+	case linger < 0:
+		linger = 0
+	}
 	waitFlag := "0"
 	if opts.Replicas > 0 {
 		waitFlag = "1"
@@ -184,22 +197,14 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		ctx:          bg,
 		cancel:       cancel,
 		done:         make(chan struct{}),
-		ops:          make(chan *appendOp, 4*maxBatch),
-		batcherDone:  make(chan struct{}),
+		appends:      appendQueue{idle: make(chan struct{})},
+		linger:       linger,
 		chans:        make(map[string]*listened),
 		subs:         make(map[string]*sub),
 		waiting:      make(map[*sub]struct{}),
 		links:        make(map[*redis.Client]*link),
 		inbox:        make(chan delivery, 256),
 	}
-	var batchers sync.WaitGroup
-	for range appendPipelines {
-		batchers.Go(s.batchLoop)
-	}
-	go func() {
-		batchers.Wait()
-		close(s.batcherDone)
-	}()
 	return s, nil
 }
 
@@ -230,8 +235,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.done)
-	// The batch in flight keeps its context, so what Redis ran is reported as done.
-	<-s.batcherDone
+	s.closeAppends()
 	s.cancel()
 	s.closeLinks() // shard.go: ends the readers
 	s.subMu.Lock()

@@ -1,0 +1,148 @@
+package redisstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-rt/herald/store"
+	"github.com/herald-rt/herald/store/redisstore"
+)
+
+// pipelineCounter counts the pipelines a client sends: one per batch of appends.
+type pipelineCounter struct{ n atomic.Int64 }
+
+func (*pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (*pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// A lone caller's appends are never held for company: with a linger of an hour, one caller's
+// appends in a row each still go at once.
+func TestLoneCallerIsNotHeld(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 50 {
+		res, err := s.Append(ctx, store.AppendRequest{Channel: "lone", Name: "X", Data: json.RawMessage(`1`)})
+		if err != nil {
+			t.Fatalf("append %d: %v", i+1, err)
+		}
+		if res.Event.Seq != uint64(i+1) {
+			t.Fatalf("append %d got seq %d", i+1, res.Event.Seq)
+		}
+	}
+}
+
+// Appends from many callers at once share pipelines: within a linger they leave together.
+func TestConcurrentAppendsShareRoundTrips(t *testing.T) {
+	t.Parallel()
+	needRedis(t)
+	o, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(o)
+	defer client.Close()
+	counter := &pipelineCounter{}
+	client.AddHook(counter)
+	s := newStore(t, redisstore.Options{Client: client, AppendLinger: 20 * time.Millisecond})
+	const callers, each = 32, 25
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			for i := range each {
+				_, err := s.Append(testCtx(t), store.AppendRequest{
+					Channel: fmt.Sprintf("share.%d", c%8), Name: "X", Data: json.RawMessage(fmt.Sprintf(`{"c":%d,"i":%d}`, c, i)),
+				})
+				if err != nil {
+					t.Errorf("caller %d append %d: %v", c, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for ch := range 8 {
+		page, err := s.Read(testCtx(t), fmt.Sprintf("share.%d", ch), store.Beginning, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSeqs(t, page.Events, page.Head.Epoch, 1)
+		total += len(page.Events)
+	}
+	if total != callers*each {
+		t.Fatalf("stored %d events, want %d", total, callers*each)
+	}
+	// Listening and the store's own housekeeping send no pipelines; every one counted here
+	// carried appends. Without the linger nearly every append would take a round trip of its
+	// own (32 callers, 4 pipelines in flight).
+	t.Logf("%d appends, %d pipelines", callers*each, counter.n.Load())
+	if n := counter.n.Load(); n > callers*each/8 {
+		t.Fatalf("%d appends took %d pipelines, want at most %d", callers*each, n, callers*each/8)
+	}
+}
+
+// Close ends a linger at once: the appends waiting in it fail with store.ErrClosed, and those
+// Redis ran are answered.
+func TestCloseEndsLinger(t *testing.T) {
+	t.Parallel()
+	needRedis(t)
+	s, err := redisstore.New(context.Background(), redisstore.Options{URL: redisURL, Prefix: uniquePrefix(), AppendLinger: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var appended, closed atomic.Int64
+	for c := range 32 {
+		wg.Go(func() {
+			for {
+				_, err := s.Append(context.Background(), store.AppendRequest{Channel: fmt.Sprintf("linger.%d", c%4), Name: "X", Data: json.RawMessage(`1`)})
+				switch {
+				case err == nil:
+					appended.Add(1)
+				case errors.Is(err, store.ErrClosed):
+					closed.Add(1)
+					return
+				default:
+					t.Errorf("caller %d: %v", c, err)
+					return
+				}
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !redisstore.Lingering(s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no sender lingers after %d appends by 32 callers", appended.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits for the linger")
+	}
+	wg.Wait()
+	if closed.Load() != 32 {
+		t.Fatalf("%d of 32 callers saw ErrClosed", closed.Load())
+	}
+}
