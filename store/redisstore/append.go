@@ -31,7 +31,7 @@ const maxBatch = 256
 const maxCallAppends = 64
 
 // DefaultAppendLinger is Options.AppendLinger's default.
-const DefaultAppendLinger = time.Millisecond
+const DefaultAppendLinger = 500 * time.Microsecond
 
 // An appendOp moves from queued to taken (a batch sends it) or to abandoned (its caller gave
 // up first, so it must never be sent): whoever wins the compare-and-swap decides.
@@ -56,21 +56,21 @@ type appendOp struct {
 // and waits for Redis in its own goroutine; what queued meanwhile leaves from a new goroutine
 // when that answer comes, so the sender is answered at once.
 //
-// While appends come from several callers at once (the previous batch carried more than one),
-// a batch leaves at most every linger, so the appends of that interval share one pipeline and
-// script call: a round trip's cost is mostly fixed — system calls and wake-ups on both sides,
-// Redis's call setup — and at a busy node's rates batches of one or two spent most of both
-// processes' CPU there (docs/benchmarks.md). The linger ends early once as many appends are
-// pending (queued or in flight) as were at most in the last second or two: everyone appending
-// at this rate is then waiting, and callers that append as fast as they are answered must not
-// be held to one batch per linger. It also ends when a full script call's worth is queued. A
-// lone publisher, whose batches carry one append, is never held.
+// While appends come from several callers at once, the sender first lingers, until the
+// oldest queued append has waited the linger, so that the appends of that interval share one
+// pipeline and script call: a round trip's cost is mostly fixed — system calls and wake-ups
+// on both sides, Redis's call setup — and at a busy node's rates batches of one or two spent
+// most of both processes' CPU there (docs/benchmarks.md). "Several callers" is what the
+// queue has seen: the linger ends early once as many appends are pending (queued or in
+// flight) as were at most in the last second or two. Everyone appending at this rate is then
+// waiting, and callers that append as fast as they are answered must not be held to one batch
+// per linger; and a lone publisher, which never has two appends pending, is not held once the
+// others are a second or two gone. It also ends when a full script call's worth is queued.
 type appendQueue struct {
-	mu       sync.Mutex
-	ops      []*appendOp
-	slots    int // held by senders: batches in flight, and the lingering sender
-	lastSent time.Time
-	lastSize int // appends in the batch that left at lastSent
+	mu    sync.Mutex
+	ops   []*appendOp
+	slots int       // held by senders: batches in flight, and the lingering sender
+	since time.Time // when the oldest queued append came
 	// pending is counted by Append itself, so a caller is no longer counted when it appends
 	// again; peak and prevPeak are its highest this second and the one before.
 	pending        atomic.Int64
@@ -100,6 +100,9 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 	if q.closing {
 		q.mu.Unlock()
 		return store.AppendResult{}, store.ErrClosed
+	}
+	if len(q.ops) == 0 {
+		q.since = time.Now()
 	}
 	q.ops = append(q.ops, op)
 	q.pending.Add(1)
@@ -134,12 +137,12 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 }
 
 // sendQueue sends what is queued as one batch, with a slot its caller took, after lingering
-// when the previous batch left less than the linger ago and carried company.
+// while fewer appends are pending than recently were.
 func (s *Store) sendQueue() {
 	q := &s.appends
 	q.mu.Lock()
-	if q.lastSize > 1 && len(q.ops) < maxCallAppends && q.pending.Load() < q.notePending() {
-		if wait := time.Until(q.lastSent.Add(s.linger)); wait > 0 {
+	if len(q.ops) < maxCallAppends && q.pending.Load() < q.notePending() {
+		if wait := time.Until(q.since.Add(s.linger)); wait > 0 {
 			wake := make(chan struct{})
 			q.wake = wake
 			q.mu.Unlock()
@@ -162,7 +165,6 @@ func (s *Store) sendQueue() {
 		return
 	}
 	batch := q.take()
-	q.lastSent, q.lastSize = time.Now(), len(batch)
 	q.mu.Unlock()
 
 	s.runBatch(batch)

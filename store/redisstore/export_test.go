@@ -1,6 +1,10 @@
 package redisstore
 
-import "github.com/herald-rt/herald/store"
+import (
+	"time"
+
+	"github.com/herald-rt/herald/store"
+)
 
 // SuppressPublish makes s's appends publish no notice, as if pub/sub had lost them, so tests
 // can check that live delivery refills them from the log.
@@ -28,4 +32,12 @@ func Lingering(s *Store) bool {
 	s.appends.mu.Lock()
 	defer s.appends.mu.Unlock()
 	return s.appends.wake != nil
+}
+
+// RememberCrowd makes s's append queue remember n appends pending at once, as if it had
+// just seen them: a lone append then lingers.
+func RememberCrowd(s *Store, n int64) {
+	s.appends.mu.Lock()
+	defer s.appends.mu.Unlock()
+	s.appends.peak, s.appends.peakSince = n, time.Now()
 }

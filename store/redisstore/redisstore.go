@@ -69,11 +69,11 @@ type Options struct {
 	Replicas int
 	// ReplicationTimeout bounds the wait for Replicas. Default 1s.
 	ReplicationTimeout time.Duration
-	// AppendLinger is the shortest interval between two batches of appends while appends
-	// come from several callers at once: those of one interval share a script call and a
-	// round trip, which costs both Herald and Redis far less than one each. An append waits at
-	// most this long for it; a lone caller's appends never wait. Default
-	// DefaultAppendLinger; negative sends every batch at once.
+	// AppendLinger is how long a batch of appends may wait for more while appends come from
+	// several callers at once: those of one interval share a script call and a round trip,
+	// which costs both Herald and Redis far less than one each. The wait ends early once every
+	// append recently pending at once is waiting again; a lone caller's appends never wait.
+	// Default DefaultAppendLinger; negative sends every batch at once.
 	AppendLinger time.Duration
 	// Logger receives what the background loops cannot return to a caller. The zero value
 	// discards.
