@@ -51,13 +51,7 @@ func TestLoneCallerIsNotHeld(t *testing.T) {
 // waiting at once and the linger runs its course.
 func TestConcurrentAppendsShareRoundTrips(t *testing.T) {
 	t.Parallel()
-	needRedis(t)
-	o, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := redis.NewClient(o)
-	defer client.Close()
+	client := rawClient(t, "")
 	counter := &pipelineCounter{}
 	client.AddHook(counter)
 	s := newStore(t, redisstore.Options{Client: client, AppendLinger: 20 * time.Millisecond})

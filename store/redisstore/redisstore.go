@@ -72,8 +72,9 @@ type Options struct {
 	// AppendLinger is how long a batch of appends may wait for more while appends come from
 	// several callers at once: those of one interval share a script call and a round trip,
 	// which costs both Herald and Redis far less than one each. The wait ends early once every
-	// append recently pending at once is waiting again; a lone caller's appends never wait.
-	// Default DefaultAppendLinger; negative sends every batch at once.
+	// append recently pending at once is waiting again, so a lone caller's appends do not
+	// wait (once any others are a second or two gone). Default DefaultAppendLinger; negative
+	// sends every batch at once.
 	AppendLinger time.Duration
 	// Logger receives what the background loops cannot return to a caller. The zero value
 	// discards.
