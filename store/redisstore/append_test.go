@@ -133,3 +133,55 @@ func TestCloseEndsLinger(t *testing.T) {
 		t.Fatalf("the lingering append: %v, want ErrClosed", err)
 	}
 }
+
+// An append whose caller gives up while it waits in the queue is never sent: its caller was
+// told it failed, so appending it later would add an event nobody acknowledged.
+func TestAbandonedAppendIsNeverSent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
+	appendData := func(ctx context.Context, data string) chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.Append(ctx, store.AppendRequest{Channel: "abandon", Name: "X", Data: json.RawMessage(data)})
+			errc <- err
+		}()
+		return errc
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	redisstore.RememberCrowd(s, 32)
+	first := appendData(context.Background(), `"a"`)
+	waitFor("the first append does not linger", func() bool { return redisstore.Lingering(s) })
+	ctx, cancel := context.WithCancel(context.Background())
+	second := appendData(ctx, `"b"`)
+	waitFor("the second append is not queued", func() bool { return redisstore.Queued(s) == 2 })
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the abandoned append: %v, want context.Canceled", err)
+	}
+	// A crowd of two is now complete: the linger ends and the batch leaves.
+	redisstore.RememberCrowd(s, 2)
+	third := appendData(context.Background(), `"c"`)
+	for _, errc := range []chan error{first, third} {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := s.Read(testCtx(t), "abandon", store.Beginning, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range page.Events {
+		got = append(got, string(ev.Data))
+	}
+	if len(got) != 2 || got[0] != `"a"` || got[1] != `"c"` {
+		t.Fatalf("the channel holds %v, want [\"a\" \"c\"]", got)
+	}
+}

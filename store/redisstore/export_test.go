@@ -41,3 +41,10 @@ func RememberCrowd(s *Store, n int64) {
 	defer s.appends.mu.Unlock()
 	s.appends.peak, s.appends.peakSince = n, time.Now()
 }
+
+// Queued is how many appends wait in s's queue, abandoned ones included.
+func Queued(s *Store) int {
+	s.appends.mu.Lock()
+	defer s.appends.mu.Unlock()
+	return len(s.appends.ops)
+}
