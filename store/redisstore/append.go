@@ -101,13 +101,14 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 		q.mu.Unlock()
 		return store.AppendResult{}, store.ErrClosed
 	}
+	now := time.Now()
 	if len(q.ops) == 0 {
-		q.since = time.Now()
+		q.since = now
 	}
 	q.ops = append(q.ops, op)
 	q.pending.Add(1)
 	defer q.pending.Add(-1)
-	crowd := q.notePending()
+	crowd := q.notePending(now)
 	send := false
 	switch {
 	case q.wake != nil:
@@ -141,8 +142,8 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 func (s *Store) sendQueue() {
 	q := &s.appends
 	q.mu.Lock()
-	if len(q.ops) < maxCallAppends && q.pending.Load() < q.notePending() {
-		if wait := time.Until(q.since.Add(s.linger)); wait > 0 {
+	if now := time.Now(); len(q.ops) < maxCallAppends && q.pending.Load() < q.notePending(now) {
+		if wait := q.since.Add(s.linger).Sub(now); wait > 0 {
 			wake := make(chan struct{})
 			q.wake = wake
 			q.mu.Unlock()
@@ -180,8 +181,8 @@ func (s *Store) sendQueue() {
 
 // notePending records how many appends are pending now and returns the most that were in
 // the last one to two seconds. q.mu is held.
-func (q *appendQueue) notePending() int64 {
-	if now := time.Now(); now.Sub(q.peakSince) >= time.Second {
+func (q *appendQueue) notePending(now time.Time) int64 {
+	if now.Sub(q.peakSince) >= time.Second {
 		q.prevPeak, q.peak, q.peakSince = q.peak, 0, now
 	}
 	q.peak = max(q.peak, q.pending.Load())
