@@ -267,10 +267,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(rows) > 0 {
 		fmt.Fprintln(stderr)
 		writeTable(stderr, rows)
+		writeGoals(stderr, rows)
 		if o.mdFile != "" {
 			f, err := os.Create(o.mdFile)
 			if err == nil {
 				writeTable(f, rows)
+				writeGoals(f, rows)
 				err = f.Close()
 			}
 			if err != nil {

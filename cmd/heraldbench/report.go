@@ -337,3 +337,93 @@ func writeTable(w io.Writer, rows []*result) {
 			cellF(r.ServerCPUS, "%.2f"), cellF(r.RedisCPUS, "%.2f"))
 	}
 }
+
+// goal is one of the Redis path's goals (docs/benchmarks.md, "The Redis path"), checked from
+// the rows of one run: a ratio of Herald on Redis to another row of the same scenario, or a
+// bound on one of its figures.
+type goal struct {
+	scenario string
+	// rate, when set, is the only publish rate the goal is stated at (S5's p99 at 10k/s).
+	rate  float64
+	what  string
+	other string // the store compared against; empty for a bound on the Redis row alone
+	// figure reads the figure from a row; nil when the row lacks it.
+	figure func(r *result) *float64
+	min    float64 // the ratio, or the figure, must be at least this ...
+	max    float64 // ... or, when max is set, at most this
+}
+
+var redisPathGoals = []goal{
+	{scenario: "S4", what: "deliveries per CPU-s (with Redis's) vs the minimal server", other: storeMinimal,
+		figure: deliveriesPerCPU, min: 0.67},
+	{scenario: "S4", what: "deliveries per CPU-s (with Redis's) vs Herald on memory", other: "memory",
+		figure: deliveriesPerCPU, min: 0.75},
+	{scenario: "S5", rate: 20000, what: "publishes/s vs the minimal server", other: storeMinimal,
+		figure: func(r *result) *float64 { return &r.PublishesPerS }, min: 0.9},
+	{scenario: "S5", rate: 20000, what: "publishes per CPU-s (with Redis's) vs the minimal server", other: storeMinimal,
+		figure: publishesPerCPU, min: 0.6},
+	{scenario: "S5", rate: 10000, what: "publish p99 (ms) at 10k/s",
+		figure: func(r *result) *float64 { return &r.PubP99 }, max: 5},
+}
+
+// deliveriesPerCPU is a row's deliveries per CPU-second, Redis's CPU included when it ran on
+// Redis.
+func deliveriesPerCPU(r *result) *float64 {
+	if r.DelivPerTotalCPU != nil {
+		return r.DelivPerTotalCPU
+	}
+	return r.DelivPerCPUS
+}
+
+func publishesPerCPU(r *result) *float64 {
+	if r.PubPerTotalCPU != nil {
+		return r.PubPerTotalCPU
+	}
+	return r.PubPerCPUS
+}
+
+// writeGoals prints, for every goal the run has the rows to check, its figure and whether it
+// holds. Only heraldbench's own runs count, so that both sides of a ratio were measured alike.
+func writeGoals(w io.Writer, rows []*result) {
+	find := func(scenario, store string, rate float64) *result {
+		for _, r := range rows {
+			if r.Tool == "heraldbench" && r.Scenario == scenario && r.Store == store && r.Error == "" &&
+				r.Proto == protoH1 && (rate == 0 || r.RateTarget == rate) {
+				return r
+			}
+		}
+		return nil
+	}
+	header := false
+	for _, g := range redisPathGoals {
+		redis := find(g.scenario, "redis", g.rate)
+		if redis == nil {
+			continue
+		}
+		v := g.figure(redis)
+		if g.other != "" {
+			o := find(g.scenario, g.other, redis.RateTarget)
+			if o == nil || v == nil || g.figure(o) == nil || *g.figure(o) == 0 {
+				continue
+			}
+			v = fptr(*v / *g.figure(o))
+		}
+		if v == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\n| goal of the Redis path (docs/benchmarks.md) | scenario | figure | goal | met |")
+			fmt.Fprintln(w, "|---|---|---|---|---|")
+			header = true
+		}
+		bound, met := fmt.Sprintf("≥ %.2f", g.min), *v >= g.min
+		if g.max != 0 {
+			bound, met = fmt.Sprintf("≤ %.2f", g.max), *v <= g.max
+		}
+		verdict := "no"
+		if met {
+			verdict = "yes"
+		}
+		fmt.Fprintf(w, "| %s | %s | %.2f | %s | %s |\n", g.what, g.scenario, *v, bound, verdict)
+	}
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestWriteGoals(t *testing.T) {
+	row := func(tool, scenario, store string, rate float64) *result {
+		return &result{Tool: tool, Scenario: scenario, Store: store, Proto: protoH1, RateTarget: rate}
+	}
+	s4mem, s4redis, s4min := row("heraldbench", "S4", "memory", 2000), row("heraldbench", "S4", "redis", 2000), row("heraldbench", "S4", storeMinimal, 2000)
+	s4mem.DelivPerCPUS = fptr(20000)
+	s4redis.DelivPerCPUS, s4redis.DelivPerTotalCPU = fptr(17000), fptr(14000) // Redis's CPU counts
+	s4min.DelivPerCPUS = fptr(20000)
+	// ssebench's row of the minimal server must not stand in for heraldbench's.
+	s4sse := row("ssebench", "S4", storeMinimal, 2000)
+	s4sse.DelivPerCPUS = fptr(1000)
+
+	s5redis, s5min := row("heraldbench", "S5", "redis", 20000), row("heraldbench", "S5", storeMinimal, 20000)
+	s5redis.PublishesPerS, s5redis.PubPerCPUS, s5redis.PubPerTotalCPU = 18500, fptr(30000), fptr(16000)
+	s5min.PublishesPerS, s5min.PubPerCPUS = 20000, fptr(25000)
+
+	slow := row("heraldbench", "S5", "redis", 10000)
+	slow.PubP99 = 6.5
+
+	var b strings.Builder
+	writeGoals(&b, []*result{s4sse, s4mem, s4redis, s4min, s5redis, s5min, slow})
+	want := []string{
+		"| deliveries per CPU-s (with Redis's) vs the minimal server | S4 | 0.70 | ≥ 0.67 | yes |",
+		"| deliveries per CPU-s (with Redis's) vs Herald on memory | S4 | 0.70 | ≥ 0.75 | no |",
+		"| publishes/s vs the minimal server | S5 | 0.93 | ≥ 0.90 | yes |",
+		"| publishes per CPU-s (with Redis's) vs the minimal server | S5 | 0.64 | ≥ 0.60 | yes |",
+		"| publish p99 (ms) at 10k/s | S5 | 6.50 | ≤ 5.00 | no |",
+	}
+	got := b.String()
+	for _, line := range want {
+		if !strings.Contains(got, line+"\n") {
+			t.Errorf("missing %q in:\n%s", line, got)
+		}
+	}
+	if n := strings.Count(got, "\n|"); n != 2+len(want) {
+		t.Errorf("%d table lines, want a header, a rule and %d goals:\n%s", n, len(want), got)
+	}
+
+	// Without the rows a goal compares, nothing is claimed about it.
+	b.Reset()
+	writeGoals(&b, []*result{s4redis, s5min, s4sse})
+	if b.Len() != 0 {
+		t.Errorf("goals printed without their rows:\n%s", b.String())
+	}
+	// A failed run is no evidence either way.
+	failed := *s4min
+	failed.Error = "server exited"
+	b.Reset()
+	writeGoals(&b, []*result{s4redis, &failed})
+	if b.Len() != 0 {
+		t.Errorf("goal checked against a failed run:\n%s", b.String())
+	}
+}
