@@ -262,8 +262,15 @@ func PlanRead(after, head Cursor, oldest uint64) (from uint64, expired bool) {
 	case after.Seq == 0:
 		// "Before the first event": fine as long as nothing was trimmed since.
 		return first, first > 0
-	case after.Epoch != head.Epoch, after.Seq > head.Seq, after.Seq < first:
+	case after.Epoch != head.Epoch, after.Seq < first:
 		return first, true
+	case after.Seq > head.Seq:
+		// Past the head in the head's epoch: a failed Redis master had handed out events its
+		// promoted replica never got (the channel starts a new epoch only at its next append).
+		// Up to the head the log still holds what the reader already has, since an epoch never
+		// gives a sequence twice: replaying it would repeat every retained event. So the reader
+		// is told it lost something, and goes on from the head.
+		return head.Seq, true
 	default:
 		return after.Seq, false
 	}

@@ -279,6 +279,28 @@ func TestTrimmedHistorySendsResyncThenGoesOnFromOldest(t *testing.T) {
 	checkContiguous(t, seqs(ds), 21, 30)
 }
 
+// A client resuming past the head in the head's epoch holds events a failed Redis master
+// acknowledged and its promoted replica never got. It is told so, and is sent none of the
+// retained events again: up to the head it already has them.
+func TestCursorAheadOfTheLogResyncsWithoutRepeating(t *testing.T) {
+	h, st := newHub(t, store.Retention{}, stream.Options{})
+	evs := publish(t, st, "c", 5, "")
+	s := open(t, h, stream.Request{Channels: []string{"c"}, Positions: map[string]store.Cursor{"c": {Epoch: evs[0].Epoch, Seq: 9}}})
+	ds, err := s.Next(context.Background(), 64, 2*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].Resync == nil {
+		t.Fatalf("deliveries %+v, want one resync and nothing replayed", ds)
+	}
+	if r, want := ds[0].Resync, evs[4].Cursor().String(); r.Cursor != want || r.ChannelCursor != want || ds[0].ID != want {
+		t.Fatalf("resync %+v id %q, want it to go on from the head %s", r, ds[0].ID, want)
+	}
+	quiet(t, s)
+	publish(t, st, "c", 2, "")
+	checkContiguous(t, seqs(collect(t, s, 2)), 6, 7)
+}
+
 func TestPublisherSocketIsExcluded(t *testing.T) {
 	h, st := newHub(t, store.Retention{}, stream.Options{})
 	me := open(t, h, stream.Request{Channels: []string{"c"}})
