@@ -47,16 +47,18 @@ SSEBENCH_SRC ?= ../shared/tools/ssebench
 BENCH_STORE  ?= both
 BENCH_SCENARIOS ?= S1,S2,S3,S4,S5
 BENCH_ARGS ?= # e.g. -herald-arg=--metrics=false
+# Each scenario this many times, the stores interleaved; the goals judged on the medians.
+BENCH_ROUNDS ?= 1
 bench: build
 	$(GO) build -o bin/heraldbench ./cmd/heraldbench
 	@if [ -d "$(SSEBENCH_SRC)" ]; then (cd "$(SSEBENCH_SRC)" && $(GO) build -o "$(CURDIR)/bin/ssebench" . && \
 		$(GO) build -o "$(CURDIR)/bin/testserver" ./cmd/testserver); fi
 	./bin/heraldbench -herald ./$(BIN) -store $(BENCH_STORE) -scenario $(BENCH_SCENARIOS) \
-		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench -minimal ./bin/testserver ) -md bin/bench.md $(BENCH_ARGS)
+		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench -minimal ./bin/testserver ) -md bin/bench.md -rounds $(BENCH_ROUNDS) $(BENCH_ARGS)
 	@# The Redis path's p99 goal is stated at 10k publishes/s, where every server keeps the rate and
 	@# the CPU per publish compares directly (docs/benchmarks.md). About 40 seconds.
 	./bin/heraldbench -herald ./$(BIN) -store both -scenario S5 -rate 10000 -progress 0 \
-		$$( [ -x bin/testserver ] && echo -minimal ./bin/testserver ) -md bin/bench-s5-10k.md $(BENCH_ARGS) >/dev/null
+		$$( [ -x bin/testserver ] && echo -minimal ./bin/testserver ) -md bin/bench-s5-10k.md -rounds $(BENCH_ROUNDS) $(BENCH_ARGS) >/dev/null
 	@# Issue 11: memory per idle stream over HTTP/1.1 with TLS and over HTTP/2, 1 and 100 streams to
 	@# a connection (S1; the figure is read after settle, so the hold is short). About 1.5 minutes.
 	for p in "-proto h1 -tls" "-proto h2" "-proto h2 -streams-per-conn 100"; do \

@@ -75,6 +75,7 @@ type options struct {
 	heraldEnv    listFlag
 	startTimeout time.Duration
 	tlsCA        string
+	rounds       int
 }
 
 // flagFields maps a flag name to copying its field, so that flags given on
@@ -156,6 +157,7 @@ func newFlagSet(cfg *runConfig, o *options, subH, pubH *listFlag, stderr io.Writ
 	fs.Var(&o.heraldArgs, "herald-arg", "with -herald: extra argument for 'herald serve' (repeatable)")
 	fs.Var(&o.heraldEnv, "herald-env", "with -herald: extra KEY=VALUE environment for herald (repeatable)")
 	fs.DurationVar(&o.startTimeout, "start-timeout", 20*time.Second, "with -herald: limit for a server to answer GET /v1/health")
+	fs.IntVar(&o.rounds, "rounds", 1, "with -herald: run each scenario this many times (1 to 20), every store once per round, so that noise between runs is measured rather than guessed; the goals table gives the median of the rounds' figures")
 	return fs
 }
 

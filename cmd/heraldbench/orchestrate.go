@@ -164,6 +164,9 @@ func newOrchestrator(o *options, set map[string]bool, stdout, log io.Writer) (*o
 	if _, err := os.Stat(o.herald); err != nil {
 		return nil, fmt.Errorf("-herald: %w", err)
 	}
+	if o.rounds < 1 || o.rounds > 20 {
+		return nil, fmt.Errorf("-rounds must be 1 to 20, not %d", o.rounds)
+	}
 	if o.nodes < 1 || o.nodes > 8 {
 		return nil, fmt.Errorf("-nodes must be 1 to 8, not %d", o.nodes)
 	}
@@ -216,7 +219,7 @@ func (orc *orchestrator) timeLimit(runs []runConfig) time.Duration {
 		tools = 2
 	}
 	for _, c := range runs {
-		d += time.Duration(len(orc.stores)*tools) * (c.maxRunTime() + perStart)
+		d += time.Duration(orc.o.rounds*len(orc.stores)*tools) * (c.maxRunTime() + perStart)
 	}
 	return d + time.Minute
 }
@@ -256,18 +259,25 @@ func (orc *orchestrator) runAll(runs []runConfig, token string) ([]*result, erro
 	}
 	var rows []*result
 	for _, c := range runs {
-		for _, store := range orc.stores {
-			tools := []string{"heraldbench"}
-			if orc.o.ssebench != "" {
-				tools = append(tools, "ssebench")
-			}
-			for _, tool := range tools {
-				res := orc.runOne(c, store, tool, token)
-				writeSummary(orc.log, res)
-				if err := writeJSONLine(orc.stdout, res); err != nil {
-					return rows, err
+		// Rounds inside a scenario, stores inside a round: the rows a ratio compares run one
+		// after the other, on the same phase of a machine whose speed drifts.
+		for round := 1; round <= orc.o.rounds; round++ {
+			for _, store := range orc.stores {
+				tools := []string{"heraldbench"}
+				if orc.o.ssebench != "" {
+					tools = append(tools, "ssebench")
 				}
-				rows = append(rows, res)
+				for _, tool := range tools {
+					res := orc.runOne(c, store, tool, token)
+					if orc.o.rounds > 1 {
+						res.Round = round
+					}
+					writeSummary(orc.log, res)
+					if err := writeJSONLine(orc.stdout, res); err != nil {
+						return rows, err
+					}
+					rows = append(rows, res)
+				}
 			}
 		}
 	}

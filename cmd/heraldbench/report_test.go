@@ -57,4 +57,27 @@ func TestWriteGoals(t *testing.T) {
 	if b.Len() != 0 {
 		t.Errorf("goal checked against a failed run:\n%s", b.String())
 	}
+
+	// With rounds, each ratio is taken within its round and the goal judged on their median:
+	// a round whose Redis row failed counts for nothing, and no row pairs with another round's.
+	var rows []*result
+	for i, f := range []struct{ mem, redis float64 }{{20000, 15000}, {26000, 15600}, {20000, 16000}, {18000, 9000}} {
+		mem, redis := row("heraldbench", "S4", "memory", 2000), row("heraldbench", "S4", "redis", 2000)
+		mem.Round, redis.Round = i+1, i+1
+		mem.DelivPerCPUS, redis.DelivPerCPUS, redis.DelivPerTotalCPU = fptr(f.mem), fptr(f.redis*1.2), fptr(f.redis)
+		if i == 3 {
+			redis.Error = "server exited"
+		}
+		rows = append(rows, mem, redis)
+	}
+	b.Reset()
+	writeGoals(&b, rows)
+	if line := "| deliveries per CPU-s (with Redis's) vs Herald on memory | S4 | 0.75 (median of 3: 0.75, 0.60, 0.80) | ≥ 0.75 | yes |"; !strings.Contains(b.String(), line+"\n") {
+		t.Errorf("missing %q in:\n%s", line, b.String())
+	}
+	var table strings.Builder
+	writeTable(&table, rows[:2])
+	if !strings.Contains(table.String(), "| S4 #1 | memory |") {
+		t.Errorf("the table does not name the round:\n%s", table.String())
+	}
 }
