@@ -138,6 +138,14 @@ func (q *HookQueue) ensureGroup(ctx context.Context) error {
 // consumer waits.
 const hookPoll = 500 * time.Millisecond
 
+// blockFor is the BLOCK of a read that may wait left. Redis counts BLOCK in whole
+// milliseconds and takes 0 as "forever", and go-redis truncates: under a millisecond left, a
+// read would wait until the next entry came (or go-redis gave up ten seconds later with an
+// i/o timeout), so it waits one millisecond instead.
+func blockFor(left time.Duration) time.Duration {
+	return max(min(left, hookPoll), time.Millisecond)
+}
+
 // Claim implements store.HookQueue.
 func (q *HookQueue) Claim(ctx context.Context, consumer string, max int, wait time.Duration) ([]store.Hook, error) {
 	if max <= 0 {
@@ -182,7 +190,7 @@ func (q *HookQueue) Claim(ctx context.Context, consumer string, max int, wait ti
 		if len(out) < max {
 			block := time.Duration(-1) // no BLOCK: return what there is
 			if left := time.Until(deadline); len(out) == 0 && left > 0 {
-				block = min(left, hookPoll)
+				block = blockFor(left)
 			}
 			streams, err := q.client.XReadGroup(ctx, &redis.XReadGroupArgs{Group: hookGroup, Consumer: consumer,
 				Streams: []string{q.keys[0], ">"}, Count: int64(max - len(out)), Block: block}).Result()

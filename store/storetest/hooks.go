@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -29,6 +30,7 @@ func RunHookQueue(t *testing.T, newQueue HookFactory) {
 	}{
 		{"OrderClaimAck", testHooksOrder},
 		{"ClaimWaits", testHooksWait},
+		{"ShortWaits", testHooksShortWaits},
 		{"StaleClaimsMove", testHooksStale},
 		{"ReleaseHandsOver", testHooksRelease},
 		{"DelayAndCancel", testHooksDelay},
@@ -133,6 +135,22 @@ func testHooksWait(t *testing.T, newQueue HookFactory) {
 		}
 	case <-time.After(8 * time.Second):
 		t.Fatal("a waiting claim did not see an event added on another node")
+	}
+}
+
+// testHooksShortWaits: a claim whose wait is about spent when it would block must not wait
+// for the next event instead (Redis reads a BLOCK of 0 as "forever", and a wait under a
+// millisecond truncates to 0). The waits step through the range where that happened, and each
+// empty claim must come back long before an idle queue sees its next event.
+func testHooksShortWaits(t *testing.T, newQueue HookFactory) {
+	a, _ := newQueue(t, HookConfig{Stale: time.Minute})
+	for wait := 100 * time.Microsecond; wait <= 3*time.Millisecond; wait += 100 * time.Microsecond {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		hs, err := a.Claim(c, "node-a", 10, wait)
+		cancel()
+		if err != nil || len(hs) != 0 {
+			t.Fatalf("empty claim with a %s wait: %v, %v (it must return nothing, soon after its wait)", wait, payloads(hs), err)
+		}
 	}
 }
 
