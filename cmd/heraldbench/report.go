@@ -462,10 +462,13 @@ func (g goal) check(find func(scenario, store string, rate float64, round int) *
 		return v
 	}
 	o := find(g.scenario, g.other, redis.RateTarget, round)
-	if o == nil || g.figure(o) == nil || *g.figure(o) == 0 {
+	if o == nil {
 		return nil
 	}
-	return fptr(*v / *g.figure(o))
+	if ov := g.figure(o); ov != nil && *ov != 0 {
+		return fptr(*v / *ov)
+	}
+	return nil
 }
 
 // median of a non-empty list; the mean of the middle two for an even count.
