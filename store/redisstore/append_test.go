@@ -94,6 +94,71 @@ func TestConcurrentAppendsShareRoundTrips(t *testing.T) {
 	}
 }
 
+// A linger ends once a batch's worth of appends is queued, however long it may last and
+// however many callers were pending at once before: sixteen appends already share a script
+// call's cost, so holding them for more only adds latency.
+func TestLingerEndsAtAFullBatch(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var errcs []chan error
+	appendOne := func(i int) {
+		// A crowd larger than the batch, seen just now, so only the batch can end the linger.
+		redisstore.RememberCrowd(s, 1000)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.Append(ctx, store.AppendRequest{Channel: "full", Name: "X", Data: json.RawMessage(fmt.Sprint(i))})
+			errc <- err
+		}()
+		errcs = append(errcs, errc)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	appendOne(0)
+	waitFor("the first append does not linger", func() bool { return redisstore.Lingering(s) })
+	for i := 1; i < 15; i++ {
+		appendOne(i)
+		waitFor(fmt.Sprintf("append %d is not queued", i), func() bool { return redisstore.Queued(s) == i+1 })
+	}
+	for i, errc := range errcs {
+		select {
+		case err := <-errc:
+			t.Fatalf("append %d of 15 came back before the batch was full: %v", i, err)
+		default:
+		}
+	}
+	if !redisstore.Lingering(s) {
+		t.Fatal("15 appends queued: the linger ended before the batch was full")
+	}
+	appendOne(15)
+	for i, errc := range errcs {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("append %d: %v", i, err)
+			}
+		case <-ctx.Done():
+			// The linger would have lasted an hour.
+			t.Fatalf("16 appends queued: append %d is still waiting", i)
+		}
+	}
+	page, err := s.Read(testCtx(t), "full", store.Beginning, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, page.Events, page.Head.Epoch, 1)
+	if len(page.Events) != 16 {
+		t.Fatalf("the channel holds %d events, want 16", len(page.Events))
+	}
+}
+
 // Close ends a linger at once: the append waiting in it fails with store.ErrClosed.
 func TestCloseEndsLinger(t *testing.T) {
 	t.Parallel()

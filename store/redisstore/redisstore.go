@@ -73,8 +73,8 @@ type Options struct {
 	// several callers at once: those of one interval share a script call and a round trip,
 	// which costs both Herald and Redis far less than one each. The wait ends early once every
 	// append recently pending at once is waiting again, so a lone caller's appends do not
-	// wait (once any others are a second or two gone). Default DefaultAppendLinger; negative
-	// sends every batch at once.
+	// wait (once any others are a second or two gone), and once 16 appends are queued.
+	// Default DefaultAppendLinger; negative sends every batch at once.
 	AppendLinger time.Duration
 	// Logger receives what the background loops cannot return to a caller. The zero value
 	// discards.
