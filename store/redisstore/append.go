@@ -30,12 +30,12 @@ const maxBatch = 256
 // serving anyone else, so a call stays well under a millisecond.
 const maxCallAppends = 64
 
-// lingerBatch ends a linger once this many appends are queued. A script call's fixed cost,
-// Herald's and Redis's together, is about a hundred microseconds on the benchmark machine:
-// spread over 16 appends it is a few per cent of an append's, and holding appends longer for
-// a larger call mostly adds latency. At 10,000 publishes/s from 32 clients, ending at 16
-// instead of when the linger ran out took the median publish from 2.8 to 1.7 ms and the p99
-// from 5.3 to 4.1 ms, for no more CPU per publish (docs/benchmarks.md).
+// lingerBatch ends a linger once this many appends are queued. A script call's own cost,
+// Herald's and Redis's together, is about 115 µs on the benchmark machine, an append's about
+// 70: over 16 appends the call is a tenth of the cost, and holding appends for a larger call
+// mostly adds latency. At 10,000 publishes/s from 32 clients, ending at 16 instead of when
+// the linger ran out took the median publish from 2.8 to 1.7 ms and the p99 from 5.3 to
+// 4.2 ms, for 5 to 13 % more CPU per publish (docs/benchmarks.md).
 const lingerBatch = 16
 
 // DefaultAppendLinger is Options.AppendLinger's default. Of 0.5, 1, 2 and 4 ms, 2 ms cost the
