@@ -124,7 +124,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 	send := false
 	switch {
 	case q.wake != nil:
-		if q.pending.Load() >= crowd || len(q.ops) >= lingerBatch {
+		if q.lingerOver(crowd) {
 			close(q.wake)
 			q.wake = nil
 		}
@@ -154,7 +154,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 func (s *Store) sendQueue() {
 	q := &s.appends
 	q.mu.Lock()
-	if now := time.Now(); len(q.ops) < lingerBatch && q.pending.Load() < q.notePending(now) {
+	if now := time.Now(); !q.lingerOver(q.notePending(now)) {
 		if wait := q.since.Add(s.linger).Sub(now); wait > 0 {
 			if q.wake != nil {
 				// Another sender took a slot in the same instant and lingers already: it
@@ -196,6 +196,12 @@ func (s *Store) sendQueue() {
 		return
 	}
 	q.release()
+}
+
+// lingerOver reports whether a linger is over before its time: every append recently pending at
+// once (crowd of them) is waiting again, or lingerBatch appends are queued. q.mu is held.
+func (q *appendQueue) lingerOver(crowd int64) bool {
+	return q.pending.Load() >= crowd || len(q.ops) >= lingerBatch
 }
 
 // notePending records how many appends are pending now and returns the most that were in

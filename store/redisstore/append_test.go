@@ -14,6 +14,7 @@ import (
 
 	"github.com/herald-rt/herald/store"
 	"github.com/herald-rt/herald/store/redisstore"
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // pipelineCounter counts the pipelines a client sends: one per batch of appends.
@@ -25,6 +26,14 @@ func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		c.n.Add(1)
 		return next(ctx, cmds)
+	}
+}
+
+// waitUntil fails the test with what unless cond holds within 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if !testkit.WaitFor(10*time.Second, cond) {
+		t.Fatal(what)
 	}
 }
 
@@ -113,19 +122,11 @@ func TestLingerEndsAtAFullBatch(t *testing.T) {
 		}()
 		errcs = append(errcs, errc)
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal(what)
-			}
-		}
-	}
 	appendOne(0)
-	waitFor("the first append does not linger", func() bool { return redisstore.Lingering(s) })
+	waitUntil(t, "the first append does not linger", func() bool { return redisstore.Lingering(s) })
 	for i := 1; i < 15; i++ {
 		appendOne(i)
-		waitFor(fmt.Sprintf("append %d is not queued", i), func() bool { return redisstore.Queued(s) == i+1 })
+		waitUntil(t, fmt.Sprintf("append %d is not queued", i), func() bool { return redisstore.Queued(s) == i+1 })
 	}
 	for i, errc := range errcs {
 		select {
@@ -212,20 +213,12 @@ func TestAbandonedAppendIsNeverSent(t *testing.T) {
 		}()
 		return errc
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal(what)
-			}
-		}
-	}
 	redisstore.RememberCrowd(s, 32)
 	first := appendData(context.Background(), `"a"`)
-	waitFor("the first append does not linger", func() bool { return redisstore.Lingering(s) })
+	waitUntil(t, "the first append does not linger", func() bool { return redisstore.Lingering(s) })
 	ctx, cancel := context.WithCancel(context.Background())
 	second := appendData(ctx, `"b"`)
-	waitFor("the second append is not queued", func() bool { return redisstore.Queued(s) == 2 })
+	waitUntil(t, "the second append is not queued", func() bool { return redisstore.Queued(s) == 2 })
 	cancel()
 	if err := <-second; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the abandoned append: %v, want context.Canceled", err)
