@@ -134,7 +134,7 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 	}
 	q.mu.Unlock()
 	if send {
-		s.sendQueue()
+		s.sendQueue(ctx)
 	}
 	select {
 	case <-op.done:
@@ -150,12 +150,14 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 }
 
 // sendQueue sends what is queued as one batch, with a slot its caller took, after lingering
-// while fewer appends are pending than recently were.
-func (s *Store) sendQueue() {
+// while fewer appends are pending than recently were. ctx is the caller's: when it ends
+// during the linger, the caller is answered at once (Append abandons its append) and the
+// linger goes on in a goroutine of its own for the appends of others it holds.
+func (s *Store) sendQueue(ctx context.Context) {
 	q := &s.appends
 	q.mu.Lock()
 	if now := time.Now(); !q.lingerOver(q.notePending(now)) {
-		if wait := q.since.Add(s.linger).Sub(now); wait > 0 {
+		if until := q.since.Add(s.linger); until.After(now) {
 			if q.wake != nil {
 				// Another sender took a slot in the same instant and lingers already: it
 				// sends these appends too when its linger ends.
@@ -166,19 +168,40 @@ func (s *Store) sendQueue() {
 			wake := make(chan struct{})
 			q.wake = wake
 			q.mu.Unlock()
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-wake:
-			case <-s.done: // the queue then fails, not sent
-			}
-			t.Stop()
-			q.mu.Lock()
-			if q.wake == wake {
-				q.wake = nil
-			}
+			s.lingerThenSend(ctx, wake, until)
+			return
 		}
 	}
+	s.sendLocked()
+}
+
+// lingerThenSend waits until the linger ends — its time runs out, wake is closed, or the
+// store closes — and then sends the queue, or hands both to a new goroutine if ctx ends first.
+func (s *Store) lingerThenSend(ctx context.Context, wake chan struct{}, until time.Time) {
+	t := time.NewTimer(time.Until(until))
+	select {
+	case <-t.C:
+	case <-wake:
+	case <-s.done: // the queue then fails, not sent
+	case <-ctx.Done():
+		t.Stop()
+		go s.lingerThenSend(context.Background(), wake, until) // keeps the slot
+		return
+	}
+	t.Stop()
+	q := &s.appends
+	q.mu.Lock()
+	if q.wake == wake {
+		q.wake = nil
+	}
+	s.sendLocked()
+}
+
+// sendLocked sends what is queued as one batch with the slot its caller holds, and then
+// either passes the slot to a goroutine for what queued meanwhile or gives it back. q.mu is
+// held on entry and released.
+func (s *Store) sendLocked() {
+	q := &s.appends
 	if q.closing || s.closed.Load() || len(q.ops) == 0 {
 		q.release()
 		q.mu.Unlock()
@@ -192,7 +215,7 @@ func (s *Store) sendQueue() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.ops) > 0 && !q.closing && q.wake == nil {
-		go s.sendQueue() // keeps the slot
+		go s.sendQueue(context.Background()) // keeps the slot
 		return
 	}
 	q.release()

@@ -160,6 +160,63 @@ func TestLingerEndsAtAFullBatch(t *testing.T) {
 	}
 }
 
+// A caller that gives up while its own goroutine lingers for company is answered at once; the
+// appends of others it was holding still leave when the linger ends, and its own never does.
+func TestCancelledSenderLeavesTheLinger(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
+	appendData := func(ctx context.Context, data string) chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.Append(ctx, store.AppendRequest{Channel: "leave", Name: "X", Data: json.RawMessage(data)})
+			errc <- err
+		}()
+		return errc
+	}
+	redisstore.RememberCrowd(s, 32)
+	ctx, cancel := context.WithCancel(context.Background())
+	first := appendData(ctx, `"a"`)
+	waitUntil(t, "the first append does not linger", func() bool { return redisstore.Lingering(s) })
+	second := appendData(context.Background(), `"b"`)
+	waitUntil(t, "the second append is not queued", func() bool { return redisstore.Queued(s) == 2 })
+	cancel()
+	select {
+	case err := <-first:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the cancelled append: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancelled append waits for the linger it was sending")
+	}
+	if !redisstore.Lingering(s) {
+		t.Fatal("the linger ended with its first caller: the second append was sent alone")
+	}
+	// A crowd of two is now complete: the linger ends and the batch leaves.
+	redisstore.RememberCrowd(s, 2)
+	third := appendData(context.Background(), `"c"`)
+	for _, errc := range []chan error{second, third} {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the linger its first caller left never ends")
+		}
+	}
+	page, err := s.Read(testCtx(t), "leave", store.Beginning, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range page.Events {
+		got = append(got, string(ev.Data))
+	}
+	if len(got) != 2 || got[0] != `"b"` || got[1] != `"c"` {
+		t.Fatalf("the channel holds %v, want [\"b\" \"c\"]", got)
+	}
+}
+
 // Close ends a linger at once: the append waiting in it fails with store.ErrClosed.
 func TestCloseEndsLinger(t *testing.T) {
 	t.Parallel()
