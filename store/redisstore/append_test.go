@@ -217,6 +217,44 @@ func TestCancelledSenderLeavesTheLinger(t *testing.T) {
 	}
 }
 
+// Two senders that took a slot in the same instant do not both linger: the second leaves its
+// slot and the queue to the first, which sends everything when its linger ends. Two lingering
+// at once each held a slot, and the one whose wake-up the other replaced waited out its whole
+// linger.
+func TestOneSenderLingers(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
+	redisstore.RememberCrowd(s, 32)
+	first := redisstore.RaceSenders(s, store.AppendRequest{Channel: "race", Name: "X", Data: json.RawMessage(`"a"`)})
+	waitUntil(t, "no sender lingers", func() bool { return redisstore.Lingering(s) })
+	waitUntil(t, "both racing senders hold a slot", func() bool { return redisstore.Slots(s) == 1 })
+	// A crowd of two is now complete: the linger ends, and both appends leave in one batch.
+	redisstore.RememberCrowd(s, 2)
+	second := make(chan error, 1)
+	go func() {
+		_, err := s.Append(testCtx(t), store.AppendRequest{Channel: "race", Name: "X", Data: json.RawMessage(`"b"`)})
+		second <- err
+	}()
+	for _, errc := range []<-chan error{first, second} {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the linger did not end when its crowd was complete")
+		}
+	}
+	waitUntil(t, "a slot is still held after the batch", func() bool { return redisstore.Slots(s) == 0 })
+	page, err := s.Read(testCtx(t), "race", store.Beginning, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Events) != 2 || string(page.Events[0].Data) != `"a"` || string(page.Events[1].Data) != `"b"` {
+		t.Fatalf("the channel holds %d events, want \"a\" then \"b\"", len(page.Events))
+	}
+}
+
 // Close ends a linger at once: the append waiting in it fails with store.ErrClosed.
 func TestCloseEndsLinger(t *testing.T) {
 	t.Parallel()

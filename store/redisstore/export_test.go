@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"context"
 	"time"
 
 	"github.com/herald-rt/herald/store"
@@ -47,4 +48,39 @@ func Queued(s *Store) int {
 	s.appends.mu.Lock()
 	defer s.appends.mu.Unlock()
 	return len(s.appends.ops)
+}
+
+// RaceSenders queues req as Append does and then lets two senders take a slot in the same
+// instant, as two callers can when both find a free slot before either lingers; it returns
+// req's answer once a batch carries it.
+func RaceSenders(s *Store, req store.AppendRequest) <-chan error {
+	op := &appendOp{req: req, done: make(chan struct{})}
+	op.keys, op.argv = s.appendArgs(req)
+	q := &s.appends
+	q.mu.Lock()
+	if len(q.ops) == 0 {
+		q.since = time.Now()
+	}
+	q.ops = append(q.ops, op)
+	q.pending.Add(1)
+	q.slots += 2
+	q.mu.Unlock()
+	for range 2 {
+		go s.sendQueue(context.Background())
+	}
+	errc := make(chan error, 1)
+	go func() {
+		<-op.done
+		q.pending.Add(-1)
+		errc <- op.err
+	}()
+	return errc
+}
+
+// Slots is how many slots of s's append queue are held: batches in flight and the lingering
+// sender.
+func Slots(s *Store) int {
+	s.appends.mu.Lock()
+	defer s.appends.mu.Unlock()
+	return s.appends.slots
 }
