@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,32 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	if !testkit.WaitFor(10*time.Second, cond) {
 		t.Fatal(what)
+	}
+}
+
+// appendAsync appends data to channel in a goroutine of its own and hands back its error.
+func appendAsync(ctx context.Context, s *redisstore.Store, channel, data string) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, store.AppendRequest{Channel: channel, Name: "X", Data: json.RawMessage(data)})
+		errc <- err
+	}()
+	return errc
+}
+
+// wantData fails the test unless channel holds events with exactly these data, in order.
+func wantData(t *testing.T, s *redisstore.Store, channel string, want ...string) {
+	t.Helper()
+	page, err := s.Read(testCtx(t), channel, store.Beginning, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range page.Events {
+		got = append(got, string(ev.Data))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s holds %q, want %q", channel, got, want)
 	}
 }
 
@@ -111,16 +138,11 @@ func TestLingerEndsAtAFullBatch(t *testing.T) {
 	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var errcs []chan error
+	var errcs []<-chan error
 	appendOne := func(i int) {
 		// A crowd larger than the batch, seen just now, so only the batch can end the linger.
 		redisstore.RememberCrowd(s, 1000)
-		errc := make(chan error, 1)
-		go func() {
-			_, err := s.Append(ctx, store.AppendRequest{Channel: "full", Name: "X", Data: json.RawMessage(fmt.Sprint(i))})
-			errc <- err
-		}()
-		errcs = append(errcs, errc)
+		errcs = append(errcs, appendAsync(ctx, s, "full", fmt.Sprint(i)))
 	}
 	appendOne(0)
 	waitUntil(t, "the first append does not linger", func() bool { return redisstore.Lingering(s) })
@@ -165,19 +187,11 @@ func TestLingerEndsAtAFullBatch(t *testing.T) {
 func TestCancelledSenderLeavesTheLinger(t *testing.T) {
 	t.Parallel()
 	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
-	appendData := func(ctx context.Context, data string) chan error {
-		errc := make(chan error, 1)
-		go func() {
-			_, err := s.Append(ctx, store.AppendRequest{Channel: "leave", Name: "X", Data: json.RawMessage(data)})
-			errc <- err
-		}()
-		return errc
-	}
 	redisstore.RememberCrowd(s, 32)
 	ctx, cancel := context.WithCancel(context.Background())
-	first := appendData(ctx, `"a"`)
+	first := appendAsync(ctx, s, "leave", `"a"`)
 	waitUntil(t, "the first append does not linger", func() bool { return redisstore.Lingering(s) })
-	second := appendData(context.Background(), `"b"`)
+	second := appendAsync(context.Background(), s, "leave", `"b"`)
 	waitUntil(t, "the second append is not queued", func() bool { return redisstore.Queued(s) == 2 })
 	cancel()
 	select {
@@ -193,8 +207,8 @@ func TestCancelledSenderLeavesTheLinger(t *testing.T) {
 	}
 	// A crowd of two is now complete: the linger ends and the batch leaves.
 	redisstore.RememberCrowd(s, 2)
-	third := appendData(context.Background(), `"c"`)
-	for _, errc := range []chan error{second, third} {
+	third := appendAsync(context.Background(), s, "leave", `"c"`)
+	for _, errc := range []<-chan error{second, third} {
 		select {
 		case err := <-errc:
 			if err != nil {
@@ -204,17 +218,7 @@ func TestCancelledSenderLeavesTheLinger(t *testing.T) {
 			t.Fatal("the linger its first caller left never ends")
 		}
 	}
-	page, err := s.Read(testCtx(t), "leave", store.Beginning, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, ev := range page.Events {
-		got = append(got, string(ev.Data))
-	}
-	if len(got) != 2 || got[0] != `"b"` || got[1] != `"c"` {
-		t.Fatalf("the channel holds %v, want [\"b\" \"c\"]", got)
-	}
+	wantData(t, s, "leave", `"b"`, `"c"`)
 }
 
 // Two senders that took a slot in the same instant do not both linger: the second leaves its
@@ -230,11 +234,7 @@ func TestOneSenderLingers(t *testing.T) {
 	waitUntil(t, "both racing senders hold a slot", func() bool { return redisstore.Slots(s) == 1 })
 	// A crowd of two is now complete: the linger ends, and both appends leave in one batch.
 	redisstore.RememberCrowd(s, 2)
-	second := make(chan error, 1)
-	go func() {
-		_, err := s.Append(testCtx(t), store.AppendRequest{Channel: "race", Name: "X", Data: json.RawMessage(`"b"`)})
-		second <- err
-	}()
+	second := appendAsync(testCtx(t), s, "race", `"b"`)
 	for _, errc := range []<-chan error{first, second} {
 		select {
 		case err := <-errc:
@@ -246,13 +246,7 @@ func TestOneSenderLingers(t *testing.T) {
 		}
 	}
 	waitUntil(t, "a slot is still held after the batch", func() bool { return redisstore.Slots(s) == 0 })
-	page, err := s.Read(testCtx(t), "race", store.Beginning, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(page.Events) != 2 || string(page.Events[0].Data) != `"a"` || string(page.Events[1].Data) != `"b"` {
-		t.Fatalf("the channel holds %d events, want \"a\" then \"b\"", len(page.Events))
-	}
+	wantData(t, s, "race", `"a"`, `"b"`)
 }
 
 // Close ends a linger at once: the append waiting in it fails with store.ErrClosed.
@@ -268,11 +262,7 @@ func TestCloseEndsLinger(t *testing.T) {
 	}
 	// After 32 appends pending at once, this one waits for company.
 	redisstore.RememberCrowd(s, 32)
-	appended := make(chan error, 1)
-	go func() {
-		_, err := s.Append(context.Background(), store.AppendRequest{Channel: "linger", Name: "X", Data: json.RawMessage(`2`)})
-		appended <- err
-	}()
+	appended := appendAsync(context.Background(), s, "linger", `2`)
 	deadline := time.Now().Add(10 * time.Second)
 	for !redisstore.Lingering(s) {
 		if time.Now().After(deadline) {
@@ -300,19 +290,11 @@ func TestCloseEndsLinger(t *testing.T) {
 func TestAbandonedAppendIsNeverSent(t *testing.T) {
 	t.Parallel()
 	s := newStore(t, redisstore.Options{AppendLinger: time.Hour})
-	appendData := func(ctx context.Context, data string) chan error {
-		errc := make(chan error, 1)
-		go func() {
-			_, err := s.Append(ctx, store.AppendRequest{Channel: "abandon", Name: "X", Data: json.RawMessage(data)})
-			errc <- err
-		}()
-		return errc
-	}
 	redisstore.RememberCrowd(s, 32)
-	first := appendData(context.Background(), `"a"`)
+	first := appendAsync(context.Background(), s, "abandon", `"a"`)
 	waitUntil(t, "the first append does not linger", func() bool { return redisstore.Lingering(s) })
 	ctx, cancel := context.WithCancel(context.Background())
-	second := appendData(ctx, `"b"`)
+	second := appendAsync(ctx, s, "abandon", `"b"`)
 	waitUntil(t, "the second append is not queued", func() bool { return redisstore.Queued(s) == 2 })
 	cancel()
 	if err := <-second; !errors.Is(err, context.Canceled) {
@@ -320,21 +302,11 @@ func TestAbandonedAppendIsNeverSent(t *testing.T) {
 	}
 	// A crowd of two is now complete: the linger ends and the batch leaves.
 	redisstore.RememberCrowd(s, 2)
-	third := appendData(context.Background(), `"c"`)
-	for _, errc := range []chan error{first, third} {
+	third := appendAsync(context.Background(), s, "abandon", `"c"`)
+	for _, errc := range []<-chan error{first, third} {
 		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
 	}
-	page, err := s.Read(testCtx(t), "abandon", store.Beginning, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, ev := range page.Events {
-		got = append(got, string(ev.Data))
-	}
-	if len(got) != 2 || got[0] != `"a"` || got[1] != `"c"` {
-		t.Fatalf("the channel holds %v, want [\"a\" \"c\"]", got)
-	}
+	wantData(t, s, "abandon", `"a"`, `"c"`)
 }
