@@ -48,6 +48,22 @@ func appendAsync(ctx context.Context, s *redisstore.Store, channel, data string)
 	return errc
 }
 
+// wantAnswered fails the test unless each errc gives nil within 10 s; timeout says what not
+// getting an answer means.
+func wantAnswered(t *testing.T, timeout string, errcs ...<-chan error) {
+	t.Helper()
+	for _, errc := range errcs {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal(timeout)
+		}
+	}
+}
+
 // wantData fails the test unless channel holds events with exactly these data, in order.
 func wantData(t *testing.T, s *redisstore.Store, channel string, want ...string) {
 	t.Helper()
@@ -208,16 +224,7 @@ func TestCancelledSenderLeavesTheLinger(t *testing.T) {
 	// A crowd of two is now complete: the linger ends and the batch leaves.
 	redisstore.RememberCrowd(s, 2)
 	third := appendAsync(context.Background(), s, "leave", `"c"`)
-	for _, errc := range []<-chan error{second, third} {
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the linger its first caller left never ends")
-		}
-	}
+	wantAnswered(t, "the linger its first caller left never ends", second, third)
 	wantData(t, s, "leave", `"b"`, `"c"`)
 }
 
@@ -235,16 +242,7 @@ func TestOneSenderLingers(t *testing.T) {
 	// A crowd of two is now complete: the linger ends, and both appends leave in one batch.
 	redisstore.RememberCrowd(s, 2)
 	second := appendAsync(testCtx(t), s, "race", `"b"`)
-	for _, errc := range []<-chan error{first, second} {
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the linger did not end when its crowd was complete")
-		}
-	}
+	wantAnswered(t, "the linger did not end when its crowd was complete", first, second)
 	waitUntil(t, "a slot is still held after the batch", func() bool { return redisstore.Slots(s) == 0 })
 	wantData(t, s, "race", `"a"`, `"b"`)
 }
