@@ -261,13 +261,7 @@ func TestCloseEndsLinger(t *testing.T) {
 	// After 32 appends pending at once, this one waits for company.
 	redisstore.RememberCrowd(s, 32)
 	appended := appendAsync(context.Background(), s, "linger", `2`)
-	deadline := time.Now().Add(10 * time.Second)
-	for !redisstore.Lingering(s) {
-		if time.Now().After(deadline) {
-			t.Fatal("the append does not linger")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the append does not linger", func() bool { return redisstore.Lingering(s) })
 	done := make(chan error, 1)
 	go func() { done <- s.Close() }()
 	select {
