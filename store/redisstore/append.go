@@ -105,22 +105,15 @@ func (s *Store) Append(ctx context.Context, req store.AppendRequest) (store.Appe
 	if err := checkChannel(req.Channel); err != nil {
 		return store.AppendResult{}, err
 	}
-	op := &appendOp{req: req, done: make(chan struct{})}
-	op.keys, op.argv = s.appendArgs(req)
+	op := s.newAppendOp(req)
 	q := &s.appends
 	q.mu.Lock()
 	if q.closing {
 		q.mu.Unlock()
 		return store.AppendResult{}, store.ErrClosed
 	}
-	now := time.Now()
-	if len(q.ops) == 0 {
-		q.since = now
-	}
-	q.ops = append(q.ops, op)
-	q.pending.Add(1)
+	crowd := q.add(op, time.Now())
 	defer q.pending.Add(-1)
-	crowd := q.notePending(now)
 	send := false
 	switch {
 	case q.wake != nil:
@@ -221,6 +214,17 @@ func (s *Store) sendLocked() {
 	q.release()
 }
 
+// add queues op and counts it pending until its caller uncounts it, and returns the crowd
+// notePending reports. q.mu is held.
+func (q *appendQueue) add(op *appendOp, now time.Time) (crowd int64) {
+	if len(q.ops) == 0 {
+		q.since = now
+	}
+	q.ops = append(q.ops, op)
+	q.pending.Add(1)
+	return q.notePending(now)
+}
+
 // lingerOver reports whether a linger is over before its time: every append recently pending at
 // once (crowd of them) is waiting again, or lingerBatch appends are queued. q.mu is held.
 func (q *appendQueue) lingerOver(crowd int64) bool {
@@ -274,6 +278,13 @@ func (s *Store) closeAppends() {
 	if wait {
 		<-q.idle
 	}
+}
+
+// newAppendOp returns req as a queued append, its script arguments built.
+func (s *Store) newAppendOp(req store.AppendRequest) *appendOp {
+	op := &appendOp{req: req, done: make(chan struct{})}
+	op.keys, op.argv = s.appendArgs(req)
+	return op
 }
 
 // appendArgs builds an append's share of a script call in the caller's goroutine, before it

@@ -16,8 +16,7 @@ func SuppressPublish(s *Store, on bool) { s.suppressPublish.Store(on) }
 func AppendBatch(s *Store, reqs []store.AppendRequest) ([]store.AppendResult, []error) {
 	ops := make([]*appendOp, len(reqs))
 	for i, req := range reqs {
-		ops[i] = &appendOp{req: req, done: make(chan struct{})}
-		ops[i].keys, ops[i].argv = s.appendArgs(req)
+		ops[i] = s.newAppendOp(req)
 	}
 	s.runBatch(ops)
 	res, errs := make([]store.AppendResult, len(ops)), make([]error, len(ops))
@@ -54,15 +53,10 @@ func Queued(s *Store) int {
 // instant, as two callers can when both find a free slot before either lingers; it returns
 // req's answer once a batch carries it.
 func RaceSenders(s *Store, req store.AppendRequest) <-chan error {
-	op := &appendOp{req: req, done: make(chan struct{})}
-	op.keys, op.argv = s.appendArgs(req)
+	op := s.newAppendOp(req)
 	q := &s.appends
 	q.mu.Lock()
-	if len(q.ops) == 0 {
-		q.since = time.Now()
-	}
-	q.ops = append(q.ops, op)
-	q.pending.Add(1)
+	q.add(op, time.Now())
 	q.slots += 2
 	q.mu.Unlock()
 	for range 2 {
