@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/herald
 ADDR    ?= 127.0.0.1:8081
 
-.PHONY: build run test soak bench clean example
+.PHONY: build run test soak bench centrifugo clean example
 
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
@@ -54,7 +54,8 @@ bench: build
 	@if [ -d "$(SSEBENCH_SRC)" ]; then (cd "$(SSEBENCH_SRC)" && $(GO) build -o "$(CURDIR)/bin/ssebench" . && \
 		$(GO) build -o "$(CURDIR)/bin/testserver" ./cmd/testserver); fi
 	./bin/heraldbench -herald ./$(BIN) -store $(BENCH_STORE) -scenario $(BENCH_SCENARIOS) \
-		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench -minimal ./bin/testserver ) -md bin/bench.md -rounds $(BENCH_ROUNDS) $(BENCH_ARGS)
+		$$( [ -x bin/ssebench ] && echo -ssebench ./bin/ssebench -minimal ./bin/testserver ) \
+		$$( [ -x bin/centrifugo ] && echo -centrifugo ./bin/centrifugo ) -md bin/bench.md -rounds $(BENCH_ROUNDS) $(BENCH_ARGS)
 	@# The Redis path's p99 goal is stated at 10k publishes/s, where every server keeps the rate and
 	@# the CPU per publish compares directly (docs/benchmarks.md). About 40 seconds.
 	./bin/heraldbench -herald ./$(BIN) -store both -scenario S5 -rate 10000 -progress 0 \
@@ -65,3 +66,9 @@ bench: build
 		./bin/heraldbench -herald ./$(BIN) -store memory -scenario S1 -duration 2s -progress 0 \
 			$$p $(BENCH_ARGS) >/dev/null || exit 1; done
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./store/... ./stream/...
+
+# Centrifugo, the peer issue 13's goals are stated against, into bin/ (through the Go module
+# proxy), where `make bench` finds it and runs it beside Herald on both its engines.
+CENTRIFUGO_VERSION ?= v6.9.1
+centrifugo:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/centrifugal/centrifugo/v6@$(CENTRIFUGO_VERSION)

@@ -30,7 +30,7 @@ Against a running server (figures need -server-pid):
   heraldbench -base http://127.0.0.1:8080 -token JWT -server-pid PID -scenario S2
 
 Starting a fresh Herald (and Redis) for every scenario and store:
-  heraldbench -herald ./bin/herald -store both -scenario S1,S2,S3,S4,S5 [-ssebench PATH] [-minimal PATH]
+  heraldbench -herald ./bin/herald -store both -scenario S1,S2,S3,S4,S5 [-ssebench PATH] [-minimal PATH] [-centrifugo PATH]
 
 Scenarios (benchmarks.md; flags given explicitly override them):
 %s
@@ -70,6 +70,7 @@ type options struct {
 	redisServer  string
 	ssebench     string
 	minimal      string
+	centrifugo   string
 	jwtSecret    string
 	heraldArgs   listFlag
 	heraldEnv    listFlag
@@ -152,6 +153,7 @@ func newFlagSet(cfg *runConfig, o *options, subH, pubH *listFlag, stderr io.Writ
 	fs.StringVar(&o.redisURL, "redis-url", "", "with -herald: use this Redis (loopback) instead of starting redis-server")
 	fs.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary to start for the redis store")
 	fs.StringVar(&o.minimal, "minimal", "", "with -herald: also run every scenario on ssebench's minimal SSE server (its cmd/testserver built at this path), as the row of store \"minimal\": the yardstick of issue 13's goals")
+	fs.StringVar(&o.centrifugo, "centrifugo", "", "with -herald: also run every scenario on Centrifugo v6 (the binary at this path), as the rows of store \"centrifugo\" (its memory engine, beside -store memory) and \"centrifugo-redis\" (its Redis engine on a private redis-server, beside -store redis): the peer issue 13's goals are stated against")
 	fs.StringVar(&o.ssebench, "ssebench", "", "with -herald: also run the reference ssebench binary at this path, on a fresh server, per scenario and store")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "with -herald: HS256 secret for the servers (default: random)")
 	fs.Var(&o.heraldArgs, "herald-arg", "with -herald: extra argument for 'herald serve' (repeatable)")
@@ -195,8 +197,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.RootCAs = roots
 	}
-	if o.herald != "" && (o.ssebench != "" || o.minimal != "") && (cfg.Proto != protoH1 || cfg.TLS) {
-		fmt.Fprintln(stderr, "heraldbench: ssebench and the minimal server speak plain HTTP/1.1 only: leave out -ssebench and -minimal with -proto h2, h2c or -tls")
+	if o.herald != "" && (o.ssebench != "" || o.minimal != "" || o.centrifugo != "") && (cfg.Proto != protoH1 || cfg.TLS) {
+		fmt.Fprintln(stderr, "heraldbench: ssebench, the minimal server and the Centrifugo rows are plain HTTP/1.1 only: leave out -ssebench, -minimal and -centrifugo with -proto h2, h2c or -tls")
 		return 2
 	}
 	set := map[string]bool{}

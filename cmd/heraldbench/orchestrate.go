@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -136,14 +137,17 @@ func randomHex(n int) string {
 
 // orchestrator starts a fresh Herald (and Redis) for every run.
 type orchestrator struct {
-	o       *options
-	set     map[string]bool // flags given on the command line
-	stdout  io.Writer
-	log     io.Writer
-	stores  []string
-	secret  string
-	workDir string
-	client  *http.Client
+	o      *options
+	set    map[string]bool // flags given on the command line
+	stdout io.Writer
+	log    io.Writer
+	stores []string
+	secret string
+	// -centrifugo made absolute (Centrifugo runs in a folder of its own) and its HTTP API key,
+	// random per command.
+	centrifugo, apiKey string
+	workDir            string
+	client             *http.Client
 	// The certificate the servers get when a run needs TLS, made once per command.
 	certFile, keyFile string
 	roots             *x509.CertPool
@@ -186,6 +190,30 @@ func newOrchestrator(o *options, set map[string]bool, stdout, log io.Writer) (*o
 			return nil, errors.New("-minimal runs one server; leave -nodes at 1")
 		}
 		orc.stores = append(orc.stores, storeMinimal)
+	}
+	if o.centrifugo != "" {
+		if _, err := os.Stat(o.centrifugo); err != nil {
+			return nil, fmt.Errorf("-centrifugo: %w", err)
+		}
+		if o.nodes > 1 {
+			return nil, errors.New("-centrifugo runs one server; leave -nodes at 1")
+		}
+		// Each engine beside the store it compares with.
+		n := len(orc.stores)
+		if slices.Contains(orc.stores, "memory") {
+			orc.stores = append(orc.stores, storeCentrifugo)
+		}
+		if slices.Contains(orc.stores, "redis") {
+			orc.stores = append(orc.stores, storeCentrifugoRedis)
+		}
+		if len(orc.stores) == n {
+			return nil, errors.New("-centrifugo runs beside -store memory or redis")
+		}
+		var err error
+		if orc.centrifugo, err = filepath.Abs(o.centrifugo); err != nil {
+			return nil, fmt.Errorf("-centrifugo: %w", err)
+		}
+		orc.apiKey = randomHex(16)
 	}
 	if o.redisURL != "" {
 		u, err := url.Parse(o.redisURL)
@@ -351,10 +379,22 @@ func (s *server) stop() {
 // place: no store, no auth, nothing but fan-out.
 const storeMinimal = "minimal"
 
+// Centrifugo run in Herald's place (-centrifugo), the peer the Redis path's goals name: its
+// memory engine, or its Redis engine on a private redis-server. Both keep history and recover
+// as Herald does by default (1,000 events or 24 hours a channel); subscribers use its
+// unidirectional SSE and publishers its HTTP API.
+const (
+	storeCentrifugo      = "centrifugo"
+	storeCentrifugoRedis = "centrifugo-redis"
+)
+
 // startServer starts Redis (when needed and not given) and Herald, speaking what c's
 // subscribers speak, and waits until Herald answers GET /v1/health with 200.
 func (orc *orchestrator) startServer(c runConfig, store string) (*server, error) {
 	s := &server{}
+	if store == storeCentrifugo || store == storeCentrifugoRedis {
+		return s, orc.startCentrifugo(s, store == storeCentrifugoRedis)
+	}
 	if store == storeMinimal {
 		port, err := freePort()
 		if err != nil {
@@ -372,26 +412,9 @@ func (orc *orchestrator) startServer(c runConfig, store string) (*server, error)
 	}
 	redisURL := ""
 	if store == "redis" {
-		redisURL = orc.o.redisURL
-		if redisURL == "" {
-			port, err := freePort()
-			if err != nil {
-				return s, err
-			}
-			if s.redisDir, err = os.MkdirTemp(orc.workDir, "redis-"); err != nil {
-				return s, err
-			}
-			cmd := exec.Command(orc.o.redisServer, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-				"--save", "", "--appendonly", "no", "--dir", s.redisDir)
-			cmd.Dir = s.redisDir
-			if s.redis, err = startProc("redis", orc.workDir, cmd); err != nil {
-				return s, err
-			}
-			addr := "127.0.0.1:" + strconv.Itoa(port)
-			if err := waitRedis(addr, s.redis, 10*time.Second); err != nil {
-				return s, fmt.Errorf("redis-server: %w\n%s", err, s.redis.tail(10))
-			}
-			redisURL = "redis://" + addr
+		var err error
+		if redisURL, err = orc.startRedis(s); err != nil {
+			return s, err
 		}
 	}
 	var storeArgs []string
@@ -442,6 +465,92 @@ func (orc *orchestrator) startServer(c runConfig, store string) (*server, error)
 		}
 	}
 	return s, nil
+}
+
+// startRedis starts a private redis-server for s and returns its URL, or returns -redis-url.
+func (orc *orchestrator) startRedis(s *server) (string, error) {
+	if orc.o.redisURL != "" {
+		return orc.o.redisURL, nil
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	if s.redisDir, err = os.MkdirTemp(orc.workDir, "redis-"); err != nil {
+		return "", err
+	}
+	cmd := exec.Command(orc.o.redisServer, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.redisDir)
+	cmd.Dir = s.redisDir
+	if s.redis, err = startProc("redis", orc.workDir, cmd); err != nil {
+		return "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if err := waitRedis(addr, s.redis, 10*time.Second); err != nil {
+		return "", fmt.Errorf("redis-server: %w\n%s", err, s.redis.tail(10))
+	}
+	return "redis://" + addr, nil
+}
+
+// startCentrifugo starts Centrifugo with a configuration file of its own, on its Redis engine
+// when onRedis, and waits for its health endpoint.
+func (orc *orchestrator) startCentrifugo(s *server, onRedis bool) error {
+	redisURL := ""
+	if onRedis {
+		var err error
+		if redisURL, err = orc.startRedis(s); err != nil {
+			return err
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(orc.workDir, "centrifugo-")
+	if err != nil {
+		return err
+	}
+	conf := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(conf, centrifugoConfig(port, orc.apiKey, redisURL), 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command(orc.centrifugo, "-c", conf)
+	cmd.Dir = dir
+	if s.herald, err = startProc("centrifugo", orc.workDir, cmd); err != nil {
+		return err
+	}
+	s.base = "http://127.0.0.1:" + strconv.Itoa(port)
+	if err := orc.waitHealth(s.base+"/health", s.herald); err != nil {
+		return fmt.Errorf("centrifugo: %w\n%s", err, s.herald.tail(20))
+	}
+	return nil
+}
+
+// centrifugoConfig is Centrifugo v6's configuration for a run: anonymous subscribers may
+// name their channels in the connect request (unidirectional SSE), and channels keep the
+// history Herald keeps by default, with recovery on, so that both pay for a durable log.
+func centrifugoConfig(port int, apiKey, redisURL string) []byte {
+	conf := map[string]any{
+		"http_server": map[string]any{"address": "127.0.0.1", "port": port},
+		"log":         map[string]any{"level": "error"}, // a line per connection would be measured
+		"http_api":    map[string]any{"key": apiKey},
+		"uni_sse":     map[string]any{"enabled": true},
+		"health":      map[string]any{"enabled": true},
+		"usage_stats": map[string]any{"disabled": true},
+		"client":      map[string]any{"allow_anonymous_connect_without_token": true},
+		"channel": map[string]any{"without_namespace": map[string]any{
+			"allow_subscribe_for_client":    true,
+			"allow_subscribe_for_anonymous": true,
+			"history_size":                  1000,
+			"history_ttl":                   "24h",
+			"force_recovery":                true,
+		}},
+	}
+	if redisURL != "" {
+		conf["engine"] = map[string]any{"type": "redis", "redis": map[string]any{"address": []string{redisURL}}}
+	}
+	b, _ := json.MarshalIndent(conf, "", "  ") // maps of strings, numbers and bools always marshal
+	return b
 }
 
 // adminGiven reports whether -herald-arg or -herald-env place the admin listener.
@@ -526,11 +635,16 @@ func (orc *orchestrator) runOne(c runConfig, store, tool, token string) *result 
 	fail := func(err error) *result {
 		return &result{Tool: tool, Scenario: c.Scenario, Store: store, Mode: c.Mode, Proto: c.protoLabel(), Error: err.Error()}
 	}
-	if store == storeMinimal {
+	switch store {
+	case storeMinimal:
 		fmt.Fprintf(orc.log, "heraldbench: %s on a fresh minimal server with %s\n", c.Scenario, tool)
 		c = minimalURLs(c)
 		token = ""
-	} else {
+	case storeCentrifugo, storeCentrifugoRedis:
+		fmt.Fprintf(orc.log, "heraldbench: %s on a fresh %s with %s\n", c.Scenario, store, tool)
+		c = centrifugoURLs(c, orc.apiKey)
+		token = ""
+	default:
 		fmt.Fprintf(orc.log, "heraldbench: %s on a fresh herald (%s store) with %s\n", c.Scenario, store, tool)
 	}
 	srv, err := orc.startServer(c, store)
@@ -588,6 +702,23 @@ func minimalURLs(c runConfig) runConfig {
 	return c
 }
 
+// cfConnectSubs is Centrifugo's connect request naming the subscriber's channel,
+// {"subs":{"{channel}":{}}}, query-escaped around the placeholder.
+const cfConnectSubs = "%7B%22subs%22%3A%7B%22{channel}%22%3A%7B%7D%7D%7D"
+
+// centrifugoURLs points c at Centrifugo: unidirectional SSE subscribers, which are ready at
+// the response head and get unnamed events with the payload inside an envelope, and
+// publishes through its HTTP API with the command's key.
+func centrifugoURLs(c runConfig, apiKey string) runConfig {
+	c.SubURL = "{base}/connection/uni_sse?cf_connect=" + cfConnectSubs
+	c.PubURL = "{base}/api/publish"
+	c.PubBody = `{"channel":"{channel}","data":{payload}}`
+	c.PubHeaders = append(slices.Clip(c.PubHeaders), "X-API-Key: "+apiKey)
+	c.ReadyEvent = ""
+	c.ExpectEvent = ""
+	return c
+}
+
 // ssebenchArgs builds the reference tool's command line: the flags of
 // benchmarks.md for the scenario (with any overrides), and Herald's URLs.
 func (orc *orchestrator) ssebenchArgs(c runConfig, base, token string) []string {
@@ -630,6 +761,9 @@ func (orc *orchestrator) ssebenchArgs(c runConfig, base, token string) []string 
 		"-pub-body", c.PubBody)
 	if token != "" {
 		a = append(a, "-pub-header", "Authorization: Bearer "+token)
+	}
+	for _, h := range c.PubHeaders {
+		a = append(a, "-pub-header", h)
 	}
 	return append(a, "-pub-header", "Content-Type: application/json", "-progress", "0")
 }

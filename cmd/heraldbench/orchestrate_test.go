@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/test/testkit"
 )
 
 // The test binary doubles as a fake herald and a fake ssebench for the
@@ -52,6 +54,8 @@ func fakeMain(args []string) int {
 		return fakeServe(args[1:])
 	case len(args) == 2 && args[0] == "-addr":
 		return fakeMinimal(args[1])
+	case len(args) == 2 && args[0] == "-c":
+		return fakeCentrifugo(args[1])
 	}
 	return fakeSSEBench(args)
 }
@@ -152,6 +156,123 @@ func fakeMinimal(addr string) int {
 	})}, "", "")
 }
 
+// fakeCentrifugo stands in for Centrifugo v6 started on the configuration heraldbench wrote:
+// it refuses one that lacks what the comparison relies on (history with recovery, anonymous
+// unidirectional SSE subscribers naming their channels, the API key; its Redis answering),
+// then publishes through its HTTP API to the unidirectional SSE subscribers of the channel,
+// each publication in Centrifugo's envelope.
+func fakeCentrifugo(path string) int {
+	var conf struct {
+		HTTPServer struct {
+			Address string `json:"address"`
+			Port    int    `json:"port"`
+		} `json:"http_server"`
+		HTTPAPI struct {
+			Key string `json:"key"`
+		} `json:"http_api"`
+		UniSSE struct {
+			Enabled bool `json:"enabled"`
+		} `json:"uni_sse"`
+		Health struct {
+			Enabled bool `json:"enabled"`
+		} `json:"health"`
+		Client struct {
+			Anonymous bool `json:"allow_anonymous_connect_without_token"`
+		} `json:"client"`
+		Channel struct {
+			Default struct {
+				ForClient     bool   `json:"allow_subscribe_for_client"`
+				ForAnonymous  bool   `json:"allow_subscribe_for_anonymous"`
+				HistorySize   int    `json:"history_size"`
+				HistoryTTL    string `json:"history_ttl"`
+				ForceRecovery bool   `json:"force_recovery"`
+			} `json:"without_namespace"`
+		} `json:"channel"`
+		Engine *struct {
+			Type  string `json:"type"`
+			Redis struct {
+				Address []string `json:"address"`
+			} `json:"redis"`
+		} `json:"engine"`
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &conf)
+	}
+	ch := conf.Channel.Default
+	if err != nil || conf.HTTPServer.Address != "127.0.0.1" || conf.HTTPServer.Port == 0 || len(conf.HTTPAPI.Key) < 16 ||
+		!conf.UniSSE.Enabled || !conf.Health.Enabled || !conf.Client.Anonymous || !ch.ForClient || !ch.ForAnonymous ||
+		ch.HistorySize != 1000 || ch.HistoryTTL != "24h" || !ch.ForceRecovery {
+		fmt.Fprintf(os.Stderr, "fake centrifugo: bad configuration (%v):\n%s\n", err, b)
+		return 2
+	}
+	if conf.Engine != nil {
+		if conf.Engine.Type != "redis" || len(conf.Engine.Redis.Address) != 1 {
+			fmt.Fprintf(os.Stderr, "fake centrifugo: bad engine:\n%s\n", b)
+			return 2
+		}
+		if _, err := testkit.RedisCommand(strings.TrimPrefix(conf.Engine.Redis.Address[0], "redis://"), "PING"); err != nil {
+			fmt.Fprintln(os.Stderr, "fake centrifugo: redis:", err)
+			return 1
+		}
+	}
+	var mu sync.Mutex
+	subs := map[string][]chan []byte{}
+	offset := 0
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/health":
+			_, _ = w.Write([]byte(`{}`))
+		case r.URL.Path == "/api/publish" && r.Method == http.MethodPost && r.Header.Get("X-API-Key") == conf.HTTPAPI.Key:
+			var p struct {
+				Channel string          `json:"channel"`
+				Data    json.RawMessage `json:"data"`
+			}
+			if json.NewDecoder(r.Body).Decode(&p) != nil || p.Channel == "" || len(p.Data) == 0 || p.Data[0] != '{' {
+				http.Error(w, `{"error":{"code":107,"message":"bad request"}}`, http.StatusBadRequest)
+				return
+			}
+			mu.Lock()
+			offset++
+			ev := fmt.Appendf(nil, "data: {\"channel\":%q,\"pub\":{\"data\":%s,\"offset\":%d}}\n\n", p.Channel, p.Data, offset)
+			for _, c := range subs[p.Channel] {
+				c <- ev
+			}
+			mu.Unlock()
+			_, _ = w.Write([]byte(`{"result":{}}`))
+		case r.URL.Path == "/connection/uni_sse" && r.Method == http.MethodGet:
+			var req struct {
+				Subs map[string]struct{} `json:"subs"`
+			}
+			if json.Unmarshal([]byte(r.URL.Query().Get("cf_connect")), &req) != nil || len(req.Subs) != 1 {
+				http.Error(w, "fake centrifugo: bad cf_connect "+r.URL.RawQuery, http.StatusBadRequest)
+				return
+			}
+			c := make(chan []byte, 1024)
+			mu.Lock()
+			for name := range req.Subs {
+				subs[name] = append(subs[name], c)
+			}
+			mu.Unlock()
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = w.Write([]byte("\r\ndata: {\"connect\":{\"client\":\"x\"}}\n\n"))
+			w.(http.Flusher).Flush()
+			for {
+				select {
+				case ev := <-c:
+					_, _ = w.Write(ev)
+					w.(http.Flusher).Flush()
+				case <-r.Context().Done():
+					return
+				}
+			}
+		default:
+			http.Error(w, "fake centrifugo: unexpected "+r.Method+" "+r.URL.String(), http.StatusBadRequest)
+		}
+	})
+	return serveUntilTerm("fake centrifugo", fmt.Sprintf("127.0.0.1:%d", conf.HTTPServer.Port), &http.Server{Handler: handler}, "", "")
+}
+
 // fakeSSEBench records its arguments, checks the server is up, and prints
 // a JSON line like ssebench's.
 func fakeSSEBench(args []string) int {
@@ -186,8 +307,12 @@ func fakeSSEBench(args []string) int {
 	health := "/v1/health"
 	base, _, found := strings.Cut(*sub, "/v1/")
 	if !found {
-		base, _, _ = strings.Cut(*sub, "/sse?")
+		base, _, found = strings.Cut(*sub, "/sse?")
 		health = "/stats"
+	}
+	if !found {
+		base, _, _ = strings.Cut(*sub, "/connection/")
+		health = "/health"
 	}
 	resp, err := http.Get(base + health)
 	if err != nil || resp.StatusCode != 200 {
@@ -339,6 +464,70 @@ func TestOrchestrateMinimal(t *testing.T) {
 	}
 	if strings.Contains(j, "Authorization") || strings.Contains(rows[3].Command, "$TOKEN") {
 		t.Errorf("minimal ssebench run carries a token: %s / %s", j, rows[3].Command)
+	}
+}
+
+// TestOrchestrateCentrifugo: -centrifugo adds Centrifugo beside each store, on its own
+// configuration, driven through its routes with its API key and no token by both tools, its
+// Redis engine's CPU counted like Herald's.
+func TestOrchestrateCentrifugo(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argsFile := filepath.Join(t.TempDir(), "args")
+	t.Setenv("HERALDBENCH_FAKE", "1")
+	t.Setenv("HERALDBENCH_FAKE_ARGS", argsFile)
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	stores, storeFlag := []string{"memory", storeCentrifugo}, "memory"
+	if _, err := exec.LookPath("redis-server"); err == nil {
+		stores, storeFlag = []string{"memory", "redis", storeCentrifugo, storeCentrifugoRedis}, "both"
+	} else {
+		t.Log("redis-server not found: Centrifugo's Redis engine is not tried")
+	}
+	var stdout, stderr strings.Builder
+	code := realMain([]string{"-herald", exe, "-ssebench", exe, "-centrifugo", exe, "-store", storeFlag, "-scenario", "S2",
+		"-conns", "20", "-rate", "40", "-duration", "500ms", "-settle", "100ms", "-progress", "0"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	rows := resultRows(t, stdout.String())
+	if len(rows) != 2*len(stores) {
+		t.Fatalf("%d rows, want %d:\n%s", len(rows), 2*len(stores), stdout.String())
+	}
+	for i, store := range stores {
+		r := rows[2*i]
+		if r.Store != store || r.Tool != "heraldbench" || r.Error != "" {
+			t.Fatalf("row %d: %s %s error %q, want %s", 2*i, r.Store, r.Tool, r.Error, store)
+		}
+		if store != storeCentrifugo && store != storeCentrifugoRedis {
+			continue
+		}
+		// Every subscriber ready, every publication found in its envelope, nothing else counted.
+		if r.ConnsReady != 20 || r.Published == 0 || r.PublishErrors != 0 || r.Delivered != r.Published*20 || r.Lost != 0 ||
+			r.WrongEvent != 0 || r.Misrouted != 0 || r.OtherEvents != 20 {
+			t.Fatalf("%s: %+v", store, r)
+		}
+		if (store == storeCentrifugoRedis) != (r.RedisCPUS != nil) {
+			t.Fatalf("%s: redis cpu %v", store, r.RedisCPUS)
+		}
+	}
+	b, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var last []string
+	_ = json.Unmarshal([]byte(calls[len(calls)-1]), &last)
+	j := strings.Join(last, " ")
+	for _, want := range []string{"/connection/uni_sse?cf_connect=" + cfConnectSubs + " -pub-url http://127.0.0.1:",
+		`/api/publish -pub-body {"channel":"{channel}","data":{payload}} -pub-header X-API-Key: `} {
+		if !strings.Contains(j, want) {
+			t.Errorf("centrifugo ssebench args lack %q: %s", want, j)
+		}
+	}
+	if strings.Contains(j, "Authorization") {
+		t.Errorf("centrifugo ssebench run carries a token: %s", j)
 	}
 }
 

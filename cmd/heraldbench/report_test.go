@@ -21,16 +21,23 @@ func TestWriteGoals(t *testing.T) {
 	s5redis.PublishesPerS, s5redis.PubPerCPUS, s5redis.PubPerTotalCPU = 18500, fptr(30000), fptr(16000)
 	s5min.PublishesPerS, s5min.PubPerCPUS = 20000, fptr(25000)
 
+	// Centrifugo on Redis: Redis's CPU counts on both sides of the ratio.
+	s4cf, s5cf := row("heraldbench", "S4", storeCentrifugoRedis, 2000), row("heraldbench", "S5", storeCentrifugoRedis, 20000)
+	s4cf.DelivPerCPUS, s4cf.DelivPerTotalCPU = fptr(12000), fptr(10000)
+	s5cf.PubPerCPUS, s5cf.PubPerTotalCPU = fptr(15000), fptr(12000)
+
 	slow := row("heraldbench", "S5", "redis", 10000)
 	slow.PubP99 = 6.5
 
 	var b strings.Builder
-	writeGoals(&b, []*result{s4sse, s4mem, s4redis, s4min, s5redis, s5min, slow})
+	writeGoals(&b, []*result{s4sse, s4mem, s4redis, s4min, s5redis, s5min, s4cf, s5cf, slow})
 	want := []string{
 		"| deliveries per CPU-s (with Redis's) vs the minimal server | S4 | 0.70 | ≥ 0.67 | yes |",
 		"| deliveries per CPU-s (with Redis's) vs Herald on memory | S4 | 0.70 | ≥ 0.75 | no |",
 		"| publishes/s vs the minimal server | S5 | 0.93 | ≥ 0.90 | yes |",
 		"| publishes per CPU-s (with Redis's) vs the minimal server | S5 | 0.64 | ≥ 0.60 | yes |",
+		"| deliveries per CPU-s (with Redis's) vs Centrifugo on Redis (with Redis's) | S4 | 1.40 | ≥ 1.50 | no |",
+		"| publishes per CPU-s (with Redis's) vs Centrifugo on Redis (with Redis's) | S5 | 1.33 | ≥ 1.50 | no |",
 		"| publish p99 (ms) at 10k/s | S5 | 6.50 | ≤ 5.00 | no |",
 	}
 	got := b.String()
