@@ -325,16 +325,8 @@ func fakeSSEBench(args []string) int {
 }
 
 func TestOrchestrateFreshServers(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	argsFile, mdFile := filepath.Join(dir, "args"), filepath.Join(dir, "table.md")
-	t.Setenv("HERALDBENCH_FAKE", "1")
-	t.Setenv("HERALDBENCH_FAKE_ARGS", argsFile)
-	// Under -race a process waits a second at exit unless told not to.
-	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	exe, argsFile := fakeTools(t)
+	mdFile := filepath.Join(t.TempDir(), "table.md")
 	stores := []string{"memory"}
 	storeFlag := "memory"
 	if _, err := exec.LookPath("redis-server"); err == nil {
@@ -397,18 +389,11 @@ func TestOrchestrateFreshServers(t *testing.T) {
 	}
 
 	// ssebench got the flags of benchmarks.md and Herald's URLs.
-	b, err := os.ReadFile(argsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	calls := ssebenchCalls(t, argsFile)
 	if len(calls) != 2*len(stores) {
 		t.Fatalf("ssebench ran %d times", len(calls))
 	}
-	var s2, s5 []string
-	_ = json.Unmarshal([]byte(calls[0]), &s2)
-	_ = json.Unmarshal([]byte(calls[len(calls)-1]), &s5)
-	j2, j5 := strings.Join(s2, " "), strings.Join(s5, " ")
+	j2, j5 := calls[0], calls[len(calls)-1]
 	for _, want := range []string{"-conns 20 -channels 1 -rate 40 -duration 500ms -msg-size 200 -server-pid ", " -json", "-settle 100ms",
 		"-channel-prefix bench. ", "/v1/channels/{channel}/events -pub-url http://127.0.0.1:",
 		`-pub-body {"event":"bench","data":{payload}}`, "-pub-header Authorization: Bearer hdr."} {
@@ -428,14 +413,7 @@ func TestOrchestrateFreshServers(t *testing.T) {
 // TestOrchestrateMinimal: -minimal adds ssebench's minimal server as a row of its own, driven
 // through its routes with no token, by both tools.
 func TestOrchestrateMinimal(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	argsFile := filepath.Join(t.TempDir(), "args")
-	t.Setenv("HERALDBENCH_FAKE", "1")
-	t.Setenv("HERALDBENCH_FAKE_ARGS", argsFile)
-	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	exe, argsFile := fakeTools(t)
 	var stdout, stderr strings.Builder
 	code := realMain([]string{"-herald", exe, "-ssebench", exe, "-minimal", exe, "-store", "memory", "-scenario", "S5",
 		"-rate", "40", "-duration", "500ms", "-progress", "0"}, &stdout, &stderr)
@@ -449,14 +427,8 @@ func TestOrchestrateMinimal(t *testing.T) {
 	if r := rows[2]; r.Tool != "heraldbench" || r.Error != "" || r.Published == 0 || r.PublishErrors != 0 || r.ServerCPUS == nil {
 		t.Fatalf("minimal, heraldbench: %+v", r)
 	}
-	b, err := os.ReadFile(argsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
-	var last []string
-	_ = json.Unmarshal([]byte(calls[len(calls)-1]), &last)
-	j := strings.Join(last, " ")
+	calls := ssebenchCalls(t, argsFile)
+	j := calls[len(calls)-1]
 	for _, want := range []string{"/sse?channel={channel_q} -pub-url http://127.0.0.1:", "/publish?channel={channel_q} -pub-body {payload}"} {
 		if !strings.Contains(j, want) {
 			t.Errorf("minimal ssebench args lack %q: %s", want, j)
@@ -471,14 +443,7 @@ func TestOrchestrateMinimal(t *testing.T) {
 // configuration, driven through its routes with its API key and no token by both tools, its
 // Redis engine's CPU counted like Herald's.
 func TestOrchestrateCentrifugo(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	argsFile := filepath.Join(t.TempDir(), "args")
-	t.Setenv("HERALDBENCH_FAKE", "1")
-	t.Setenv("HERALDBENCH_FAKE_ARGS", argsFile)
-	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	exe, argsFile := fakeTools(t)
 	stores, storeFlag := []string{"memory", storeCentrifugo}, "memory"
 	if _, err := exec.LookPath("redis-server"); err == nil {
 		stores, storeFlag = []string{"memory", "redis", storeCentrifugo, storeCentrifugoRedis}, "both"
@@ -512,14 +477,8 @@ func TestOrchestrateCentrifugo(t *testing.T) {
 			t.Fatalf("%s: redis cpu %v", store, r.RedisCPUS)
 		}
 	}
-	b, err := os.ReadFile(argsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
-	var last []string
-	_ = json.Unmarshal([]byte(calls[len(calls)-1]), &last)
-	j := strings.Join(last, " ")
+	calls := ssebenchCalls(t, argsFile)
+	j := calls[len(calls)-1]
 	for _, want := range []string{"/connection/uni_sse?cf_connect=" + cfConnectSubs + " -pub-url http://127.0.0.1:",
 		`/api/publish -pub-body {"channel":"{channel}","data":{payload}} -pub-header X-API-Key: `} {
 		if !strings.Contains(j, want) {
@@ -529,6 +488,41 @@ func TestOrchestrateCentrifugo(t *testing.T) {
 	if strings.Contains(j, "Authorization") {
 		t.Errorf("centrifugo ssebench run carries a token: %s", j)
 	}
+}
+
+// fakeTools makes this test binary play herald, ssebench and the servers beside them in the
+// processes heraldbench starts (TestMain), and returns its path and the file where the fake
+// ssebench records each command line.
+func fakeTools(t *testing.T) (exe, argsFile string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argsFile = filepath.Join(t.TempDir(), "args")
+	t.Setenv("HERALDBENCH_FAKE", "1")
+	t.Setenv("HERALDBENCH_FAKE_ARGS", argsFile)
+	// Under -race a process waits a second at exit unless told not to.
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	return exe, argsFile
+}
+
+// ssebenchCalls returns the fake ssebench's command lines, in order, each joined by spaces.
+func ssebenchCalls(t *testing.T, argsFile string) []string {
+	t.Helper()
+	b, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var args []string
+		if err := json.Unmarshal([]byte(l), &args); err != nil {
+			t.Fatalf("recorded ssebench call %q: %v", l, err)
+		}
+		calls = append(calls, strings.Join(args, " "))
+	}
+	return calls
 }
 
 // resultRows reads heraldbench's JSON lines.
