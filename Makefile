@@ -5,6 +5,10 @@ ADDR    ?= 127.0.0.1:8081
 
 .PHONY: build run test soak bench centrifugo clean example
 
+# npm_ci installs a folder's npm packages when they are missing or older than its lock file.
+npm_ci = cd $(1) && { [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ] || \
+	npm ci --no-audit --no-fund --loglevel=error; }
+
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
 
@@ -18,8 +22,7 @@ run: build
 INBOX_PORT        ?= 8090
 INBOX_HERALD_PORT ?= 8091
 example: build
-	@cd clientjs/examples/inbox && { [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ] || \
-		npm ci --no-audit --no-fund --loglevel=error; }
+	@$(call npm_ci,clientjs/examples/inbox)
 	cd clientjs/examples/inbox && PORT=$(INBOX_PORT) HERALD_PORT=$(INBOX_HERALD_PORT) HERALD_BIN=$(CURDIR)/$(BIN) node server.mjs
 
 # Everything CI runs: installs what is missing, starts an ephemeral redis-server, runs all tests.
@@ -32,9 +35,11 @@ test:
 # and docs/deploy.md's Caddy and HAProxy recipes, run like nginx's in `make test` (streams through
 # each, idle cuts resumed). About 27 minutes. The tests start their own redis-servers (redis-server
 # and redis-cli must be on PATH), Caddy and HAProxy (caddy and haproxy on PATH: apt-get install -y
-# caddy haproxy) and herald processes on loopback. HERALD_SOAK_CHURN=2m shortens the churn,
+# caddy haproxy) and herald processes on loopback; the proxy cases build the JS adapter's bundle
+# (clientjs's npm packages, installed here when missing). HERALD_SOAK_CHURN=2m shortens the churn,
 # HERALD_SOAK_STUCK=10s the stuck-client runs, HERALD_SOAK_CLUSTER=40s each Cluster/Sentinel case.
 soak:
+	@$(call npm_ci,clientjs)
 	$(GO) test -tags soak -run 'Fault|Soak' -count=1 -timeout 60m -v ./test/
 
 clean:
