@@ -716,10 +716,10 @@ type stormResult struct {
 
 // TestSoakReconnectStorm: 10,000 SSE clients, in several client processes, follow 100
 // channels while events are published; the node is restarted without a drain (SIGTERM, then a
-// new process on the same address and Redis). Every stream ends with a jittered retry, every client waits
-// that long and resumes with Last-Event-ID, as EventSource does. Counted: failed connection
-// attempts (want 0), the time until all resumed, the peak accept rate, and events lost,
-// duplicated or reordered (want 0).
+// new process on the same address and Redis). Every stream ends with a jittered retry, every
+// client waits that long and resumes with Last-Event-ID, as EventSource does. Counted: failed
+// connection attempts (want 0), the time until all resumed, the peak accept rate, and events
+// lost, duplicated or reordered (want 0).
 func TestSoakReconnectStorm(t *testing.T) {
 	rd := startPrivateRedis(t)
 	dbg := debugAddr(t)
