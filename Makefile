@@ -33,7 +33,7 @@ test:
 # ones — 1,000 stuck clients, a 10,000-client reconnect storm, a 10-minute churn soak, a hung
 # Redis, and minutes of master kills and slot moves on a Redis Cluster and of Sentinel failovers;
 # and docs/deploy.md's Caddy and HAProxy recipes, run like nginx's in `make test` (streams through
-# each, idle cuts resumed). About 27 minutes. The tests start their own redis-servers (redis-server
+# each, idle cuts resumed). About 23 minutes. The tests start their own redis-servers (redis-server
 # and redis-cli must be on PATH), Caddy and HAProxy (caddy and haproxy on PATH: apt-get install -y
 # caddy haproxy) and herald processes on loopback; the proxy cases build the JS adapter's bundle
 # (clientjs's npm packages, installed here when missing). HERALD_SOAK_CHURN=2m shortens the churn,
